@@ -1,0 +1,13 @@
+"""cnncore: the CNN code of 'Deep Learning from Scratch', with compiled kernels.
+
+    from cnncore.layers import *          # instead of: from common.layers import *
+
+Kernels: cnncore.kernels (compiled, validated) and cnncore.reference (pure NumPy, same signatures).
+"""
+from ._threads import get_num_threads, set_num_threads
+from ._validate import conv_output_size as output_size
+from .kernels import col2im, im2col
+
+__version__ = "0.1.0"
+
+__all__ = ["im2col", "col2im", "output_size", "get_num_threads", "set_num_threads", "__version__"]

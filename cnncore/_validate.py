@@ -1,0 +1,227 @@
+"""Checks at the boundary between users and the unchecked kernels.
+
+Every public kernel wrapper (cnncore/kernels.py) and every reference (cnncore/reference.py) calls these
+before touching data. They raise TypeError for a wrong type or dtype and ValueError for a wrong shape
+or parameter, naming the argument; they never let a bad array reach compiled code.
+"""
+import numbers
+import operator
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+# Largest element count we accept for one array: keeps every index product inside Py_ssize_t with room
+# to spare, so a bad shape fails here instead of overflowing inside a kernel.
+_MAX_ELEMENTS = 2**48
+
+
+def conv_output_size(input_size, filter_size, stride=1, pad=0):
+    """Output length of a convolution or pooling window sweep: (size + 2*pad - filter) // stride + 1.
+
+    The one place output sizes are computed (layers, kernels and references all call it). Unlike the
+    textbook's ``util.conv_output_size`` this floors, as the layers themselves do.
+    """
+    return (input_size + 2 * pad - filter_size) // stride + 1
+
+
+def check_int(value, name, minimum):
+    """Return value as a Python int, checking it is an integer (not bool) >= minimum."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral, np.integer)):
+        try:
+            value = operator.index(value)
+        except TypeError:
+            raise TypeError(f"{name} must be an integer, got {value!r}") from None
+    value = int(value)
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def compute_dtype(*arrays):
+    """The dtype a kernel computes in: float32 if every input is float32, else float64.
+
+    float32 in -> float32 out and float64 in -> float64 out; float16, integer and mixed inputs are
+    computed in float64, as the textbook does. (Only the arrays' dtypes are looked at.)
+    """
+    if all(a.dtype == np.float32 for a in arrays):
+        return np.dtype(np.float32)
+    return np.dtype(np.float64)
+
+
+def as_array(value, name, ndim=None):
+    """Turn value into an ndarray of a real numeric dtype and check its ndim."""
+    if not isinstance(value, np.ndarray):
+        try:
+            value = np.asarray(value)
+        except Exception as exc:  # ragged lists and the like
+            raise TypeError(f"{name} must be an array of numbers: {exc}") from None
+    kind = value.dtype.kind
+    if kind not in "fiu" or value.dtype.itemsize > 8:
+        raise TypeError(
+            f"{name} must hold real numbers (float32/float64, or float16/integers computed as "
+            f"float64), got dtype {value.dtype}"
+        )
+    if ndim is not None and value.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got {value.ndim}-D with shape {value.shape}")
+    if value.size > _MAX_ELEMENTS:
+        raise ValueError(f"{name} is too large ({value.size} elements)")
+    return value
+
+
+def as_kernel_input(array, dtype):
+    """C-contiguous array of dtype: no copy when array already is one."""
+    return np.ascontiguousarray(array, dtype=dtype)
+
+
+def check_total_size(shape, name):
+    """Raise before allocating an array whose element count would overflow or exhaust memory."""
+    total = 1
+    for s in shape:
+        total *= int(s)
+    if total > _MAX_ELEMENTS:
+        raise ValueError(f"{name} would have {total} elements (shape {tuple(shape)}): too large")
+
+
+def window_params(filter_h, filter_w, stride, pad, names=("filter_h", "filter_w")):
+    """Check window sizes (>= 1), stride (>= 1) and pad (>= 0); return them as ints."""
+    return (
+        check_int(filter_h, names[0], 1),
+        check_int(filter_w, names[1], 1),
+        check_int(stride, "stride", 1),
+        check_int(pad, "pad", 0),
+    )
+
+
+def output_hw(H, W, filter_h, filter_w, stride, pad, what="filter", arg="x"):
+    """(out_h, out_w) for a window sweep, raising when the window is larger than the padded input."""
+    if filter_h > H + 2 * pad or filter_w > W + 2 * pad:
+        raise ValueError(
+            f"{what} {filter_h}x{filter_w} is larger than the padded input "
+            f"{H + 2 * pad}x{W + 2 * pad} ({arg} is {H}x{W}, pad={pad})"
+        )
+    return conv_output_size(H, filter_h, stride, pad), conv_output_size(W, filter_w, stride, pad)
+
+
+def input_shape4(input_shape, name="input_shape"):
+    """Check a 4-tuple (N, C, H, W) of non-negative ints (C, H, W >= 1)."""
+    try:
+        shape = tuple(input_shape)
+    except TypeError:
+        raise TypeError(f"{name} must be a tuple (N, C, H, W), got {input_shape!r}") from None
+    if len(shape) != 4:
+        raise ValueError(f"{name} must have 4 entries (N, C, H, W), got {shape}")
+    N = check_int(shape[0], f"{name}[0] (N)", 0)
+    C, H, W = (check_int(s, f"{name}[{i}]", 1) for i, s in zip((1, 2, 3), shape[1:]))
+    check_total_size((N, C, H, W), name)
+    return N, C, H, W
+
+
+def image_batch(x, name="x"):
+    """Check a 4-D (N, C, H, W) batch with C, H, W >= 1 (N may be 0)."""
+    x = as_array(x, name, ndim=4)
+    if min(x.shape[1:]) < 1:
+        raise ValueError(f"{name} must have C, H, W >= 1, got shape {x.shape}")
+    return x
+
+
+def matching_shape(array, expected, name, why):
+    """Raise ValueError unless array.shape == expected."""
+    if tuple(array.shape) != tuple(expected):
+        raise ValueError(f"{name} must have shape {tuple(expected)} ({why}), got {array.shape}")
+
+
+def pool_setup(x, pool_h, pool_w, stride, pad, name="x"):
+    """Check a pooling call: -> (x, (pool_h, pool_w, stride, pad), output shape (N, C, OH, OW))."""
+    x = image_batch(x, name)
+    pool_h, pool_w, stride, pad = window_params(pool_h, pool_w, stride, pad,
+                                                names=("pool_h", "pool_w"))
+    if pad >= pool_h or pad >= pool_w:
+        raise ValueError(
+            f"pad must be smaller than the pooling window, got pad={pad} for a "
+            f"{pool_h}x{pool_w} window (a window could then lie entirely in the padding)"
+        )
+    out_h, out_w = output_hw(x.shape[2], x.shape[3], pool_h, pool_w, stride, pad,
+                             what="pooling window", arg=name)
+    return x, (pool_h, pool_w, stride, pad), (x.shape[0], x.shape[1], out_h, out_w)
+
+
+def pool_backward_setup(dout, input_shape, pool_h, pool_w, stride, pad):
+    """Check a pooling backward call: -> (dout, input shape, (pool_h, pool_w, stride, pad))."""
+    shape = input_shape4(input_shape)
+    probe = np.empty((0, 1, shape[2], shape[3]))  # only its H, W are looked at
+    _, params, (_, _, out_h, out_w) = pool_setup(probe, pool_h, pool_w, stride, pad,
+                                                 name="input_shape")
+    dout = as_array(dout, "dout", ndim=4)
+    matching_shape(dout, (shape[0], shape[1], out_h, out_w), "dout", "the pooling output shape")
+    return dout, shape, params
+
+
+def pool_arg_max(arg_max, dout_shape, shape, params):
+    """Check an arg_max from max_pool_forward against dout and the window; return it as C intp."""
+    arg_max = np.asarray(arg_max)
+    if arg_max.dtype.kind not in "iu":
+        raise TypeError(f"arg_max must hold integers, got dtype {arg_max.dtype}")
+    matching_shape(arg_max, dout_shape, "arg_max", "the same shape as dout")
+    pool_h, pool_w = params[0], params[1]
+    if arg_max.size and (arg_max.min() < 0 or arg_max.max() >= pool_h * pool_w):
+        raise ValueError(f"arg_max values must lie in [0, {pool_h * pool_w}) for a "
+                         f"{pool_h}x{pool_w} window")
+    arg_max = np.ascontiguousarray(arg_max, dtype=np.intp)
+    _check_max_cells_inside(arg_max, shape, params)
+    return arg_max
+
+
+def _check_max_cells_inside(arg_max, shape, params):
+    # With padding, a window index can point at a padded cell; max_pool_forward never produces one,
+    # but a hand-made arg_max could, and the kernel would write outside dx.
+    pool_h, pool_w, stride, pad = params
+    if pad == 0 or arg_max.size == 0:
+        return
+    out_h, out_w = arg_max.shape[2], arg_max.shape[3]
+    iy = (np.arange(out_h) * stride - pad)[:, None] + arg_max // pool_w
+    ix = (np.arange(out_w) * stride - pad)[None, :] + arg_max % pool_w
+    if iy.min() < 0 or iy.max() >= shape[2] or ix.min() < 0 or ix.max() >= shape[3]:
+        raise ValueError("arg_max points at padded cells; it must come from max_pool_forward "
+                         "with the same input_shape, window, stride and pad")
+
+
+def conv_setup(x, W, stride, pad):
+    """Check a convolution call: -> (x, W, stride, pad, output shape (N, FN, OH, OW), compute dtype)."""
+    x = image_batch(x, "x")
+    W = as_array(W, "W", ndim=4)
+    if min(W.shape) < 1:
+        raise ValueError(f"W must have FN, C, FH, FW >= 1, got shape {W.shape}")
+    if W.shape[1] != x.shape[1]:
+        raise ValueError(f"W has {W.shape[1]} input channels (shape {W.shape}) but x has "
+                         f"{x.shape[1]} (shape {x.shape})")
+    _, _, stride, pad = window_params(W.shape[2], W.shape[3], stride, pad,
+                                      names=("W.shape[2]", "W.shape[3]"))
+    out_h, out_w = output_hw(x.shape[2], x.shape[3], W.shape[2], W.shape[3], stride, pad)
+    dtype = compute_dtype(x, W)
+    return x, W, stride, pad, (x.shape[0], W.shape[0], out_h, out_w), dtype
+
+
+def bias_vector(b, FN, dtype, name="b"):
+    """A bias as a C-contiguous (FN,) vector of dtype; a scalar or 1-element bias is broadcast."""
+    b = as_array(b, name)
+    if b.size == 1:
+        return np.full(FN, b.reshape(()), dtype)  # a scalar bias, as the textbook allows
+    if b.ndim != 1 or b.shape[0] != FN:
+        raise ValueError(f"{name} must be a scalar or have shape ({FN},) (one per filter), "
+                         f"got shape {b.shape}")
+    return np.ascontiguousarray(b, dtype=dtype)
+
+
+def conv_backward_setup(dout, x, W, out, stride, pad):
+    """Check a convolution backward call (out: the fused forward's output, or None).
+
+    -> (dout, x, W, out, stride, pad, output shape, compute dtype).
+    """
+    x, W, stride, pad, out_shape, dtype = conv_setup(x, W, stride, pad)
+    dout = as_array(dout, "dout", ndim=4)
+    matching_shape(dout, out_shape, "dout", "the convolution output shape")
+    if out is not None:
+        out = as_array(out, "out", ndim=4)
+        matching_shape(out, out_shape, "out", "the forward output this gradient belongs to")
+    return dout, x, W, out, stride, pad, out_shape, dtype

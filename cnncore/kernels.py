@@ -1,0 +1,203 @@
+"""The compiled kernels behind a validating boundary.
+
+Each function checks its arguments (cnncore._validate), picks the compute dtype (float32 stays float32,
+float64 stays float64, float16 / integers / mixed become float64), makes inputs C-contiguous (copying only
+when needed), allocates the outputs and hands them to a kernel in cnncore._ext. cnncore.reference has
+the same functions, with the same signatures, in plain NumPy.
+
+Shapes: x (N, C, H, W); W (FN, C, FH, FW); b (FN,) or a scalar; OH = (H + 2*pad - FH) // stride + 1.
+"""
+import numpy as np
+
+from . import _validate as v
+from ._ext import conv as _conv
+from ._ext import im2col as _im2col
+from ._ext import pooling as _pooling
+from ._threads import get_num_threads
+
+# Bytes of unfolded columns a convolution tile may hold: the convolution never unfolds the whole batch,
+# only as many images at a time as fit here (at least one).
+TILE_BYTES = 4 << 20
+
+
+def im2col(input_data, filter_h, filter_w, stride=1, pad=0):
+    """Unfold windows into rows: (N, C, H, W) -> (N*OH*OW, C*FH*FW), the textbook's exact layout.
+
+    Row (n*OH + oy)*OW + ox holds the window at (oy*stride, ox*stride) of the zero-padded image, with
+    columns ordered (c, ky, kx): the flattening order of a (FN, C, FH, FW) weight.
+    """
+    x = v.image_batch(input_data, "input_data")
+    filter_h, filter_w, stride, pad = v.window_params(filter_h, filter_w, stride, pad)
+    N, C, H, W = x.shape
+    out_h, out_w = v.output_hw(H, W, filter_h, filter_w, stride, pad, arg="input_data")
+    shape = (N * out_h * out_w, C * filter_h * filter_w)
+    v.check_total_size(shape, "the im2col matrix")
+    dtype = v.compute_dtype(x)
+    col = np.empty(shape, dtype)
+    _im2col.im2col(v.as_kernel_input(x, dtype), col, filter_h, filter_w, stride, pad,
+                   get_num_threads())
+    return col
+
+
+def col2im(col, input_shape, filter_h, filter_w, stride=1, pad=0):
+    """Adjoint of im2col: (N*OH*OW, C*FH*FW) -> (N, C, H, W), overlapping windows summed.
+
+    Not the inverse: each pixel of col2im(im2col(x)) is x times the number of windows covering it.
+    Gradients that fall on the padding are dropped. col may be any array with the right number of
+    elements (as in the textbook, which reshapes it).
+    """
+    N, C, H, W = v.input_shape4(input_shape)
+    filter_h, filter_w, stride, pad = v.window_params(filter_h, filter_w, stride, pad)
+    out_h, out_w = v.output_hw(H, W, filter_h, filter_w, stride, pad, arg="input_shape")
+    col = v.as_array(col, "col")
+    shape = (N * out_h * out_w, C * filter_h * filter_w)
+    if col.size != shape[0] * shape[1]:
+        raise ValueError(
+            f"col must have shape {shape} (from input_shape {(N, C, H, W)}, filter "
+            f"{filter_h}x{filter_w}, stride={stride}, pad={pad}), got {col.shape}"
+        )
+    dtype = v.compute_dtype(col)
+    x = np.empty((N, C, H, W), dtype)
+    _im2col.col2im(v.as_kernel_input(col, dtype).reshape(shape), x, filter_h, filter_w, stride,
+                   pad, get_num_threads())
+    return x
+
+
+# ---------------------------------------------------------------------------------------------- pooling
+
+def max_pool_forward(x, pool_h, pool_w, stride=2, pad=0):
+    """Max over each window: x (N, C, H, W) -> (out (N, C, OH, OW), arg_max (N, C, OH, OW)).
+
+    arg_max is the winner's index ky*pool_w + kx inside its window (first on ties; NaN wins).
+    Padded cells never win; pad must be smaller than the window.
+    """
+    x, params, out_shape = v.pool_setup(x, pool_h, pool_w, stride, pad)
+    dtype = v.compute_dtype(x)
+    out = np.empty(out_shape, dtype)
+    arg_max = np.empty(out_shape, np.intp)
+    _pooling.max_pool_forward(v.as_kernel_input(x, dtype), out, arg_max, *params,
+                              get_num_threads())
+    return out, arg_max
+
+
+def max_pool_backward(dout, arg_max, input_shape, pool_h, pool_w, stride=2, pad=0):
+    """Route each dout to its window's max cell: -> dx (N, C, H, W); overlaps add up."""
+    dout, shape, params = v.pool_backward_setup(dout, input_shape, pool_h, pool_w, stride, pad)
+    arg_max = v.pool_arg_max(arg_max, dout.shape, shape, params)
+    dtype = v.compute_dtype(dout)
+    dx = np.empty(shape, dtype)
+    _pooling.max_pool_backward(v.as_kernel_input(dout, dtype), arg_max, dx, *params,
+                               get_num_threads())
+    return dx
+
+
+def avg_pool_forward(x, pool_h, pool_w, stride=2, pad=0):
+    """Mean over each window, padding counted as zeros: x (N, C, H, W) -> (N, C, OH, OW)."""
+    x, params, out_shape = v.pool_setup(x, pool_h, pool_w, stride, pad)
+    dtype = v.compute_dtype(x)
+    out = np.empty(out_shape, dtype)
+    _pooling.avg_pool_forward(v.as_kernel_input(x, dtype), out, *params, get_num_threads())
+    return out
+
+
+def avg_pool_backward(dout, input_shape, pool_h, pool_w, stride=2, pad=0):
+    """Spread each dout evenly over its window: -> dx (N, C, H, W); overlaps add up."""
+    dout, shape, params = v.pool_backward_setup(dout, input_shape, pool_h, pool_w, stride, pad)
+    dtype = v.compute_dtype(dout)
+    dx = np.empty(shape, dtype)
+    _pooling.avg_pool_backward(v.as_kernel_input(dout, dtype), dx, *params, get_num_threads())
+    return dx
+
+
+# ------------------------------------------------------------------------------------------ convolution
+
+def _tiles(N, row_bytes):
+    """Slices of at most TILE_BYTES // row_bytes images (at least one) covering range(N)."""
+    step = max(1, TILE_BYTES // max(1, row_bytes))
+    return [slice(i, min(N, i + step)) for i in range(0, N, step)]
+
+
+def _forward(x, W, b, stride, pad, relu):
+    x, W, stride, pad, out_shape, dtype = v.conv_setup(x, W, stride, pad)
+    N, FN, out_h, out_w = out_shape
+    b = v.bias_vector(b, FN, dtype)
+    x = v.as_kernel_input(x, dtype)
+    W2 = v.as_kernel_input(W, dtype).reshape(FN, -1)
+    L = out_h * out_w
+    out = np.empty(out_shape, dtype)
+    n_threads = get_num_threads()
+    tiles = _tiles(N, W2.shape[1] * L * dtype.itemsize)
+    if tiles:
+        cols = np.empty((tiles[0].stop - tiles[0].start, W2.shape[1], L), dtype)
+    for t in tiles:
+        n = t.stop - t.start
+        _conv.unfold(x[t], cols[:n], W.shape[2], W.shape[3], stride, pad, n_threads)
+        o = out[t].reshape(n, FN, L)
+        np.matmul(W2, cols[:n], out=o)
+        _conv.bias_act(o, b, relu, n_threads)
+    return out
+
+
+def _backward(dout, x, W, out, stride, pad):
+    dout, x, W, out, stride, pad, out_shape, dtype = v.conv_backward_setup(dout, x, W, out,
+                                                                          stride, pad)
+    if out is not None:
+        out = v.as_kernel_input(out, dtype)
+    N, FN, out_h, out_w = out_shape
+    L = out_h * out_w
+    x = v.as_kernel_input(x, dtype)
+    dout = v.as_kernel_input(dout, dtype)
+    W2 = v.as_kernel_input(W, dtype).reshape(FN, -1)
+    W2T = np.ascontiguousarray(W2.T)
+    K = W2.shape[1]
+    dx = np.empty(x.shape, dtype)
+    dW = np.zeros((FN, K), dtype)
+    db = np.zeros(FN, dtype)
+    n_threads = get_num_threads()
+    tiles = _tiles(N, K * L * dtype.itemsize)
+    if tiles:
+        n0 = tiles[0].stop - tiles[0].start
+        cols = np.empty((n0, K, L), dtype)
+        masked = np.empty((n0, FN, L), dtype) if out is not None else None
+    for t in tiles:
+        n = t.stop - t.start
+        d = dout[t].reshape(n, FN, L)
+        if out is not None:
+            _conv.relu_backward(d.reshape(-1), out[t].reshape(-1), masked[:n].reshape(-1),
+                                n_threads)
+            d = masked[:n]
+        db += d.sum(axis=(0, 2))
+        c = cols[:n]
+        _conv.unfold(x[t], c, W.shape[2], W.shape[3], stride, pad, n_threads)
+        dW += np.matmul(d, c.transpose(0, 2, 1)).sum(axis=0)
+        np.matmul(W2T, d, out=c)  # the columns are spent: reuse them for dcols
+        _conv.fold(c, dx[t], W.shape[2], W.shape[3], stride, pad, n_threads)
+    return dx, dW.reshape(W.shape), db
+
+
+def conv_forward(x, W, b, stride=1, pad=0):
+    """Convolution (cross-correlation) plus bias: x (N, C, H, W), W (FN, C, FH, FW) -> (N, FN, OH, OW).
+
+    Works tile by tile (TILE_BYTES of unfolded columns at a time), never on the whole batch's im2col.
+    """
+    return _forward(x, W, b, stride, pad, relu=False)
+
+
+def conv_backward(dout, x, W, stride=1, pad=0):
+    """Gradients of conv_forward: dout (N, FN, OH, OW) -> (dx (N, C, H, W), dW (FN, C, FH, FW), db (FN,))."""
+    return _backward(dout, x, W, None, stride, pad)
+
+
+def conv_bias_relu_forward(x, W, b, stride=1, pad=0):
+    """relu(conv_forward(x, W, b)) in one pass over each tile: -> (N, FN, OH, OW)."""
+    return _forward(x, W, b, stride, pad, relu=True)
+
+
+def conv_bias_relu_backward(dout, x, W, out, stride=1, pad=0):
+    """Gradients of conv_bias_relu_forward, given its output out (the ReLU mask is out > 0).
+
+    -> (dx (N, C, H, W), dW (FN, C, FH, FW), db (FN,)).
+    """
+    if out is None:
+        raise TypeError("out must be the array conv_bias_relu_forward returned, got None")
+    return _backward(dout, x, W, out, stride, pad)

@@ -1,0 +1,149 @@
+"""Pure-NumPy versions of every kernel in cnncore.kernels: same names, signatures, checks and dtypes.
+
+Written for clarity, following the textbook's algorithms (im2col + one matrix product for the
+convolution, pooling over im2col windows). The tests use them as the oracle, the benchmarks as the
+baseline. Shapes: x (N, C, H, W); W (FN, C, FH, FW); OH = (H + 2*pad - FH) // stride + 1.
+"""
+import numpy as np
+
+from . import _validate as v
+
+
+def _padded(x, pad, value=0.0):
+    return np.pad(x, [(0, 0), (0, 0), (pad, pad), (pad, pad)], mode="constant", constant_values=value)
+
+
+def _windows(xp, filter_h, filter_w, stride, out_h, out_w):
+    """(N, C, H', W') padded input -> (N, C, FH, FW, OH, OW): element [.., ky, kx, oy, ox]."""
+    N, C = xp.shape[:2]
+    win = np.empty((N, C, filter_h, filter_w, out_h, out_w), xp.dtype)
+    for ky in range(filter_h):
+        for kx in range(filter_w):
+            win[:, :, ky, kx] = xp[:, :, ky:ky + stride * out_h:stride, kx:kx + stride * out_w:stride]
+    return win
+
+
+def _add_windows(win, shape, stride, pad):
+    """Adjoint of _windows: sum (N, C, FH, FW, OH, OW) back into an (N, C, H, W) image."""
+    N, C, H, W = shape
+    filter_h, filter_w, out_h, out_w = win.shape[2:]
+    # stride - 1 spare rows/columns keep every strided slice inside the buffer
+    img = np.zeros((N, C, H + 2 * pad + stride - 1, W + 2 * pad + stride - 1), win.dtype)
+    for ky in range(filter_h):
+        for kx in range(filter_w):
+            img[:, :, ky:ky + stride * out_h:stride, kx:kx + stride * out_w:stride] += win[:, :, ky, kx]
+    return img[:, :, pad:H + pad, pad:W + pad]
+
+
+def im2col(input_data, filter_h, filter_w, stride=1, pad=0):
+    """(N, C, H, W) -> (N*OH*OW, C*FH*FW): rows over (n, oy, ox), columns over (c, ky, kx)."""
+    x = v.image_batch(input_data, "input_data")
+    filter_h, filter_w, stride, pad = v.window_params(filter_h, filter_w, stride, pad)
+    N, C, H, W = x.shape
+    out_h, out_w = v.output_hw(H, W, filter_h, filter_w, stride, pad, arg="input_data")
+    x = x.astype(v.compute_dtype(x), copy=False)
+    win = _windows(_padded(x, pad), filter_h, filter_w, stride, out_h, out_w)
+    return win.transpose(0, 4, 5, 1, 2, 3).reshape(N * out_h * out_w, -1)
+
+
+def col2im(col, input_shape, filter_h, filter_w, stride=1, pad=0):
+    """Adjoint of im2col: (N*OH*OW, C*FH*FW) -> (N, C, H, W), overlapping windows summed."""
+    N, C, H, W = v.input_shape4(input_shape)
+    filter_h, filter_w, stride, pad = v.window_params(filter_h, filter_w, stride, pad)
+    out_h, out_w = v.output_hw(H, W, filter_h, filter_w, stride, pad, arg="input_shape")
+    col = v.as_array(col, "col")
+    if col.size != N * out_h * out_w * C * filter_h * filter_w:
+        raise ValueError(f"col must have shape {(N * out_h * out_w, C * filter_h * filter_w)}, "
+                         f"got {col.shape}")
+    col = col.astype(v.compute_dtype(col), copy=False)
+    win = col.reshape(N, out_h, out_w, C, filter_h, filter_w).transpose(0, 3, 4, 5, 1, 2)
+    return np.ascontiguousarray(_add_windows(win, (N, C, H, W), stride, pad))
+
+
+def max_pool_forward(x, pool_h, pool_w, stride=2, pad=0):
+    """-> (out, arg_max), both (N, C, OH, OW); arg_max = ky*pool_w + kx of the window's max."""
+    x, (pool_h, pool_w, stride, pad), (N, C, out_h, out_w) = v.pool_setup(x, pool_h, pool_w,
+                                                                          stride, pad)
+    x = x.astype(v.compute_dtype(x), copy=False)
+    win = _windows(_padded(x, pad, -np.inf), pool_h, pool_w, stride, out_h, out_w)
+    win = win.reshape(N, C, pool_h * pool_w, out_h, out_w)
+    arg_max = np.argmax(win, axis=2)
+    # A padded cell (-inf) can only tie for the lead when every real cell is -inf: take the first
+    # real cell then, as the kernel does.
+    real = _windows(_padded(np.ones((1, 1) + x.shape[2:], bool), pad, False), pool_h, pool_w,
+                    stride, out_h, out_w).reshape(1, 1, pool_h * pool_w, out_h, out_w)
+    chose_pad = ~np.take_along_axis(np.broadcast_to(real, win.shape), arg_max[:, :, None], 2)[:, :, 0]
+    arg_max = np.where(chose_pad, np.argmax(real, axis=2), arg_max)
+    out = np.take_along_axis(win, arg_max[:, :, None], axis=2)[:, :, 0]
+    return np.ascontiguousarray(out), np.ascontiguousarray(arg_max.astype(np.intp))
+
+
+def max_pool_backward(dout, arg_max, input_shape, pool_h, pool_w, stride=2, pad=0):
+    """Route each dout to its window's max cell -> dx (N, C, H, W)."""
+    dout, shape, params = v.pool_backward_setup(dout, input_shape, pool_h, pool_w, stride, pad)
+    arg_max = v.pool_arg_max(arg_max, dout.shape, shape, params)
+    pool_h, pool_w, stride, pad = params
+    dout = dout.astype(v.compute_dtype(dout), copy=False)
+    N, C, out_h, out_w = dout.shape
+    win = np.zeros((N, C, pool_h * pool_w, out_h, out_w), dout.dtype)
+    np.put_along_axis(win, arg_max[:, :, None], dout[:, :, None], axis=2)
+    win = win.reshape(N, C, pool_h, pool_w, out_h, out_w)
+    return np.ascontiguousarray(_add_windows(win, shape, stride, pad))
+
+
+def avg_pool_forward(x, pool_h, pool_w, stride=2, pad=0):
+    """Mean of each window, padding counted as zeros -> (N, C, OH, OW)."""
+    x, (pool_h, pool_w, stride, pad), (N, C, out_h, out_w) = v.pool_setup(x, pool_h, pool_w,
+                                                                          stride, pad)
+    x = x.astype(v.compute_dtype(x), copy=False)
+    win = _windows(_padded(x, pad), pool_h, pool_w, stride, out_h, out_w)
+    return np.ascontiguousarray(win.mean(axis=(2, 3)))
+
+
+def avg_pool_backward(dout, input_shape, pool_h, pool_w, stride=2, pad=0):
+    """Spread each dout evenly over its window -> dx (N, C, H, W)."""
+    dout, shape, (pool_h, pool_w, stride, pad) = v.pool_backward_setup(dout, input_shape, pool_h,
+                                                                       pool_w, stride, pad)
+    dout = dout.astype(v.compute_dtype(dout), copy=False)
+    N, C, out_h, out_w = dout.shape
+    win = np.broadcast_to((dout / (pool_h * pool_w))[:, :, None, None],
+                          (N, C, pool_h, pool_w, out_h, out_w))
+    return np.ascontiguousarray(_add_windows(win, shape, stride, pad))
+
+
+def conv_forward(x, W, b, stride=1, pad=0):
+    """im2col(x) @ W.reshape(FN, -1).T + b, reshaped to (N, FN, OH, OW)."""
+    x, W, stride, pad, (N, FN, out_h, out_w), dtype = v.conv_setup(x, W, stride, pad)
+    b = v.bias_vector(b, FN, dtype)
+    col = im2col(x.astype(dtype, copy=False), W.shape[2], W.shape[3], stride, pad)
+    out = col @ W.astype(dtype, copy=False).reshape(FN, -1).T + b
+    return np.ascontiguousarray(out.reshape(N, out_h, out_w, FN).transpose(0, 3, 1, 2))
+
+
+def conv_backward(dout, x, W, stride=1, pad=0):
+    """-> (dx (N, C, H, W), dW (FN, C, FH, FW), db (FN,)) for conv_forward."""
+    dout, x, W, _, stride, pad, (N, FN, out_h, out_w), dtype = v.conv_backward_setup(
+        dout, x, W, None, stride, pad)
+    W = W.astype(dtype, copy=False)
+    d = dout.astype(dtype, copy=False).transpose(0, 2, 3, 1).reshape(-1, FN)
+    col = im2col(x.astype(dtype, copy=False), W.shape[2], W.shape[3], stride, pad)
+    db = d.sum(axis=0)
+    dW = (col.T @ d).T.reshape(W.shape)
+    dx = col2im(d @ W.reshape(FN, -1), x.shape, W.shape[2], W.shape[3], stride, pad)
+    return dx, np.ascontiguousarray(dW), db
+
+
+def conv_bias_relu_forward(x, W, b, stride=1, pad=0):
+    """relu(conv_forward(x, W, b)), with the textbook Relu's rule (x <= 0 -> 0, NaN kept)."""
+    out = conv_forward(x, W, b, stride, pad)
+    out[out <= 0] = 0
+    return out
+
+
+def conv_bias_relu_backward(dout, x, W, out, stride=1, pad=0):
+    """Gradients of conv_bias_relu_forward given its output: dout is masked where out <= 0."""
+    if out is None:
+        raise TypeError("out must be the array conv_bias_relu_forward returned, got None")
+    dout, x, W, out, stride, pad, _, dtype = v.conv_backward_setup(dout, x, W, out, stride, pad)
+    d = np.where(out <= 0, 0, dout).astype(dtype, copy=False)
+    return conv_backward(d, x, W, stride, pad)

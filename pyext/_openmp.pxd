@@ -1,0 +1,14 @@
+# OpenMP declarations that also compile without OpenMP (then: one thread, openmp_enabled() == 0).
+cdef extern from *:
+    """
+    #ifdef _OPENMP
+    #include <omp.h>
+    static int cnncore_openmp_enabled(void) { return 1; }
+    static int cnncore_omp_max_threads(void) { return omp_get_max_threads(); }
+    #else
+    static int cnncore_openmp_enabled(void) { return 0; }
+    static int cnncore_omp_max_threads(void) { return 1; }
+    #endif
+    """
+    int cnncore_openmp_enabled() noexcept nogil
+    int cnncore_omp_max_threads() noexcept nogil

@@ -1,0 +1,174 @@
+"""Pieces of the tiled convolution: unfold/fold and the fused epilogues.
+
+The convolution (cnncore/kernels.py) runs over tiles of a few images at a time:
+
+    forward:  cols = unfold(x[tile])                  (n, C*FH*FW, OH*OW)
+              out[tile] = W2d @ cols                  BLAS, through NumPy
+              bias_act(out[tile], b, relu)            one pass: + b, then ReLU
+    backward: d = relu_backward(dout[tile], out[tile])
+              dW += d @ cols^T,  dcols = W2d^T @ d    BLAS
+              dx[tile] = fold(dcols)
+
+unfold is im2col with each image's matrix transposed ("Caffe" layout): rows over (c, ky, kx), columns
+over (oy, ox), so the GEMM writes the NCHW output directly and no transpose is ever copied. fold is its
+adjoint. Threads own whole (image, channel) planes, so sums never race.
+"""
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.string cimport memset
+
+
+cdef inline void _out_range(Py_ssize_t k, Py_ssize_t size, Py_ssize_t out_size,
+                            Py_ssize_t stride, Py_ssize_t pad,
+                            Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
+    # Output positions o whose input position o*stride - pad + k lies inside [0, size).
+    cdef Py_ssize_t first = 0, last
+    if pad > k:
+        first = (pad - k + stride - 1) // stride
+    last = size - 1 + pad - k            # o*stride <= last
+    if last < 0:
+        hi[0] = first
+    else:
+        hi[0] = last // stride + 1
+        if hi[0] > out_size:
+            hi[0] = out_size
+        if hi[0] < first:
+            hi[0] = first
+    if first > out_size:
+        first = out_size
+        hi[0] = out_size
+    lo[0] = first
+
+
+cdef inline void _unfold_channel(const floating* plane, floating* rows,
+                                 Py_ssize_t H, Py_ssize_t W,
+                                 Py_ssize_t filter_h, Py_ssize_t filter_w,
+                                 Py_ssize_t out_h, Py_ssize_t out_w,
+                                 Py_ssize_t stride, Py_ssize_t pad) noexcept nogil:
+    # Write the filter_h*filter_w rows of one input channel: rows[(ky*fw + kx), oy*out_w + ox].
+    cdef Py_ssize_t ky, kx, oy, ox, iy, ox_lo, ox_hi, L = out_h * out_w
+    cdef floating* dst
+    cdef const floating* line
+    for ky in range(filter_h):
+        for kx in range(filter_w):
+            dst = rows + (ky * filter_w + kx) * L
+            _out_range(kx, W, out_w, stride, pad, &ox_lo, &ox_hi)
+            for oy in range(out_h):
+                iy = oy * stride - pad + ky
+                if iy < 0 or iy >= H:
+                    for ox in range(out_w):
+                        dst[ox] = 0
+                else:
+                    line = plane + iy * W - pad + kx
+                    for ox in range(ox_lo):
+                        dst[ox] = 0
+                    if stride == 1:
+                        for ox in range(ox_lo, ox_hi):
+                            dst[ox] = line[ox]
+                    else:
+                        for ox in range(ox_lo, ox_hi):
+                            dst[ox] = line[ox * stride]
+                    for ox in range(ox_hi, out_w):
+                        dst[ox] = 0
+                dst += out_w
+
+
+cdef inline void _fold_channel(const floating* rows, floating* plane,
+                               Py_ssize_t H, Py_ssize_t W,
+                               Py_ssize_t filter_h, Py_ssize_t filter_w,
+                               Py_ssize_t out_h, Py_ssize_t out_w,
+                               Py_ssize_t stride, Py_ssize_t pad) noexcept nogil:
+    # Adjoint of _unfold_channel: add the rows of one channel back into its (zeroed) plane.
+    cdef Py_ssize_t ky, kx, oy, ox, iy, ox_lo, ox_hi, L = out_h * out_w
+    cdef const floating* src
+    cdef floating* line
+    for ky in range(filter_h):
+        for kx in range(filter_w):
+            src = rows + (ky * filter_w + kx) * L
+            _out_range(kx, W, out_w, stride, pad, &ox_lo, &ox_hi)
+            for oy in range(out_h):
+                iy = oy * stride - pad + ky
+                if 0 <= iy < H:
+                    line = plane + iy * W - pad + kx
+                    if stride == 1:
+                        for ox in range(ox_lo, ox_hi):
+                            line[ox] += src[ox]
+                    else:
+                        for ox in range(ox_lo, ox_hi):
+                            line[ox * stride] += src[ox]
+                src += out_w
+
+
+def unfold(const floating[:, :, :, ::1] x,     # IN  (n, C, H, W)
+           floating[:, :, ::1] cols,           # OUT (n, C*filter_h*filter_w, out_h*out_w)
+           Py_ssize_t filter_h, Py_ssize_t filter_w,
+           Py_ssize_t stride, Py_ssize_t pad, int n_threads):
+    """cols[i, (c*FH + ky)*FW + kx, oy*OW + ox] = x_padded[i, c, oy*stride + ky, ox*stride + kx]."""
+    cdef Py_ssize_t n = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t out_h = (H + 2 * pad - filter_h) // stride + 1
+    cdef Py_ssize_t out_w = (W + 2 * pad - filter_w) // stride + 1
+    cdef Py_ssize_t ic, i, c, KK = filter_h * filter_w
+    if n == 0 or C == 0:
+        return
+    with nogil:
+        for ic in prange(n * C, schedule="static", num_threads=n_threads):
+            i = ic // C
+            c = ic % C
+            _unfold_channel(&x[i, c, 0, 0], &cols[i, c * KK, 0], H, W,
+                            filter_h, filter_w, out_h, out_w, stride, pad)
+
+
+def fold(const floating[:, :, ::1] cols,       # IN  (n, C*filter_h*filter_w, out_h*out_w)
+         floating[:, :, :, ::1] x,             # OUT (n, C, H, W), overwritten
+         Py_ssize_t filter_h, Py_ssize_t filter_w,
+         Py_ssize_t stride, Py_ssize_t pad, int n_threads):
+    """Adjoint of unfold: x[i, c] = sum of every window of channel c added back in place."""
+    cdef Py_ssize_t n = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t out_h = (H + 2 * pad - filter_h) // stride + 1
+    cdef Py_ssize_t out_w = (W + 2 * pad - filter_w) // stride + 1
+    cdef Py_ssize_t ic, i, c, KK = filter_h * filter_w
+    if n == 0 or C == 0:
+        return
+    with nogil:
+        for ic in prange(n * C, schedule="static", num_threads=n_threads):
+            i = ic // C
+            c = ic % C
+            memset(&x[i, c, 0, 0], 0, H * W * sizeof(floating))
+            _fold_channel(&cols[i, c * KK, 0], &x[i, c, 0, 0], H, W,
+                          filter_h, filter_w, out_h, out_w, stride, pad)
+
+
+def bias_act(floating[:, :, ::1] out,          # IN/OUT (n, FN, L)
+             const floating[::1] b,            # IN (FN,)
+             bint relu, int n_threads):
+    """out[i, f, :] = act(out[i, f, :] + b[f]), act = ReLU (x <= 0 -> 0, NaN kept) or identity."""
+    cdef Py_ssize_t n = out.shape[0], FN = out.shape[1], L = out.shape[2]
+    cdef Py_ssize_t jf, j, f, l
+    cdef floating bias, v
+    cdef floating* row
+    if n == 0 or FN == 0 or L == 0:
+        return
+    with nogil:
+        for jf in prange(n * FN, schedule="static", num_threads=n_threads):
+            j = jf // FN
+            f = jf % FN
+            bias = b[f]
+            row = &out[j, f, 0]
+            if relu:
+                for l in range(L):
+                    v = row[l] + bias
+                    row[l] = 0 if v <= 0 else v
+            else:
+                for l in range(L):
+                    row[l] = row[l] + bias
+
+
+def relu_backward(const floating[::1] dout,    # IN  (M,) upstream gradient
+                  const floating[::1] out,     # IN  (M,) ReLU output of the forward pass
+                  floating[::1] d,             # OUT (M,) dout where out > 0 (or NaN), else 0
+                  int n_threads):
+    """Mask a gradient by a ReLU output, as the textbook's Relu.backward does."""
+    cdef Py_ssize_t M = dout.shape[0], i
+    with nogil:
+        for i in prange(M, schedule="static", num_threads=n_threads):
+            d[i] = 0 if out[i] <= 0 else dout[i]
