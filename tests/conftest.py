@@ -1,0 +1,41 @@
+"""Shared fixtures. The tests import the installed cnncore (``--import-mode=importlib``, no
+tests/__init__.py), so they check the wheel, not the source tree."""
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "default", deadline=None, max_examples=60, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile(
+    "thorough", deadline=None, max_examples=1000, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+# Relative tolerances per dtype for kernel-vs-reference comparisons (sums in a different order).
+RTOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
+ATOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
+
+
+def mnist_path():
+    """The real MNIST idx .gz files: $CNNCORE_TEST_DATA, else ../shared/data/mnist beside the repo."""
+    env = os.environ.get("CNNCORE_TEST_DATA")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+
+
+@pytest.fixture(scope="session")
+def mnist_dir():
+    path = mnist_path()
+    if not (path / "train-images-idx3-ubyte.gz").exists():
+        pytest.fail(f"MNIST idx files not found in {path} (set CNNCORE_TEST_DATA)")
+    return path
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(12345)
