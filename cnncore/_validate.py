@@ -27,7 +27,9 @@ def conv_output_size(input_size, filter_size, stride=1, pad=0):
 
 def check_int(value, name, minimum):
     """Return value as a Python int, checking it is an integer (not bool) >= minimum."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral, np.integer)):
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    if not isinstance(value, (numbers.Integral, np.integer)):
         try:
             value = operator.index(value)
         except TypeError:

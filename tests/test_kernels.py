@@ -1,0 +1,262 @@
+"""Compiled kernels against their NumPy references: hand-picked shapes and hypothesis shapes,
+forward and backward, float32 and float64, plus the exact textbook layout and the adjoint identity."""
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cnncore import kernels as K
+from cnncore import reference as R
+
+DTYPES = [np.float32, np.float64]
+
+# (N, C, H, W, FH, FW, stride, pad): N=1, C=1 and 3, odd and non-square images and windows,
+# strides 1-3, pads 0-2, sizes the stride does not divide, windows as large as the padded input.
+CASES = [
+    (1, 1, 5, 5, 3, 3, 1, 0),
+    (2, 3, 7, 9, 3, 2, 1, 1),
+    (1, 3, 8, 6, 2, 3, 2, 0),
+    (3, 2, 9, 7, 3, 3, 2, 1),
+    (2, 1, 10, 11, 4, 3, 3, 2),
+    (1, 3, 6, 6, 5, 5, 1, 2),
+    (2, 2, 7, 5, 7, 5, 1, 0),
+    (1, 1, 4, 4, 1, 1, 1, 0),
+    (2, 3, 13, 8, 3, 5, 3, 1),
+    (1, 2, 3, 3, 2, 2, 1, 1),
+]
+# Pooling needs pad < window.
+POOL_CASES = [c for c in CASES if c[7] < min(c[4], c[5])] + [
+    (2, 3, 24, 24, 2, 2, 2, 0),
+    (1, 2, 9, 9, 3, 3, 2, 1),   # overlapping windows
+    (2, 1, 8, 7, 3, 2, 1, 1),
+]
+
+
+def tol(dtype, scale=1.0):
+    if np.dtype(dtype) == np.float32:
+        return dict(rtol=2e-4, atol=2e-5 * scale)
+    return dict(rtol=1e-10, atol=1e-12 * scale)
+
+
+def make(rng, shape, dtype):
+    return rng.standard_normal(shape).astype(dtype)
+
+
+def case_id(case):
+    return "N{}C{}_{}x{}_f{}x{}_s{}p{}".format(*case)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_im2col_col2im_match_reference(case, dtype, rng):
+    N, C, H, W, FH, FW, s, p = case
+    x = make(rng, (N, C, H, W), dtype)
+    col = K.im2col(x, FH, FW, s, p)
+    expected = R.im2col(x, FH, FW, s, p)
+    assert col.dtype == expected.dtype == dtype
+    np.testing.assert_array_equal(col, expected)  # pure copies: exact
+    dcol = make(rng, col.shape, dtype)
+    dx = K.col2im(dcol, x.shape, FH, FW, s, p)
+    assert dx.dtype == dtype and dx.shape == x.shape and dx.flags.c_contiguous
+    np.testing.assert_allclose(dx, R.col2im(dcol, x.shape, FH, FW, s, p), **tol(dtype))
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_im2col_textbook_layout(case, rng):
+    N, C, H, W, FH, FW, s, p = case
+    x = rng.standard_normal((N, C, H, W))
+    col = K.im2col(x, FH, FW, s, p)
+    xp = np.pad(x, [(0, 0), (0, 0), (p, p), (p, p)])
+    out_h, out_w = (H + 2 * p - FH) // s + 1, (W + 2 * p - FW) // s + 1
+    assert col.shape == (N * out_h * out_w, C * FH * FW)
+    for n in range(N):
+        for i in range(out_h):
+            for j in range(out_w):
+                window = xp[n, :, i * s:i * s + FH, j * s:j * s + FW]
+                np.testing.assert_array_equal(col[(n * out_h + i) * out_w + j], window.ravel())
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_col2im_is_the_adjoint_of_im2col(case, rng):
+    N, C, H, W, FH, FW, s, p = case
+    x = rng.standard_normal((N, C, H, W))
+    col = K.im2col(x, FH, FW, s, p)
+    c = rng.standard_normal(col.shape)
+    np.testing.assert_allclose(np.vdot(col, c), np.vdot(x, K.col2im(c, x.shape, FH, FW, s, p)),
+                               rtol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", POOL_CASES, ids=case_id)
+def test_max_pool_matches_reference(case, dtype, rng):
+    N, C, H, W, PH, PW, s, p = case
+    x = make(rng, (N, C, H, W), dtype)
+    out, arg = K.max_pool_forward(x, PH, PW, s, p)
+    out_r, arg_r = R.max_pool_forward(x, PH, PW, s, p)
+    assert out.dtype == dtype and arg.dtype == np.intp
+    np.testing.assert_array_equal(out, out_r)
+    np.testing.assert_array_equal(arg, arg_r)
+    dout = make(rng, out.shape, dtype)
+    dx = K.max_pool_backward(dout, arg, x.shape, PH, PW, s, p)
+    np.testing.assert_allclose(dx, R.max_pool_backward(dout, arg_r, x.shape, PH, PW, s, p),
+                               **tol(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", POOL_CASES, ids=case_id)
+def test_avg_pool_matches_reference(case, dtype, rng):
+    N, C, H, W, PH, PW, s, p = case
+    x = make(rng, (N, C, H, W), dtype)
+    out = K.avg_pool_forward(x, PH, PW, s, p)
+    assert out.dtype == dtype
+    np.testing.assert_allclose(out, R.avg_pool_forward(x, PH, PW, s, p), **tol(dtype))
+    dout = make(rng, out.shape, dtype)
+    dx = K.avg_pool_backward(dout, x.shape, PH, PW, s, p)
+    np.testing.assert_allclose(dx, R.avg_pool_backward(dout, x.shape, PH, PW, s, p), **tol(dtype))
+
+
+def test_max_pool_ties_go_to_the_first_cell_and_padding_never_wins():
+    x = np.full((1, 1, 4, 4), -5.0)
+    out, arg = K.max_pool_forward(x, 2, 2, 2, 1)  # every window mixes padding and -5s
+    np.testing.assert_array_equal(out, -5.0)
+    # the first real cell of each window: (1,1) for corner windows that start in the padding
+    assert arg[0, 0, 0, 0] == 3 and arg[0, 0, 1, 1] == 0
+    x = np.zeros((1, 1, 2, 2))
+    assert K.max_pool_forward(x, 2, 2, 2, 0)[1][0, 0, 0, 0] == 0
+
+
+def test_max_pool_nan_propagates_like_numpy():
+    x = np.arange(16.0).reshape(1, 1, 4, 4)
+    x[0, 0, 0, 1] = np.nan
+    out, arg = K.max_pool_forward(x, 2, 2, 2, 0)
+    assert np.isnan(out[0, 0, 0, 0]) and arg[0, 0, 0, 0] == 1
+    assert out[0, 0, 1, 1] == 15.0
+    out_r, arg_r = R.max_pool_forward(x, 2, 2, 2, 0)
+    np.testing.assert_array_equal(arg, arg_r)
+    np.testing.assert_array_equal(out, out_r)
+
+
+def conv_operands(rng, case, FN, dtype):
+    N, C, H, W, FH, FW, s, p = case
+    x = make(rng, (N, C, H, W), dtype)
+    Wt = make(rng, (FN, C, FH, FW), dtype)
+    b = make(rng, (FN,), dtype)
+    return x, Wt, b, s, p
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_conv_matches_reference(case, dtype, rng):
+    x, Wt, b, s, p = conv_operands(rng, case, 4, dtype)
+    out = K.conv_forward(x, Wt, b, s, p)
+    assert out.dtype == dtype and out.flags.c_contiguous
+    scale = np.abs(out).max()
+    np.testing.assert_allclose(out, R.conv_forward(x, Wt, b, s, p), **tol(dtype, scale))
+    dout = make(rng, out.shape, dtype)
+    for got, want in zip(K.conv_backward(dout, x, Wt, s, p), R.conv_backward(dout, x, Wt, s, p)):
+        assert got.dtype == dtype and got.shape == want.shape
+        np.testing.assert_allclose(got, want, **tol(dtype, np.abs(want).max()))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_fused_conv_relu_matches_reference(case, dtype, rng):
+    x, Wt, b, s, p = conv_operands(rng, case, 3, dtype)
+    out = K.conv_bias_relu_forward(x, Wt, b, s, p)
+    want = R.conv_bias_relu_forward(x, Wt, b, s, p)
+    np.testing.assert_allclose(out, want, **tol(dtype, np.abs(want).max()))
+    assert (out >= 0).all()
+    dout = make(rng, out.shape, dtype)
+    got = K.conv_bias_relu_backward(dout, x, Wt, out, s, p)
+    for g, w in zip(got, R.conv_bias_relu_backward(dout, x, Wt, want, s, p)):
+        np.testing.assert_allclose(g, w, **tol(dtype, np.abs(w).max()))
+
+
+def test_fused_equals_conv_then_relu(rng):
+    x, Wt, b, s, p = conv_operands(rng, (3, 3, 9, 8, 3, 3, 1, 1), 5, np.float64)
+    plain = K.conv_forward(x, Wt, b, s, p)
+    np.testing.assert_array_equal(K.conv_bias_relu_forward(x, Wt, b, s, p), np.maximum(plain, 0))
+
+
+def test_conv_tiles_give_the_same_result(rng, monkeypatch):
+    # Force one image per tile and a partial last tile; compare with one big tile.
+    x, Wt, b, s, p = conv_operands(rng, (5, 3, 9, 8, 3, 3, 1, 1), 4, np.float64)
+    dout = rng.standard_normal(K.conv_forward(x, Wt, b, s, p).shape)
+    monkeypatch.setattr(K, "TILE_BYTES", 1 << 30)
+    big = (K.conv_forward(x, Wt, b, s, p),) + K.conv_backward(dout, x, Wt, s, p)
+    for tile_bytes in (1, 3 * 27 * 72 * 8 * 2):  # 1 image, then 2 images per tile (5 = 2+2+1)
+        monkeypatch.setattr(K, "TILE_BYTES", tile_bytes)
+        small = (K.conv_forward(x, Wt, b, s, p),) + K.conv_backward(dout, x, Wt, s, p)
+        for a, c in zip(big, small):
+            np.testing.assert_allclose(a, c, rtol=1e-12, atol=1e-12)
+
+
+def test_scalar_bias_is_broadcast(rng):
+    x, Wt, _, s, p = conv_operands(rng, (2, 3, 6, 6, 3, 3, 1, 0), 4, np.float64)
+    np.testing.assert_allclose(K.conv_forward(x, Wt, 0.5, s, p),
+                               K.conv_forward(x, Wt, np.full(4, 0.5), s, p), rtol=1e-14)
+    np.testing.assert_allclose(K.conv_forward(x, Wt, 0.5, s, p),
+                               R.conv_forward(x, Wt, 0.5, s, p), rtol=1e-10)
+
+
+# ----------------------------------------------------------------------------------------- hypothesis
+
+@st.composite
+def window_case(draw, pool=False):
+    N = draw(st.integers(1, 3))
+    C = draw(st.integers(1, 4))
+    FH = draw(st.integers(1, 5))
+    FW = draw(st.integers(1, 5))
+    limit = min(FH, FW) - 1 if pool else 2
+    pad = draw(st.integers(0, max(0, limit)))
+    H = draw(st.integers(max(1, FH - 2 * pad), 12))
+    W = draw(st.integers(max(1, FW - 2 * pad), 12))
+    stride = draw(st.integers(1, 3))
+    dtype = draw(st.sampled_from(DTYPES))
+    seed = draw(st.integers(0, 2**32 - 1))
+    return (N, C, H, W, FH, FW, stride, pad), dtype, np.random.default_rng(seed)
+
+
+@given(window_case())
+def test_im2col_col2im_property(args):
+    (N, C, H, W, FH, FW, s, p), dtype, rng = args
+    x = make(rng, (N, C, H, W), dtype)
+    col = K.im2col(x, FH, FW, s, p)
+    np.testing.assert_array_equal(col, R.im2col(x, FH, FW, s, p))
+    dcol = make(rng, col.shape, dtype)
+    np.testing.assert_allclose(K.col2im(dcol, x.shape, FH, FW, s, p),
+                               R.col2im(dcol, x.shape, FH, FW, s, p), **tol(dtype))
+
+
+@given(window_case(pool=True))
+def test_pooling_property(args):
+    (N, C, H, W, PH, PW, s, p), dtype, rng = args
+    x = make(rng, (N, C, H, W), dtype)
+    out, arg = K.max_pool_forward(x, PH, PW, s, p)
+    out_r, arg_r = R.max_pool_forward(x, PH, PW, s, p)
+    np.testing.assert_array_equal(out, out_r)
+    np.testing.assert_array_equal(arg, arg_r)
+    dout = make(rng, out.shape, dtype)
+    np.testing.assert_allclose(K.max_pool_backward(dout, arg, x.shape, PH, PW, s, p),
+                               R.max_pool_backward(dout, arg, x.shape, PH, PW, s, p), **tol(dtype))
+    np.testing.assert_allclose(K.avg_pool_forward(x, PH, PW, s, p),
+                               R.avg_pool_forward(x, PH, PW, s, p), **tol(dtype))
+    np.testing.assert_allclose(K.avg_pool_backward(dout, x.shape, PH, PW, s, p),
+                               R.avg_pool_backward(dout, x.shape, PH, PW, s, p), **tol(dtype))
+
+
+@given(window_case(), st.integers(1, 5), st.booleans())
+def test_conv_property(args, FN, fused):
+    case, dtype, rng = args
+    x, Wt, b, s, p = conv_operands(rng, case, FN, dtype)
+    fwd, bwd = ((K.conv_bias_relu_forward, K.conv_bias_relu_backward) if fused
+                else (K.conv_forward, K.conv_backward))
+    rfwd, rbwd = ((R.conv_bias_relu_forward, R.conv_bias_relu_backward) if fused
+                  else (R.conv_forward, R.conv_backward))
+    out, want = fwd(x, Wt, b, s, p), rfwd(x, Wt, b, s, p)
+    np.testing.assert_allclose(out, want, **tol(dtype, np.abs(want).max() + 1))
+    dout = make(rng, out.shape, dtype)
+    extra = (out,) if fused else ()
+    extra_r = (want,) if fused else ()
+    for g, w in zip(bwd(dout, x, Wt, *extra, s, p), rbwd(dout, x, Wt, *extra_r, s, p)):
+        np.testing.assert_allclose(g, w, **tol(dtype, np.abs(w).max() + 1))
