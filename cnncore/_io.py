@@ -1,6 +1,6 @@
 """Parameter files: ``.npz`` by default, the textbook's pickle only on explicit opt-in.
 
-    save_params_file(network.params, "params.npz")                  # np.savez, no pickle
+    save_params_file(network.params, "params.npz")                  # the np.savez format, no pickle
     save_params_file(network.params, "params.pkl", format="pickle")  # the textbook's format
     params = load_params_file("params.npz", {k: v.shape for k, v in network.params.items()})
 
@@ -20,8 +20,9 @@ Policies (the networks' ``save_params``/``load_params`` call these two functions
 - **Atomic saves.** Files are written to a temporary file in the same directory, flushed and fsynced,
   then renamed over the target, so an interrupted save leaves the previous file intact.
 
-Files saved by NumPy 2 pickles refer to ``numpy._core`` and cannot be unpickled by NumPy 1.x
-(numpy/numpy#28340); ``.npz`` files have no such problem.
+Pickles written under NumPy 2 refer to ``numpy._core`` and cannot be unpickled by NumPy 1.x
+(numpy/numpy#28340); ``.npz`` files have no such problem. Pickles written under NumPy 1.x (the
+textbook's shipped files) load fine.
 """
 import contextlib
 import io
@@ -62,6 +63,7 @@ def atomic_write(path):
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
                                dir=directory)
     try:
+        _set_mode(fd, path)
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
@@ -72,6 +74,18 @@ def atomic_write(path):
             os.unlink(tmp)
         raise
     _fsync_directory(directory)
+
+
+def _set_mode(fd, path):
+    # mkstemp creates 0600 files; give the new file the old one's mode, else what open() would give.
+    try:
+        mode = os.stat(path).st_mode & 0o777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
+    with contextlib.suppress(OSError, AttributeError):  # no fchmod on Windows
+        os.fchmod(fd, mode)
 
 
 def _fsync_directory(directory):
@@ -166,7 +180,8 @@ def load_params_file(path, expected, allow_pickle=False):
 
 def _read_npz(path):
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        # our own handle: np.load(path) leaks it when the archive is unreadable
+        with open(path, "rb") as f, np.load(f, allow_pickle=False) as archive:
             return {name: archive[name] for name in archive.files}
     except ValueError as exc:  # object arrays need pickle, or a bad .npy header
         raise ValueError(f"{path}: cannot be read as .npz without pickle: {exc}") from None
@@ -174,10 +189,14 @@ def _read_npz(path):
         raise ValueError(f"{path}: corrupted or truncated .npz file ({exc})") from None
 
 
+class _RefusedGlobal(pickle.UnpicklingError):
+    pass
+
+
 class _ArrayUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
         if (module, name) not in _PICKLE_GLOBALS:
-            raise pickle.UnpicklingError(
+            raise _RefusedGlobal(
                 f"the pickle references {module}.{name}, which is not part of a parameter file "
                 f"(only dicts of NumPy arrays are loaded)"
             )
@@ -189,12 +208,12 @@ def _read_pickle(path):
         data = f.read()
     try:
         loaded = _ArrayUnpickler(io.BytesIO(data)).load()
-    except pickle.UnpicklingError as exc:
-        raise ValueError(f"{path}: refused or corrupted pickle: {exc}") from None
-    except (EOFError, ValueError, TypeError, AttributeError, ImportError, IndexError,
-            KeyError, MemoryError, OverflowError) as exc:
-        raise ValueError(f"{path}: corrupted or truncated pickle ({type(exc).__name__}: {exc})") \
-            from None
+    except _RefusedGlobal as exc:
+        raise ValueError(f"{path}: refused to unpickle: {exc}") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError,
+            IndexError, KeyError, MemoryError, OverflowError) as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+        raise ValueError(f"{path}: corrupted or truncated pickle ({reason})") from None
     if not isinstance(loaded, dict):
         raise ValueError(f"{path}: the pickle holds a {type(loaded).__name__}, expected a dict "
                          f"{{name: array}}")

@@ -25,8 +25,12 @@ def conv_output_size(input_size, filter_size, stride=1, pad=0):
     return (input_size + 2 * pad - filter_size) // stride + 1
 
 
-def check_int(value, name, minimum):
-    """Return value as a Python int, checking it is an integer (not bool) >= minimum."""
+def check_int(value, name, minimum, maximum=_MAX_ELEMENTS):
+    """Return value as a Python int, checking it is an integer (not bool) in [minimum, maximum].
+
+    The default maximum (2**48) keeps every size, stride and pad far from 64-bit overflow in the
+    kernels' index arithmetic (``H + 2*pad``, ``oy*stride``) and in the conversion to C.
+    """
     if isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be an integer, got {value!r}")
     if not isinstance(value, (numbers.Integral, np.integer)):
@@ -37,6 +41,8 @@ def check_int(value, name, minimum):
     value = int(value)
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {value}: too large")
     return value
 
 
@@ -102,6 +108,9 @@ def output_hw(H, W, filter_h, filter_w, stride, pad, what="filter", arg="x"):
             f"{what} {filter_h}x{filter_w} is larger than the padded input "
             f"{H + 2 * pad}x{W + 2 * pad} ({arg} is {H}x{W}, pad={pad})"
         )
+    if (H + 2 * pad) * (W + 2 * pad) > _MAX_ELEMENTS:
+        raise ValueError(f"pad={pad} makes the padded input {H + 2 * pad}x{W + 2 * pad} "
+                         f"({arg} is {H}x{W}): too large")
     return conv_output_size(H, filter_h, stride, pad), conv_output_size(W, filter_w, stride, pad)
 
 
@@ -145,7 +154,10 @@ def pool_setup(x, pool_h, pool_w, stride, pad, name="x"):
         )
     out_h, out_w = output_hw(x.shape[2], x.shape[3], pool_h, pool_w, stride, pad,
                              what="pooling window", arg=name)
-    return x, (pool_h, pool_w, stride, pad), (x.shape[0], x.shape[1], out_h, out_w)
+    out_shape = (x.shape[0], x.shape[1], out_h, out_w)
+    check_total_size(out_shape, f"the pooling output (from {name} {x.shape}, pad={pad}, "
+                                f"stride={stride})")
+    return x, (pool_h, pool_w, stride, pad), out_shape
 
 
 def pool_backward_setup(dout, input_shape, pool_h, pool_w, stride, pad):
@@ -200,8 +212,14 @@ def conv_setup(x, W, stride, pad):
     _, _, stride, pad = window_params(W.shape[2], W.shape[3], stride, pad,
                                       names=("W.shape[2]", "W.shape[3]"))
     out_h, out_w = output_hw(x.shape[2], x.shape[3], W.shape[2], W.shape[3], stride, pad)
+    out_shape = (x.shape[0], W.shape[0], out_h, out_w)
+    check_total_size(out_shape, f"the convolution output (from x {x.shape}, W {W.shape}, "
+                                f"pad={pad}, stride={stride})")
+    # one image's unfolded columns (C*FH*FW, OH*OW): what a convolution tile holds at least
+    check_total_size((W.size // W.shape[0], out_h * out_w),
+                     "one image's unfolded columns (C*FH*FW x OH*OW)")
     dtype = compute_dtype(x, W)
-    return x, W, stride, pad, (x.shape[0], W.shape[0], out_h, out_w), dtype
+    return x, W, stride, pad, out_shape, dtype
 
 
 def bias_vector(b, FN, dtype, name="b"):

@@ -13,11 +13,30 @@ from . import _validate as v
 from ._ext import conv as _conv
 from ._ext import im2col as _im2col
 from ._ext import pooling as _pooling
-from ._threads import get_num_threads
+from ._threads import get_num_threads as _requested_threads
 
 # Bytes of unfolded columns a convolution tile may hold: the convolution never unfolds the whole batch,
 # only as many images at a time as fit here (at least one).
 TILE_BYTES = 4 << 20
+
+# Largest OpenMP team a kernel starts. GNU OpenMP puts per-thread start-up data on the calling
+# thread's stack, so set_num_threads(100000) crashed the process (SIGSEGV); results never depend on
+# the thread count, so asking for more than this simply runs with this many.
+MAX_THREADS = 1024
+
+
+# Elements a thread should have to itself before another one is woken: waking an OpenMP worker costs
+# tens of microseconds, and far more when the machine is busy, so small calls run on one thread.
+WORK_PER_THREAD = 1 << 15
+
+
+def get_num_threads(work=None):
+    """Threads for a call touching about ``work`` elements: cnncore.get_num_threads(), at most
+    MAX_THREADS, and at most one per WORK_PER_THREAD elements (results never depend on it)."""
+    n = min(_requested_threads(), MAX_THREADS)
+    if work is not None:
+        n = max(1, min(n, work // WORK_PER_THREAD))
+    return n
 
 
 def im2col(input_data, filter_h, filter_w, stride=1, pad=0):
@@ -35,7 +54,7 @@ def im2col(input_data, filter_h, filter_w, stride=1, pad=0):
     dtype = v.compute_dtype(x)
     col = np.empty(shape, dtype)
     _im2col.im2col(v.as_kernel_input(x, dtype), col, filter_h, filter_w, stride, pad,
-                   get_num_threads())
+                   get_num_threads(col.size))
     return col
 
 
@@ -59,7 +78,7 @@ def col2im(col, input_shape, filter_h, filter_w, stride=1, pad=0):
     dtype = v.compute_dtype(col)
     x = np.empty((N, C, H, W), dtype)
     _im2col.col2im(v.as_kernel_input(col, dtype).reshape(shape), x, filter_h, filter_w, stride,
-                   pad, get_num_threads())
+                   pad, get_num_threads(col.size))
     return x
 
 
@@ -76,7 +95,7 @@ def max_pool_forward(x, pool_h, pool_w, stride=2, pad=0):
     out = np.empty(out_shape, dtype)
     arg_max = np.empty(out_shape, np.intp)
     _pooling.max_pool_forward(v.as_kernel_input(x, dtype), out, arg_max, *params,
-                              get_num_threads())
+                              get_num_threads(x.size))
     return out, arg_max
 
 
@@ -87,7 +106,7 @@ def max_pool_backward(dout, arg_max, input_shape, pool_h, pool_w, stride=2, pad=
     dtype = v.compute_dtype(dout)
     dx = np.empty(shape, dtype)
     _pooling.max_pool_backward(v.as_kernel_input(dout, dtype), arg_max, dx, *params,
-                               get_num_threads())
+                               get_num_threads(dx.size))
     return dx
 
 
@@ -96,7 +115,7 @@ def avg_pool_forward(x, pool_h, pool_w, stride=2, pad=0):
     x, params, out_shape = v.pool_setup(x, pool_h, pool_w, stride, pad)
     dtype = v.compute_dtype(x)
     out = np.empty(out_shape, dtype)
-    _pooling.avg_pool_forward(v.as_kernel_input(x, dtype), out, *params, get_num_threads())
+    _pooling.avg_pool_forward(v.as_kernel_input(x, dtype), out, *params, get_num_threads(x.size))
     return out
 
 
@@ -105,7 +124,8 @@ def avg_pool_backward(dout, input_shape, pool_h, pool_w, stride=2, pad=0):
     dout, shape, params = v.pool_backward_setup(dout, input_shape, pool_h, pool_w, stride, pad)
     dtype = v.compute_dtype(dout)
     dx = np.empty(shape, dtype)
-    _pooling.avg_pool_backward(v.as_kernel_input(dout, dtype), dx, *params, get_num_threads())
+    _pooling.avg_pool_backward(v.as_kernel_input(dout, dtype), dx, *params,
+                               get_num_threads(dx.size))
     return dx
 
 
@@ -125,10 +145,10 @@ def _forward(x, W, b, stride, pad, relu):
     W2 = v.as_kernel_input(W, dtype).reshape(FN, -1)
     L = out_h * out_w
     out = np.empty(out_shape, dtype)
-    n_threads = get_num_threads()
     tiles = _tiles(N, W2.shape[1] * L * dtype.itemsize)
     if tiles:
         cols = np.empty((tiles[0].stop - tiles[0].start, W2.shape[1], L), dtype)
+        n_threads = get_num_threads(cols.size)
     for t in tiles:
         n = t.stop - t.start
         _conv.unfold(x[t], cols[:n], W.shape[2], W.shape[3], stride, pad, n_threads)
@@ -153,11 +173,11 @@ def _backward(dout, x, W, out, stride, pad):
     dx = np.empty(x.shape, dtype)
     dW = np.zeros((FN, K), dtype)
     db = np.zeros(FN, dtype)
-    n_threads = get_num_threads()
     tiles = _tiles(N, K * L * dtype.itemsize)
     if tiles:
         n0 = tiles[0].stop - tiles[0].start
         cols = np.empty((n0, K, L), dtype)
+        n_threads = get_num_threads(cols.size)
         masked = np.empty((n0, FN, L), dtype) if out is not None else None
     for t in tiles:
         n = t.stop - t.start

@@ -43,7 +43,8 @@ def im2col(input_data, filter_h, filter_w, stride=1, pad=0):
     out_h, out_w = v.output_hw(H, W, filter_h, filter_w, stride, pad, arg="input_data")
     x = x.astype(v.compute_dtype(x), copy=False)
     win = _windows(_padded(x, pad), filter_h, filter_w, stride, out_h, out_w)
-    return win.transpose(0, 4, 5, 1, 2, 3).reshape(N * out_h * out_w, -1)
+    col = win.transpose(0, 4, 5, 1, 2, 3).reshape(N * out_h * out_w, C * filter_h * filter_w)
+    return np.ascontiguousarray(col)
 
 
 def col2im(col, input_shape, filter_h, filter_w, stride=1, pad=0):

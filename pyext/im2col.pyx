@@ -23,6 +23,8 @@ cdef inline void _window_to_row(const floating* img, floating* row,
     cdef Py_ssize_t kx_lo = -x0 if x0 < 0 else 0
     cdef Py_ssize_t kx_hi = W - x0 if W - x0 < filter_w else filter_w
     cdef const floating* line
+    if kx_lo > filter_w:    # the window lies wholly in the left padding (pad > filter_w)
+        kx_lo = filter_w
     if kx_hi < kx_lo:
         kx_hi = kx_lo
     if y0 >= 0 and y0 + filter_h <= H and kx_lo == 0 and kx_hi == filter_w:

@@ -35,7 +35,8 @@ def all_kernels(rng, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_same_results_with_one_and_two_threads(dtype, restore_threads):
+def test_same_results_with_one_and_two_threads(dtype, restore_threads, monkeypatch):
+    monkeypatch.setattr(K, "WORK_PER_THREAD", 1)  # small arrays would otherwise run on one thread
     cnncore.set_num_threads(1)
     one = all_kernels(np.random.default_rng(7), dtype)
     cnncore.set_num_threads(2)
@@ -44,6 +45,13 @@ def test_same_results_with_one_and_two_threads(dtype, restore_threads):
     # whose own threading does not change the summation order either.
     for a, b in zip(one, two):
         np.testing.assert_array_equal(a, b)
+
+
+def test_small_calls_run_on_one_thread(restore_threads):
+    cnncore.set_num_threads(2)
+    assert K.get_num_threads(10) == 1
+    assert K.get_num_threads(10 * K.WORK_PER_THREAD) == 2
+    assert K.get_num_threads() == 2
 
 
 def test_set_num_threads_validates_and_resets(restore_threads, monkeypatch):

@@ -1,0 +1,450 @@
+"""Layers: a drop-in for the textbook's ``common/layers.py``, with compiled convolution and pooling.
+
+A layer is a small class: ``__init__`` stores hyperparameters and sets the caches to None, ``forward``
+computes and caches what ``backward`` needs, ``backward(dout)`` returns dx and stores parameter
+gradients (``dW``, ``db``, ``dgamma``, ``dbeta``). One layer object belongs at one place in a network.
+
+Parameters are held by reference and read at every call, never copied: a network's ``params[key]`` *is*
+``layer.W``, optimizers update it in place, and ``load_params`` may rebind ``layer.W`` at any time.
+
+dtype: layers with weights compute in float32 only when the input and the weights are both float32,
+else in float64 (so textbook code, with float64 weights and float32 MNIST images, computes in float64
+and gets the textbook's numbers). Elementwise layers keep the input's dtype. Outputs are C-contiguous.
+
+``from cnncore.layers import *`` gives what ``from common.layers import *`` gives: the layer classes,
+every name of cnncore.functions, im2col, col2im and np; plus cnncore's extension layers.
+"""
+import numpy as np
+
+from . import kernels as _kernels
+from ._validate import compute_dtype as _compute_dtype
+from .functions import *  # noqa: F403  (re-exported, as the textbook's star import does)
+from .functions import __all__ as _functions_all
+from .functions import cross_entropy_error, gelu, gelu_grad, sigmoid, softmax
+from .util import col2im, im2col
+
+__all__ = [
+    "Relu", "Sigmoid", "Affine", "SoftmaxWithLoss", "Dropout", "BatchNormalization", "Convolution",
+    "Pooling",
+    # cnncore extensions
+    "ConvReLU", "AvgPooling", "GlobalAvgPooling", "LeakyReLU", "GELU", "Flatten",
+    "SpatialBatchNormalization",
+    *_functions_all, "im2col", "col2im",
+]
+
+# The textbook writes this 10e-7, which is the same number.
+_BN_EPS = 1e-6
+
+
+def _dtype_of(*arrays):
+    """The compute dtype for these inputs: float32 if all are float32, else float64."""
+    return _compute_dtype(*(np.asarray(a) for a in arrays))
+
+
+class Relu:
+    """ReLU: x where x > 0, else 0.  Shape: any -> same; dtype of x.
+
+    Attribute ``mask``: bool array ``x <= 0`` of the last forward; the gradient there is 0 (also at
+    exactly 0, where ``relu_grad`` says 1). NaN passes through.
+
+    ``backward`` returns a new array and leaves ``dout`` untouched. (The textbook zeroed ``dout`` in
+    place and returned that same object; no textbook caller reuses its ``dout``, so only the object
+    identity differs, and a caller may now pass a read-only or reused ``dout``.)
+    """
+
+    def __init__(self):
+        self.mask = None
+
+    def forward(self, x):
+        self.mask = x <= 0
+        return np.where(self.mask, 0, x)
+
+    def backward(self, dout):
+        return np.where(self.mask, 0, dout)
+
+
+class Sigmoid:
+    """Sigmoid: 1 / (1 + exp(-x)).  Shape: any -> same.  Attribute ``out``: the last output."""
+
+    def __init__(self):
+        self.out = None
+
+    def forward(self, x):
+        self.out = sigmoid(x)
+        return self.out
+
+    def backward(self, dout):
+        return dout * (1.0 - self.out) * self.out
+
+
+class Affine:
+    """Fully connected layer: x2d @ W + b.
+
+    Shapes: x (N, ...) is flattened to x2d (N, D); W (D, M); b (M,); out (N, M). ``backward`` returns
+    dx in the original shape, so a pooled (N, C, H, W) tensor goes straight in.
+    Attributes: ``W``, ``b`` (references), ``x`` (x2d as computed with), ``original_x_shape``,
+    ``dW`` (D, M), ``db`` (M,).
+    """
+
+    def __init__(self, W, b):
+        self.W = W
+        self.b = b
+        self.x = None
+        self.original_x_shape = None
+        self.dW = None
+        self.db = None
+
+    def forward(self, x):
+        self.original_x_shape = x.shape
+        x = x.reshape(x.shape[0], -1)
+        self.x = x.astype(_dtype_of(x, self.W), copy=False)
+        out = np.dot(self.x, self.W)
+        out += self.b
+        return out
+
+    def backward(self, dout):
+        dx = np.dot(dout, self.W.T)
+        self.dW = np.dot(self.x.T, dout)
+        self.db = np.sum(dout, axis=0)
+        return dx.reshape(self.original_x_shape)
+
+
+class SoftmaxWithLoss:
+    """Softmax followed by the cross-entropy loss (batch mean, 1e-7 inside the log).
+
+    ``forward(x, t)``: x (N, K) scores; t one-hot (N, K) or integer labels (N,) of any integer dtype.
+    Returns the loss (a NumPy scalar). Attributes: ``loss``, ``y`` (softmax output), ``t`` (as given).
+
+    ``backward(dout=1)`` ignores ``dout``, as in the textbook (every caller passes 1; scaling by it now
+    would silently change the results of anyone passing something else). Returns (y - onehot(t)) / N.
+    """
+
+    def __init__(self):
+        self.loss = None
+        self.y = None
+        self.t = None
+
+    def forward(self, x, t):
+        self.t = t
+        self.y = softmax(x)
+        self.loss = cross_entropy_error(self.y, self.t)
+        return self.loss
+
+    def backward(self, dout=1):
+        batch_size = self.t.shape[0]
+        if self.t.size == self.y.size:  # one-hot
+            return (self.y - np.asarray(self.t, self.y.dtype)) / batch_size
+        t = self.t.reshape(batch_size) if self.t.ndim > 1 else self.t
+        dx = self.y.copy()
+        dx[np.arange(batch_size), t] -= 1
+        return dx / batch_size
+
+
+class Dropout:
+    """Vanilla dropout (http://arxiv.org/abs/1207.0580): drop in training, scale at test time.
+
+    ``forward(x, train_flg=True)``: training draws ``mask = np.random.rand(*x.shape) > dropout_ratio``
+    (the global RNG, as the textbook) and returns ``x * mask`` without rescaling; inference returns
+    ``x * (1 - dropout_ratio)``. This is not PyTorch's inverted dropout: the textbook's trained
+    DeepConvNet weights expect this scaling. Shape: any -> same.
+    """
+
+    def __init__(self, dropout_ratio=0.5):
+        self.dropout_ratio = dropout_ratio
+        self.mask = None
+
+    def forward(self, x, train_flg=True):
+        if train_flg:
+            self.mask = np.random.rand(*x.shape) > self.dropout_ratio
+            return x * self.mask
+        return x * (1.0 - self.dropout_ratio)
+
+    def backward(self, dout):
+        return dout * self.mask
+
+
+class BatchNormalization:
+    """Batch normalization (http://arxiv.org/abs/1502.03167), the textbook's version.
+
+    Any input (N, ...) is flattened to (N, D) and normalised per feature, so for a conv activation
+    (N, C, H, W) the statistics are per C*H*W element, not per channel, and ``gamma``/``beta`` have D
+    elements (per-channel BN is ``SpatialBatchNormalization``). Output has the input's shape.
+
+    Training: ``xn = (x - mean) / sqrt(var + 1e-6)`` with the batch's biased variance; running
+    statistics ``running = momentum * running + (1 - momentum) * batch`` (momentum 0.9 keeps 90 % of the
+    old value). Inference uses the running statistics; they start at zeros on the first forward, so
+    before any training step inference divides by sqrt(1e-6), as in the textbook.
+    Attributes: ``gamma``, ``beta`` (references), ``momentum``, ``input_shape``, ``running_mean``,
+    ``running_var``, ``batch_size``, ``xc``, ``xn``, ``std``, ``dgamma``, ``dbeta``.
+    """
+
+    def __init__(self, gamma, beta, momentum=0.9, running_mean=None, running_var=None):
+        self.gamma = gamma
+        self.beta = beta
+        self.momentum = momentum
+        self.input_shape = None
+        self.running_mean = running_mean
+        self.running_var = running_var
+        self.batch_size = None
+        self.xc = None
+        self.xn = None
+        self.std = None
+        self.dgamma = None
+        self.dbeta = None
+
+    def _rows(self, a):
+        """(N, ...) -> (rows, D): the samples over which statistics are taken, one column a feature."""
+        return a.reshape(a.shape[0], -1)
+
+    def _unrows(self, a):
+        return a.reshape(self.input_shape)
+
+    def forward(self, x, train_flg=True):
+        self.input_shape = x.shape
+        x = self._rows(x)
+        if self.running_mean is None:
+            self.running_mean = np.zeros(x.shape[1], _dtype_of(x, self.gamma))
+            self.running_var = np.zeros(x.shape[1], _dtype_of(x, self.gamma))
+        if train_flg:
+            mu = x.mean(axis=0)
+            xc = x - mu
+            var = np.mean(xc ** 2, axis=0)
+            self.std = np.sqrt(var + _BN_EPS)
+            self.xc = xc
+            self.xn = xc / self.std
+            self.batch_size = x.shape[0]
+            self.running_mean = self.momentum * self.running_mean + (1 - self.momentum) * mu
+            self.running_var = self.momentum * self.running_var + (1 - self.momentum) * var
+            xn = self.xn
+        else:
+            xn = (x - self.running_mean) / np.sqrt(self.running_var + _BN_EPS)
+        return self._unrows(self.gamma * xn + self.beta)
+
+    def backward(self, dout):
+        dout = self._rows(dout)
+        self.dbeta = dout.sum(axis=0)
+        self.dgamma = np.sum(self.xn * dout, axis=0)
+        dxn = self.gamma * dout
+        # Through the batch mean and variance, in closed form (equal to the textbook's chain):
+        dx = (dxn - dxn.mean(axis=0) - self.xn * np.mean(dxn * self.xn, axis=0)) / self.std
+        return self._unrows(dx)
+
+
+class SpatialBatchNormalization(BatchNormalization):
+    """Per-channel batch normalization (PyTorch's BatchNorm2d), a cnncore extension.
+
+    x (N, C, H, W): statistics over N, H, W for each channel; ``gamma``, ``beta``, running statistics of
+    shape (C,). A 2-D (N, C) input is normalised per column like BatchNormalization. Same constructor,
+    attributes and textbook conventions (eps 1e-6, momentum 0.9 keeps the old value, running
+    statistics start at zeros); ``xc``/``xn`` are cached as (N*H*W, C) rows.
+    """
+
+    def _rows(self, a):
+        if a.ndim == 2:
+            return a
+        if a.ndim != 4:
+            raise ValueError(f"SpatialBatchNormalization needs (N, C, H, W) or (N, C) input, got "
+                             f"shape {a.shape}")
+        return a.transpose(0, 2, 3, 1).reshape(-1, a.shape[1])
+
+    def _unrows(self, a):
+        if len(self.input_shape) == 2:
+            return a
+        N, C, H, W = self.input_shape
+        return np.ascontiguousarray(a.reshape(N, H, W, C).transpose(0, 3, 1, 2))
+
+
+class Convolution:
+    """2-D convolution (cross-correlation) plus bias, computed by the compiled kernels.
+
+    Shapes: x (N, C, H, W); W (FN, C, FH, FW); b (FN,) or a scalar; out (N, FN, OH, OW) with
+    OH = (H + 2*pad - FH) // stride + 1 (likewise OW).
+    Attributes: ``W``, ``b`` (references, read at every call), ``stride``, ``pad``, ``x`` (the last
+    input itself), ``dW``, ``db``; ``col`` (the textbook's im2col matrix (N*OH*OW, C*FH*FW) of the last
+    input: the kernels never build it for the whole batch, so it is computed when read) and ``col_W``
+    (``W.reshape(FN, -1).T``, a view).
+
+    ``kernels`` is the module that computes the layer: cnncore.kernels by default. Any module with the
+    same functions works (cnncore.reference is one); set it on an instance to swap one layer.
+    """
+
+    kernels = _kernels
+
+    def __init__(self, W, b, stride=1, pad=0):
+        self.W = W
+        self.b = b
+        self.stride = stride
+        self.pad = pad
+        self.x = None
+        self.dW = None
+        self.db = None
+
+    @property
+    def col(self):
+        if self.x is None:
+            return None
+        FN, C, FH, FW = self.W.shape
+        x = np.asarray(self.x, _dtype_of(self.x, self.W))
+        return self.kernels.im2col(x, FH, FW, self.stride, self.pad)
+
+    @property
+    def col_W(self):
+        return self.W.reshape(self.W.shape[0], -1).T
+
+    def forward(self, x):
+        out = self.kernels.conv_forward(x, self.W, self.b, self.stride, self.pad)
+        self.x = x
+        return out
+
+    def backward(self, dout):
+        dx, self.dW, self.db = self.kernels.conv_backward(dout, self.x, self.W, self.stride, self.pad)
+        return dx
+
+
+class ConvReLU(Convolution):
+    """Convolution followed by ReLU in one layer (a cnncore extension), using the fused kernels.
+
+    Same constructor, shapes and attributes as Convolution (``W``, ``b``, ``dW``, ``db``, ``x``,
+    ``col``, ``col_W``), plus ``out``: the last output, whose zeros are the ReLU mask for backward (do
+    not modify it in place). Gives the same numbers as Convolution followed by Relu.
+    """
+
+    def __init__(self, W, b, stride=1, pad=0):
+        super().__init__(W, b, stride, pad)
+        self.out = None
+
+    def forward(self, x):
+        self.out = self.kernels.conv_bias_relu_forward(x, self.W, self.b, self.stride, self.pad)
+        self.x = x
+        return self.out
+
+    def backward(self, dout):
+        dx, self.dW, self.db = self.kernels.conv_bias_relu_backward(dout, self.x, self.W, self.out,
+                                                                    self.stride, self.pad)
+        return dx
+
+
+class _WindowPooling:
+    """Shared constructor of the pooling layers; ``kernels`` as in Convolution."""
+
+    kernels = _kernels
+
+    def __init__(self, pool_h, pool_w, stride=2, pad=0):
+        self.pool_h = pool_h
+        self.pool_w = pool_w
+        self.stride = stride
+        self.pad = pad
+        self.x = None
+
+
+class Pooling(_WindowPooling):
+    """Max pooling.  x (N, C, H, W) -> (N, C, OH, OW), OH = (H + 2*pad - pool_h) // stride + 1.
+
+    The default stride is 2, as in both editions today (the Japanese edition changed it from 1 in
+    2020-09, the Korean one in 2024-12; first-edition code and the course's own class used 1).
+    ``pad`` works (the textbook's Pooling crashed for pad > 0): padded cells never win the max, so
+    negative inputs are not replaced by a padding zero (PyTorch's behaviour); pad < pool size.
+    Ties go to the first cell in the window.
+    ``arg_max``: the winners in the textbook's flat layout, shape (N*OH*OW*C,), rows over (n, oy, ox, c),
+    value ky*pool_w + kx; computed from the kernel's (N, C, OH, OW) array when read.
+    """
+
+    def __init__(self, pool_h, pool_w, stride=2, pad=0):
+        super().__init__(pool_h, pool_w, stride, pad)
+        self._arg_max = None
+
+    @property
+    def arg_max(self):
+        if self._arg_max is None:
+            return None
+        return self._arg_max.transpose(0, 2, 3, 1).ravel()
+
+    def forward(self, x):
+        out, self._arg_max = self.kernels.max_pool_forward(x, self.pool_h, self.pool_w, self.stride,
+                                                           self.pad)
+        self.x = x
+        return out
+
+    def backward(self, dout):
+        return self.kernels.max_pool_backward(dout, self._arg_max, self.x.shape, self.pool_h,
+                                              self.pool_w, self.stride, self.pad)
+
+
+class AvgPooling(_WindowPooling):
+    """Average pooling (a cnncore extension): same constructor, defaults and output size as Pooling.
+
+    Padding counts as zeros in a full-size window (PyTorch's ``count_include_pad=True``).
+    """
+
+    def forward(self, x):
+        out = self.kernels.avg_pool_forward(x, self.pool_h, self.pool_w, self.stride, self.pad)
+        self.x = x
+        return out
+
+    def backward(self, dout):
+        return self.kernels.avg_pool_backward(dout, self.x.shape, self.pool_h, self.pool_w,
+                                              self.stride, self.pad)
+
+
+class GlobalAvgPooling:
+    """Global average pooling (a cnncore extension): x (N, C, H, W) -> (N, C), the mean of each map."""
+
+    def __init__(self):
+        self.input_shape = None
+
+    def forward(self, x):
+        if x.ndim != 4:
+            raise ValueError(f"GlobalAvgPooling needs (N, C, H, W) input, got shape {x.shape}")
+        self.input_shape = x.shape
+        return np.asarray(x, _dtype_of(x)).mean(axis=(2, 3))
+
+    def backward(self, dout):
+        N, C, H, W = self.input_shape
+        return np.ascontiguousarray(np.broadcast_to((dout / (H * W))[:, :, None, None],
+                                                    self.input_shape))
+
+
+class LeakyReLU:
+    """Leaky ReLU (a cnncore extension): x where x > 0, else alpha * x; gradient alpha at x <= 0.
+
+    Shape: any -> same.  Attribute ``mask``: ``x <= 0`` of the last forward.
+    """
+
+    def __init__(self, alpha=0.01):
+        self.alpha = alpha
+        self.mask = None
+
+    def forward(self, x):
+        self.mask = x <= 0
+        return np.where(self.mask, self.alpha * x, x)
+
+    def backward(self, dout):
+        return np.where(self.mask, self.alpha * dout, dout)
+
+
+class GELU:
+    """GELU (a cnncore extension), tanh approximation (cnncore.functions.gelu). Shape: any -> same."""
+
+    def __init__(self):
+        self.x = None
+
+    def forward(self, x):
+        self.x = x
+        return gelu(x)
+
+    def backward(self, dout):
+        return dout * gelu_grad(self.x)
+
+
+class Flatten:
+    """(N, ...) -> (N, D) (a cnncore extension; Affine already flattens its input by itself)."""
+
+    def __init__(self):
+        self.input_shape = None
+
+    def forward(self, x):
+        self.input_shape = x.shape
+        return np.ascontiguousarray(x.reshape(x.shape[0], -1))
+
+    def backward(self, dout):
+        return dout.reshape(self.input_shape)
