@@ -111,7 +111,7 @@ def unfold(const floating[:, :, :, ::1] x,     # IN  (n, C, H, W)
     if n == 0 or C == 0:
         return
     with nogil:
-        for ic in prange(n * C, schedule="static", num_threads=n_threads):
+        for ic in prange(n * C, schedule="guided", num_threads=n_threads):
             i = ic // C
             c = ic % C
             _unfold_channel(&x[i, c, 0, 0], &cols[i, c * KK, 0], H, W,
@@ -130,7 +130,7 @@ def fold(const floating[:, :, ::1] cols,       # IN  (n, C*filter_h*filter_w, ou
     if n == 0 or C == 0:
         return
     with nogil:
-        for ic in prange(n * C, schedule="static", num_threads=n_threads):
+        for ic in prange(n * C, schedule="guided", num_threads=n_threads):
             i = ic // C
             c = ic % C
             memset(&x[i, c, 0, 0], 0, H * W * sizeof(floating))
@@ -149,7 +149,7 @@ def bias_act(floating[:, :, ::1] out,          # IN/OUT (n, FN, L)
     if n == 0 or FN == 0 or L == 0:
         return
     with nogil:
-        for jf in prange(n * FN, schedule="static", num_threads=n_threads):
+        for jf in prange(n * FN, schedule="guided", num_threads=n_threads):
             j = jf // FN
             f = jf % FN
             bias = b[f]
@@ -170,5 +170,5 @@ def relu_backward(const floating[::1] dout,    # IN  (M,) upstream gradient
     """Mask a gradient by a ReLU output, as the textbook's Relu.backward does."""
     cdef Py_ssize_t M = dout.shape[0], i
     with nogil:
-        for i in prange(M, schedule="static", num_threads=n_threads):
+        for i in prange(M, schedule="guided", num_threads=n_threads):
             d[i] = 0 if out[i] <= 0 else dout[i]

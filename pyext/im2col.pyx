@@ -84,7 +84,7 @@ def im2col(const floating[:, :, :, ::1] x,    # IN  (N, C, H, W)
     if N == 0 or col.shape[0] == 0:
         return
     with nogil:
-        for n_oy in prange(N * out_h, schedule="static", num_threads=n_threads):
+        for n_oy in prange(N * out_h, schedule="guided", num_threads=n_threads):
             n = n_oy // out_h
             oy = n_oy % out_h
             for ox in range(out_w):
@@ -104,7 +104,7 @@ def col2im(const floating[:, ::1] col,         # IN  (N*out_h*out_w, C*filter_h*
     if N == 0 or x.shape[1] == 0:
         return
     with nogil:
-        for n in prange(N, schedule="static", num_threads=n_threads):
+        for n in prange(N, schedule="guided", num_threads=n_threads):
             memset(&x[n, 0, 0, 0], 0, C * H * W * sizeof(floating))
             for oy in range(out_h):
                 for ox in range(out_w):

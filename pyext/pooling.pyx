@@ -142,7 +142,7 @@ def max_pool_forward(const floating[:, :, :, ::1] x,     # IN  (N, C, H, W)
     if N * C == 0:
         return
     with nogil:
-        for nc in prange(N * C, schedule="static", num_threads=n_threads):
+        for nc in prange(N * C, schedule="guided", num_threads=n_threads):
             _max_plane(&x[nc // C, nc % C, 0, 0], &out[nc // C, nc % C, 0, 0],
                        &arg_max[nc // C, nc % C, 0, 0], g)
 
@@ -158,7 +158,7 @@ def max_pool_backward(const floating[:, :, :, ::1] dout,      # IN  (N, C, OH, O
     if N * C == 0:
         return
     with nogil:
-        for nc in prange(N * C, schedule="static", num_threads=n_threads):
+        for nc in prange(N * C, schedule="guided", num_threads=n_threads):
             _max_plane_backward(&dout[nc // C, nc % C, 0, 0], &arg_max[nc // C, nc % C, 0, 0],
                                 &dx[nc // C, nc % C, 0, 0], g)
 
@@ -173,7 +173,7 @@ def avg_pool_forward(const floating[:, :, :, ::1] x,     # IN  (N, C, H, W)
     if N * C == 0:
         return
     with nogil:
-        for nc in prange(N * C, schedule="static", num_threads=n_threads):
+        for nc in prange(N * C, schedule="guided", num_threads=n_threads):
             _avg_plane(&x[nc // C, nc % C, 0, 0], &out[nc // C, nc % C, 0, 0], g)
 
 
@@ -187,5 +187,5 @@ def avg_pool_backward(const floating[:, :, :, ::1] dout,  # IN  (N, C, OH, OW)
     if N * C == 0:
         return
     with nogil:
-        for nc in prange(N * C, schedule="static", num_threads=n_threads):
+        for nc in prange(N * C, schedule="guided", num_threads=n_threads):
             _avg_plane_backward(&dout[nc // C, nc % C, 0, 0], &dx[nc // C, nc % C, 0, 0], g)

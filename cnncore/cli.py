@@ -1,0 +1,220 @@
+"""``python -m cnncore train`` and ``python -m cnncore evaluate``: the ch07/ch08 scripts as commands.
+
+    python -m cnncore train --subset --epochs 5          # the course demo: 5000 train / 1000 test
+    python -m cnncore train --network deep --dtype float32 --out deep.npz
+    python -m cnncore evaluate --params params.npz       # exact accuracy on all 10000 test images
+    python -m cnncore evaluate --params params.pkl --pickle   # a textbook params.pkl (trusted files only)
+
+``train`` uses the textbook's settings (``train_convnet.py``): Adam lr 0.001, batch 100, 20 epochs,
+train/test accuracy on the first 1000 images after every epoch, batches drawn with replacement
+(``np.random.choice``). Unlike the textbook's Trainer it counts epochs exactly (one line after each
+full epoch) and measures the final accuracy exactly, remainder batch included. Parameters are saved
+as ``.npz``; with matplotlib installed the accuracy curves are plotted (matplotlib is optional).
+"""
+import argparse
+import sys
+import time
+
+import numpy as np
+
+NETWORKS = {"simple": "SimpleConvNet", "deep": "DeepConvNet", "lenet5": "LeNet5"}
+SUBSET = (5000, 1000)  # the course demo: x_train[:5000], x_test[:1000]
+
+
+def build_network(name, dtype):
+    """A fresh network of cnncore.networks by its short name (simple, deep, lenet5)."""
+    from . import networks
+
+    return getattr(networks, NETWORKS[name])(dtype=np.dtype(dtype))
+
+
+def _common_options(parser):
+    parser.add_argument("--network", choices=sorted(NETWORKS), default="simple",
+                        help="simple = SimpleConvNet (ch07), deep = DeepConvNet (ch08), lenet5")
+    parser.add_argument("--dtype", choices=["float32", "float64"], default="float64",
+                        help="parameter/compute dtype (default float64, the textbook's numbers; "
+                             "float32 is faster)")
+    parser.add_argument("--data", metavar="DIR",
+                        help="directory with the four MNIST idx .gz files (default: $CNNCORE_DATA, "
+                             "else ~/.cache/cnncore/mnist, downloading if missing)")
+    parser.add_argument("--batch-size", type=int, default=100, metavar="N", help="default 100")
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="threads for the compiled kernels (BLAS keeps its own setting)")
+
+
+def _positive(parser, name, value):
+    if value is not None and value < 1:
+        parser.error(f"{name} must be >= 1, got {value}")
+
+
+def _setup(parser, args):
+    for name in ("batch_size", "threads", "epochs", "train_size", "test_size", "max_steps"):
+        _positive(parser, "--" + name.replace("_", "-"), getattr(args, name, None))
+    if getattr(args, "lr", 1) <= 0:
+        parser.error(f"--lr must be > 0, got {args.lr}")
+    if getattr(args, "eval_samples", 0) < 0:
+        parser.error(f"--eval-samples must be >= 0, got {args.eval_samples}")
+    if args.threads is not None:
+        from . import set_num_threads
+
+        set_num_threads(args.threads)
+
+
+def _load(args):
+    from .datasets import load_mnist
+
+    try:
+        return load_mnist(flatten=False, path=args.data)
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def train_main(argv):
+    parser = argparse.ArgumentParser(
+        prog="python -m cnncore train",
+        description="Train a CNN on MNIST with the textbook's Trainer settings.")
+    _common_options(parser)
+    parser.add_argument("--epochs", type=int, default=20, metavar="N", help="default 20")
+    parser.add_argument("--lr", type=float, default=0.001, help="Adam learning rate (default 0.001)")
+    parser.add_argument("--subset", action="store_true",
+                        help="the course demo: first 5000 training and 1000 test images")
+    parser.add_argument("--train-size", type=int, metavar="N", help="use the first N training images")
+    parser.add_argument("--test-size", type=int, metavar="N", help="use the first N test images")
+    parser.add_argument("--eval-samples", type=int, default=1000, metavar="N",
+                        help="images of each set scored after every epoch (default 1000; 0 = all)")
+    parser.add_argument("--shuffle", action="store_true",
+                        help="visit every training image once per epoch instead of drawing "
+                             "batches with replacement")
+    parser.add_argument("--seed", type=int, help="np.random.seed before building the network")
+    parser.add_argument("--max-steps", type=int, metavar="N", help="stop after N steps (quick runs)")
+    parser.add_argument("--out", default="params.npz", help="parameter file (default params.npz)")
+    parser.add_argument("--plot", default="acc.png", metavar="PNG",
+                        help="accuracy curves (default acc.png; needs matplotlib)")
+    parser.add_argument("--no-plot", action="store_true", help="do not plot")
+    parser.add_argument("--verbose", action="store_true",
+                        help="also print the textbook Trainer's per-step loss lines")
+    args = parser.parse_args(argv)
+    _setup(parser, args)
+
+    from .trainer import Trainer
+
+    (x_train, t_train), (x_test, t_test) = _load(args)
+    train_size, test_size = SUBSET if args.subset else (len(x_train), len(x_test))
+    train_size = min(args.train_size or train_size, len(x_train))
+    test_size = min(args.test_size or test_size, len(x_test))
+    x_train, t_train = x_train[:train_size], t_train[:train_size]
+    x_test, t_test = x_test[:test_size], t_test[:test_size]
+
+    if args.seed is not None:
+        np.random.seed(args.seed)
+    network = build_network(args.network, args.dtype)
+    progress = _EpochPrinter(args.epochs)
+    trainer = Trainer(network, x_train, t_train, x_test, t_test,
+                      epochs=args.epochs, mini_batch_size=args.batch_size,
+                      optimizer="Adam", optimizer_param={"lr": args.lr},
+                      evaluate_sample_num_per_epoch=args.eval_samples or None,
+                      verbose=args.verbose, exact_epochs=True, shuffle=args.shuffle,
+                      epoch_callback=progress)
+    steps = trainer.max_iter if args.max_steps is None else min(args.max_steps, trainer.max_iter)
+    print(f"{type(network).__name__} ({args.dtype}), {train_size} training / {test_size} test "
+          f"images, {args.epochs} epochs x {trainer.iter_per_epoch} steps of {args.batch_size}, "
+          f"Adam lr {args.lr}", flush=True)
+
+    progress.start()
+    for _ in range(steps):
+        trainer.train_step()
+    if steps < trainer.max_iter:
+        print(f"stopped after {steps} of {trainer.max_iter} steps (--max-steps)")
+
+    test_acc = network.accuracy(x_test, t_test, args.batch_size, exact=True)
+    print(f"final test acc {test_acc:.4f} ({round(test_acc * test_size)}/{test_size} images), "
+          f"total {time.perf_counter() - progress.t0:.1f} s")
+
+    try:
+        network.save_params(args.out)
+    except OSError as exc:
+        print(f"error: cannot save the parameters: {exc}", file=sys.stderr)
+        return 1
+    print(f"parameters saved to {args.out}")
+    if not args.no_plot:
+        _plot(trainer, args.plot)
+    return 0
+
+
+class _EpochPrinter:
+    """Trainer epoch_callback: one line per epoch with accuracies, loss, images/s and elapsed time."""
+
+    def __init__(self, epochs):
+        self.epochs = epochs
+
+    def start(self):
+        self.t0 = self.last = time.perf_counter()
+        self.last_iter = 0
+
+    def __call__(self, trainer):
+        now = time.perf_counter()
+        steps = trainer.current_iter + 1 - self.last_iter
+        losses = trainer.train_loss_list[-steps:]
+        # images/s: training images per second of the epoch, the evaluation included
+        rate = steps * trainer.batch_size / max(now - self.last, 1e-9)
+        print(f"epoch {trainer.current_epoch}/{self.epochs}: "
+              f"train acc {float(trainer.train_acc_list[-1]):.4f}, "
+              f"test acc {float(trainer.test_acc_list[-1]):.4f}, "
+              f"loss {float(np.mean(losses)):.4f}, {rate:.0f} images/s, "
+              f"elapsed {now - self.t0:.1f} s", flush=True)
+        self.last, self.last_iter = now, trainer.current_iter + 1
+
+
+def _plot(trainer, path):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot (pip install matplotlib)")
+        return
+    epochs = np.arange(1, len(trainer.train_acc_list) + 1)
+    fig, ax = plt.subplots()
+    ax.plot(epochs, trainer.train_acc_list, marker="o", label="train", markevery=2)
+    ax.plot(epochs, trainer.test_acc_list, marker="s", label="test", markevery=2)
+    ax.set_xlabel("epochs")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1.0)
+    ax.legend(loc="lower right")
+    fig.savefig(path)
+    plt.close(fig)
+    print(f"accuracy curves written to {path}")
+
+
+def evaluate_main(argv):
+    parser = argparse.ArgumentParser(
+        prog="python -m cnncore evaluate",
+        description="Exact test accuracy of saved parameters on the 10000 MNIST test images.")
+    parser.add_argument("--params", required=True, metavar="FILE",
+                        help=".npz from 'train' or save_params (or a textbook .pkl with --pickle)")
+    _common_options(parser)
+    parser.add_argument("--test-size", type=int, metavar="N",
+                        help="score only the first N test images (default: all 10000)")
+    parser.add_argument("--pickle", action="store_true",
+                        help="allow a pickle file (the textbook's params.pkl); only for files you "
+                             "trust, unpickling can run code")
+    args = parser.parse_args(argv)
+    _setup(parser, args)
+
+    _, (x_test, t_test) = _load(args)
+    x_test, t_test = x_test[:args.test_size], t_test[:args.test_size]
+    network = build_network(args.network, args.dtype)
+    try:
+        network.load_params(args.params, allow_pickle=args.pickle)
+    except (OSError, ValueError) as exc:
+        print(f"error: {str(exc).replace('pass allow_pickle=True', 'pass --pickle')}",
+              file=sys.stderr)
+        return 1
+    start = time.perf_counter()
+    acc = network.accuracy(x_test, t_test, args.batch_size, exact=True)
+    seconds = time.perf_counter() - start
+    print(f"{type(network).__name__} ({args.dtype}) {args.params}: test acc {acc:.4f} "
+          f"({round(acc * len(x_test))}/{len(x_test)} images, {seconds:.1f} s)")
+    return 0

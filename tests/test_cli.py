@@ -1,0 +1,178 @@
+"""python -m cnncore train / evaluate: a short training run whose saved parameters evaluate reads."""
+import contextlib
+import io
+import re
+import subprocess
+import sys
+import types
+from unittest import mock
+
+import numpy as np
+import pytest
+
+import cnncore
+from cnncore import datasets
+from cnncore._io import load_params_file, save_params_file
+from cnncore.cli import evaluate_main, train_main
+from cnncore.datasets import load_mnist
+from cnncore.networks import SimpleConvNet
+
+SHORT = ["--train-size", "1000", "--test-size", "500", "--epochs", "3", "--eval-samples", "500",
+         "--seed", "0"]
+
+
+def run(main, argv):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(argv)
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, mnist_dir):
+    """One short training run (30 steps) of SimpleConvNet: its output and parameter file."""
+    out_file = tmp_path_factory.mktemp("cli") / "params.npz"
+    with mock.patch.dict(sys.modules, {"matplotlib": None}):  # as if matplotlib were missing
+        code, out, err = run(train_main, ["--data", str(mnist_dir), "--out", str(out_file), *SHORT])
+    assert code == 0, err
+    return out, out_file
+
+
+def test_train_prints_epochs_and_saves_params(trained, mnist_dir):
+    out, out_file = trained
+    lines = out.splitlines()
+    assert lines[0].startswith("SimpleConvNet (float64), 1000 training / 500 test images, "
+                               "3 epochs x 10 steps of 100, Adam lr 0.001")
+    epochs = [line for line in lines if line.startswith("epoch ")]
+    pattern = (r"epoch (\d)/3: train acc (0\.\d{4}), test acc (0\.\d{4}), loss ([\d.]+), "
+               r"(\d+) images/s, elapsed ([\d.]+) s")
+    matches = [re.fullmatch(pattern, line) for line in epochs]
+    assert len(matches) == 3 and all(matches), epochs
+    assert [int(m.group(1)) for m in matches] == [1, 2, 3]
+    assert [float(m.group(6)) for m in matches] == sorted(float(m.group(6)) for m in matches)
+    assert not any(line.startswith("train loss:") for line in lines)  # only with --verbose
+    final = re.search(r"final test acc (0\.\d{4}) \((\d+)/500 images\)", out)
+    assert final and float(final.group(1)) > 0.4  # 30 Adam steps; chance is 0.1
+    assert f"parameters saved to {out_file}" in out
+    assert "matplotlib is not installed: no plot" in out
+
+    # the file holds exactly the network's parameters, and they reproduce the printed accuracy
+    network = SimpleConvNet()
+    params = load_params_file(out_file, {k: v.shape for k, v in network.params.items()})
+    assert all(v.dtype == np.float64 for v in params.values())
+    network.load_params(out_file)
+    _, (x_test, t_test) = load_mnist(flatten=False, path=mnist_dir)
+    acc = network.accuracy(x_test[:500], t_test[:500], exact=True)
+    assert f"{acc:.4f}" == final.group(1)
+    assert round(acc * 500) == int(final.group(2))
+
+
+def test_evaluate_reads_the_trained_params(trained, mnist_dir):
+    """Through ``python -m cnncore``, as a user runs it: all 10000 test images."""
+    _, out_file = trained
+    result = subprocess.run(
+        [sys.executable, "-m", "cnncore", "evaluate", "--params", str(out_file),
+         "--data", str(mnist_dir)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    found = re.search(r"SimpleConvNet \(float64\) .*params\.npz: test acc (0\.\d{4}) "
+                      r"\((\d+)/10000 images", result.stdout)
+    assert found, result.stdout
+    assert float(found.group(1)) == int(found.group(2)) / 10000
+    assert float(found.group(1)) > 0.4
+
+
+def test_evaluate_textbook_pickle_needs_opt_in(trained, mnist_dir, tmp_path):
+    _, out_file = trained
+    pkl = tmp_path / "params.pkl"
+    save_params_file(load_params_file(out_file, None), pkl, format="pickle")
+    code, out, err = run(evaluate_main, ["--params", str(pkl), "--data", str(mnist_dir)])
+    assert code == 1 and out == ""
+    assert "params.pkl: is a pickle file; refusing to unpickle it" in err and "--pickle" in err
+    code, out, err = run(evaluate_main, ["--params", str(pkl), "--data", str(mnist_dir),
+                                         "--pickle", "--test-size", "500", "--threads", "1"])
+    assert code == 0, err
+    assert cnncore.get_num_threads() == 1
+    cnncore.set_num_threads(None)
+    # the same 500 images as the training run's final score: the same parameters came back
+    final = re.search(r"final test acc (0\.\d{4}) \((\d+)/500 images\)", trained[0]).groups()
+    assert re.search(rf"SimpleConvNet \(float64\) .*params\.pkl: test acc {final[0]} "
+                     rf"\({final[1]}/500 images", out), out
+
+
+def test_evaluate_errors(tmp_path, mnist_dir):
+    code, _, err = run(evaluate_main, ["--params", str(tmp_path / "nope.npz"),
+                                       "--data", str(mnist_dir)])
+    assert code == 1 and "nope.npz" in err
+    wrong = tmp_path / "wrong.npz"
+    save_params_file({"W1": np.zeros((2, 2))}, wrong)
+    code, _, err = run(evaluate_main, ["--params", str(wrong), "--data", str(mnist_dir)])
+    assert code == 1 and "wrong.npz: parameter names do not match" in err
+
+
+@pytest.mark.parametrize("network, name, dtype", [("lenet5", "LeNet5", "float32"),
+                                                   ("deep", "DeepConvNet", "float64")])
+def test_other_networks_short_run_with_a_plot(network, name, dtype, tmp_path, mnist_dir):
+    """Two steps, textbook log lines (--verbose), and the plot through a stand-in matplotlib."""
+    pyplot = mock.MagicMock()
+    fig, ax = mock.MagicMock(), mock.MagicMock()
+    pyplot.subplots.return_value = (fig, ax)
+    fake = types.ModuleType("matplotlib")
+    fake.use = mock.MagicMock()
+    fake.pyplot = pyplot
+    out_file, png = tmp_path / "p.npz", tmp_path / "acc.png"
+    with mock.patch.dict(sys.modules, {"matplotlib": fake, "matplotlib.pyplot": pyplot}):
+        code, out, err = run(train_main, [
+            "--network", network, "--dtype", dtype, "--data", str(mnist_dir),
+            "--train-size", "100", "--test-size", "50", "--epochs", "2", "--max-steps", "2",
+            "--eval-samples", "0", "--batch-size", "50", "--out", str(out_file),
+            "--plot", str(png), "--verbose"])
+    assert code == 0, err
+    assert out.startswith(f"{name} ({dtype}), 100 training / 50 test images")
+    assert out.count("train loss:") == 2
+    assert re.search(r"=== epoch:1, train acc:[\d.]+, test acc:[\d.]+ ===", out)
+    assert "epoch 1/2: train acc" in out and "epoch 2/2" not in out
+    assert "stopped after 2 of 4 steps (--max-steps)" in out
+    fig.savefig.assert_called_once_with(str(png))
+    (x, train_acc), _ = ax.plot.call_args_list[0]
+    assert list(x) == [1] and len(train_acc) == 1
+    params = load_params_file(out_file, None)
+    assert all(v.dtype == dtype for v in params.values())
+    assert len(params) == {"lenet5": 10, "deep": 16}[network]
+
+
+def test_subset_is_the_course_demo(tmp_path, mnist_dir):
+    code, out, err = run(train_main, [
+        "--subset", "--epochs", "1", "--max-steps", "2", "--network", "lenet5", "--dtype", "float32",
+        "--data", str(mnist_dir), "--out", str(tmp_path / "p.npz"), "--no-plot", "--shuffle"])
+    assert code == 0, err
+    assert out.startswith("LeNet5 (float32), 5000 training / 1000 test images, 1 epochs x 50 steps")
+    assert "stopped after 2 of 50 steps" in out
+    assert re.search(r"final test acc 0\.\d{4} \(\d+/1000 images\)", out)
+    assert "plot" not in out and (tmp_path / "p.npz").exists()
+
+
+@pytest.mark.parametrize("main", [train_main, evaluate_main])
+def test_missing_data_says_where_to_put_it(main, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(datasets, "_fetch", mock.Mock(side_effect=OSError("no network")))
+    out_file = tmp_path / "p.npz"
+    with pytest.raises(SystemExit) as info:
+        main(["--data", str(tmp_path / "data"), "--out" if main is train_main else "--params",
+              str(out_file)])
+    assert info.value.code == 1
+    err = capsys.readouterr().err
+    assert f"into {tmp_path / 'data'}" in err and "train-images-idx3-ubyte.gz" in err
+    assert not out_file.exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--epochs", "0"], "--epochs must be >= 1"),
+    (["--batch-size", "-5"], "--batch-size must be >= 1"),
+    (["--eval-samples", "-1"], "--eval-samples must be >= 0"),
+    (["--lr", "0"], "--lr must be > 0"),
+    (["--network", "resnet"], "invalid choice"),
+])
+def test_bad_arguments(argv, message, capsys):
+    with pytest.raises(SystemExit) as info:
+        train_main(argv)
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
