@@ -143,53 +143,53 @@ def _forward(x, W, b, stride, pad, relu):
     b = v.bias_vector(b, FN, dtype)
     x = v.as_kernel_input(x, dtype)
     W2 = v.as_kernel_input(W, dtype).reshape(FN, -1)
-    L = out_h * out_w
+    K, L = W2.shape[1], out_h * out_w
     out = np.empty(out_shape, dtype)
-    tiles = _tiles(N, W2.shape[1] * L * dtype.itemsize)
+    tiles = _tiles(N, K * L * dtype.itemsize)
     if tiles:
-        cols = np.empty((tiles[0].stop - tiles[0].start, W2.shape[1], L), dtype)
+        n0 = tiles[0].stop - tiles[0].start
+        cols = np.empty(K * n0 * L, dtype)       # tile buffers, reshaped for a partial last tile
+        y = np.empty(FN * n0 * L, dtype)
         n_threads = get_num_threads(cols.size)
     for t in tiles:
         n = t.stop - t.start
-        _conv.unfold(x[t], cols[:n], W.shape[2], W.shape[3], stride, pad, n_threads)
-        o = out[t].reshape(n, FN, L)
-        np.matmul(W2, cols[:n], out=o)
-        _conv.bias_act(o, b, relu, n_threads)
+        c = cols[:K * n * L].reshape(K, n * L)
+        yt = y[:FN * n * L].reshape(FN, n * L)
+        _conv.unfold(x[t], c, W.shape[2], W.shape[3], stride, pad, n_threads)
+        np.matmul(W2, c, out=yt)
+        _conv.bias_act(yt, b, out[t].reshape(n, FN, L), relu, n_threads)
     return out
 
 
 def _backward(dout, x, W, out, stride, pad):
     dout, x, W, out, stride, pad, out_shape, dtype = v.conv_backward_setup(dout, x, W, out,
                                                                           stride, pad)
-    if out is not None:
-        out = v.as_kernel_input(out, dtype)
+    relu = out is not None
     N, FN, out_h, out_w = out_shape
-    L = out_h * out_w
     x = v.as_kernel_input(x, dtype)
     dout = v.as_kernel_input(dout, dtype)
+    out = v.as_kernel_input(out, dtype) if relu else dout   # read only when relu
     W2 = v.as_kernel_input(W, dtype).reshape(FN, -1)
     W2T = np.ascontiguousarray(W2.T)
-    K = W2.shape[1]
+    K, L = W2.shape[1], out_h * out_w
     dx = np.empty(x.shape, dtype)
     dW = np.zeros((FN, K), dtype)
     db = np.zeros(FN, dtype)
     tiles = _tiles(N, K * L * dtype.itemsize)
     if tiles:
         n0 = tiles[0].stop - tiles[0].start
-        cols = np.empty((n0, K, L), dtype)
+        cols = np.empty(K * n0 * L, dtype)
+        grad = np.empty(FN * n0 * L, dtype)
         n_threads = get_num_threads(cols.size)
-        masked = np.empty((n0, FN, L), dtype) if out is not None else None
     for t in tiles:
         n = t.stop - t.start
-        d = dout[t].reshape(n, FN, L)
-        if out is not None:
-            _conv.relu_backward(d.reshape(-1), out[t].reshape(-1), masked[:n].reshape(-1),
-                                n_threads)
-            d = masked[:n]
-        db += d.sum(axis=(0, 2))
-        c = cols[:n]
+        c = cols[:K * n * L].reshape(K, n * L)
+        d = grad[:FN * n * L].reshape(FN, n * L)
+        _conv.gather_grad(dout[t].reshape(n, FN, L), out[t].reshape(n, FN, L), d, relu,
+                          n_threads)
+        db += d.sum(axis=1)
         _conv.unfold(x[t], c, W.shape[2], W.shape[3], stride, pad, n_threads)
-        dW += np.matmul(d, c.transpose(0, 2, 1)).sum(axis=0)
+        dW += d @ c.T
         np.matmul(W2T, d, out=c)  # the columns are spent: reuse them for dcols
         _conv.fold(c, dx[t], W.shape[2], W.shape[3], stride, pad, n_threads)
     return dx, dW.reshape(W.shape), db

@@ -1,17 +1,19 @@
 """Pieces of the tiled convolution: unfold/fold and the fused epilogues.
 
-The convolution (cnncore/kernels.py) runs over tiles of a few images at a time:
+The convolution (cnncore/kernels.py) runs over tiles of n images at a time, with one GEMM per step:
 
-    forward:  cols = unfold(x[tile])                  (n, C*FH*FW, OH*OW)
-              out[tile] = W2d @ cols                  BLAS, through NumPy
-              bias_act(out[tile], b, relu)            one pass: + b, then ReLU
-    backward: d = relu_backward(dout[tile], out[tile])
-              dW += d @ cols^T,  dcols = W2d^T @ d    BLAS
+    forward:  cols = unfold(x[tile])                      (K, n*L)   K = C*FH*FW, L = OH*OW
+              y = W2d @ cols                              (FN, n*L)  BLAS, through NumPy
+              out[tile] = bias_act(y, b, relu)            (n, FN, L) one pass: + b, ReLU, to NCHW
+    backward: d = gather_grad(dout[tile], out[tile])      (FN, n*L)  ReLU mask, to GEMM layout
+              dW += d @ cols^T,  dcols = W2d^T @ d        BLAS
               dx[tile] = fold(dcols)
 
-unfold is im2col with each image's matrix transposed ("Caffe" layout): rows over (c, ky, kx), columns
-over (oy, ox), so the GEMM writes the NCHW output directly and no transpose is ever copied. fold is its
-adjoint. Threads own whole (image, channel) planes, so sums never race.
+unfold is im2col transposed ("Caffe" layout, image after image along the columns): rows over
+(c, ky, kx), columns over (i, oy, ox). Putting the tile's images side by side makes every step a
+single large GEMM instead of one small GEMM per image: BLAS runs faster on it, and each BLAS call
+costs a thread hand-off, which on a busy machine can take milliseconds. fold is unfold's adjoint.
+Threads own whole (image, channel) planes or (image, filter) rows, so sums never race.
 """
 from cython cimport floating
 from cython.parallel cimport prange
@@ -40,18 +42,18 @@ cdef inline void _out_range(Py_ssize_t k, Py_ssize_t size, Py_ssize_t out_size,
     lo[0] = first
 
 
-cdef inline void _unfold_channel(const floating* plane, floating* rows,
+cdef inline void _unfold_channel(const floating* plane, floating* rows, Py_ssize_t row_stride,
                                  Py_ssize_t H, Py_ssize_t W,
                                  Py_ssize_t filter_h, Py_ssize_t filter_w,
                                  Py_ssize_t out_h, Py_ssize_t out_w,
                                  Py_ssize_t stride, Py_ssize_t pad) noexcept nogil:
-    # Write the filter_h*filter_w rows of one input channel: rows[(ky*fw + kx), oy*out_w + ox].
-    cdef Py_ssize_t ky, kx, oy, ox, iy, ox_lo, ox_hi, L = out_h * out_w
+    # Write one channel's filter_h*filter_w rows: rows[(ky*fw + kx)*row_stride + oy*out_w + ox].
+    cdef Py_ssize_t ky, kx, oy, ox, iy, ox_lo, ox_hi
     cdef floating* dst
     cdef const floating* line
     for ky in range(filter_h):
         for kx in range(filter_w):
-            dst = rows + (ky * filter_w + kx) * L
+            dst = rows + (ky * filter_w + kx) * row_stride
             _out_range(kx, W, out_w, stride, pad, &ox_lo, &ox_hi)
             for oy in range(out_h):
                 iy = oy * stride - pad + ky
@@ -73,18 +75,18 @@ cdef inline void _unfold_channel(const floating* plane, floating* rows,
                 dst += out_w
 
 
-cdef inline void _fold_channel(const floating* rows, floating* plane,
+cdef inline void _fold_channel(const floating* rows, Py_ssize_t row_stride, floating* plane,
                                Py_ssize_t H, Py_ssize_t W,
                                Py_ssize_t filter_h, Py_ssize_t filter_w,
                                Py_ssize_t out_h, Py_ssize_t out_w,
                                Py_ssize_t stride, Py_ssize_t pad) noexcept nogil:
     # Adjoint of _unfold_channel: add the rows of one channel back into its (zeroed) plane.
-    cdef Py_ssize_t ky, kx, oy, ox, iy, ox_lo, ox_hi, L = out_h * out_w
+    cdef Py_ssize_t ky, kx, oy, ox, iy, ox_lo, ox_hi
     cdef const floating* src
     cdef floating* line
     for ky in range(filter_h):
         for kx in range(filter_w):
-            src = rows + (ky * filter_w + kx) * L
+            src = rows + (ky * filter_w + kx) * row_stride
             _out_range(kx, W, out_w, stride, pad, &ox_lo, &ox_hi)
             for oy in range(out_h):
                 iy = oy * stride - pad + ky
@@ -100,33 +102,33 @@ cdef inline void _fold_channel(const floating* rows, floating* plane,
 
 
 def unfold(const floating[:, :, :, ::1] x,     # IN  (n, C, H, W)
-           floating[:, :, ::1] cols,           # OUT (n, C*filter_h*filter_w, out_h*out_w)
+           floating[:, ::1] cols,              # OUT (C*filter_h*filter_w, n*out_h*out_w)
            Py_ssize_t filter_h, Py_ssize_t filter_w,
            Py_ssize_t stride, Py_ssize_t pad, int n_threads):
-    """cols[i, (c*FH + ky)*FW + kx, oy*OW + ox] = x_padded[i, c, oy*stride + ky, ox*stride + kx]."""
+    """cols[(c*FH + ky)*FW + kx, (i*OH + oy)*OW + ox] = x_padded[i, c, oy*stride + ky, ox*stride + kx]."""
     cdef Py_ssize_t n = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t out_h = (H + 2 * pad - filter_h) // stride + 1
     cdef Py_ssize_t out_w = (W + 2 * pad - filter_w) // stride + 1
-    cdef Py_ssize_t ic, i, c, KK = filter_h * filter_w
+    cdef Py_ssize_t ic, i, c, KK = filter_h * filter_w, L = out_h * out_w
     if n == 0 or C == 0:
         return
     with nogil:
         for ic in prange(n * C, schedule="guided", num_threads=n_threads):
             i = ic // C
             c = ic % C
-            _unfold_channel(&x[i, c, 0, 0], &cols[i, c * KK, 0], H, W,
+            _unfold_channel(&x[i, c, 0, 0], &cols[c * KK, i * L], n * L, H, W,
                             filter_h, filter_w, out_h, out_w, stride, pad)
 
 
-def fold(const floating[:, :, ::1] cols,       # IN  (n, C*filter_h*filter_w, out_h*out_w)
+def fold(const floating[:, ::1] cols,          # IN  (C*filter_h*filter_w, n*out_h*out_w)
          floating[:, :, :, ::1] x,             # OUT (n, C, H, W), overwritten
          Py_ssize_t filter_h, Py_ssize_t filter_w,
          Py_ssize_t stride, Py_ssize_t pad, int n_threads):
-    """Adjoint of unfold: x[i, c] = sum of every window of channel c added back in place."""
+    """Adjoint of unfold: x[i, c] = sum of every window of channel c of image i added back in place."""
     cdef Py_ssize_t n = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t out_h = (H + 2 * pad - filter_h) // stride + 1
     cdef Py_ssize_t out_w = (W + 2 * pad - filter_w) // stride + 1
-    cdef Py_ssize_t ic, i, c, KK = filter_h * filter_w
+    cdef Py_ssize_t ic, i, c, KK = filter_h * filter_w, L = out_h * out_w
     if n == 0 or C == 0:
         return
     with nogil:
@@ -134,18 +136,20 @@ def fold(const floating[:, :, ::1] cols,       # IN  (n, C*filter_h*filter_w, ou
             i = ic // C
             c = ic % C
             memset(&x[i, c, 0, 0], 0, H * W * sizeof(floating))
-            _fold_channel(&cols[i, c * KK, 0], &x[i, c, 0, 0], H, W,
+            _fold_channel(&cols[c * KK, i * L], n * L, &x[i, c, 0, 0], H, W,
                           filter_h, filter_w, out_h, out_w, stride, pad)
 
 
-def bias_act(floating[:, :, ::1] out,          # IN/OUT (n, FN, L)
-             const floating[::1] b,            # IN (FN,)
+def bias_act(const floating[:, ::1] y,         # IN  (FN, n*L) the GEMM's result
+             const floating[::1] b,            # IN  (FN,)
+             floating[:, :, ::1] out,          # OUT (n, FN, L)
              bint relu, int n_threads):
-    """out[i, f, :] = act(out[i, f, :] + b[f]), act = ReLU (x <= 0 -> 0, NaN kept) or identity."""
+    """out[i, f, l] = act(y[f, i*L + l] + b[f]), act = ReLU (x <= 0 -> 0, NaN kept) or identity."""
     cdef Py_ssize_t n = out.shape[0], FN = out.shape[1], L = out.shape[2]
     cdef Py_ssize_t jf, j, f, l
     cdef floating bias, v
-    cdef floating* row
+    cdef const floating* src
+    cdef floating* dst
     if n == 0 or FN == 0 or L == 0:
         return
     with nogil:
@@ -153,22 +157,39 @@ def bias_act(floating[:, :, ::1] out,          # IN/OUT (n, FN, L)
             j = jf // FN
             f = jf % FN
             bias = b[f]
-            row = &out[j, f, 0]
+            src = &y[f, j * L]
+            dst = &out[j, f, 0]
             if relu:
                 for l in range(L):
-                    v = row[l] + bias
-                    row[l] = 0 if v <= 0 else v
+                    v = src[l] + bias
+                    dst[l] = 0 if v <= 0 else v
             else:
                 for l in range(L):
-                    row[l] = row[l] + bias
+                    dst[l] = src[l] + bias
 
 
-def relu_backward(const floating[::1] dout,    # IN  (M,) upstream gradient
-                  const floating[::1] out,     # IN  (M,) ReLU output of the forward pass
-                  floating[::1] d,             # OUT (M,) dout where out > 0 (or NaN), else 0
-                  int n_threads):
-    """Mask a gradient by a ReLU output, as the textbook's Relu.backward does."""
-    cdef Py_ssize_t M = dout.shape[0], i
+def gather_grad(const floating[:, :, ::1] dout,  # IN  (n, FN, L) upstream gradient
+                const floating[:, :, ::1] out,   # IN  (n, FN, L) forward output (read if relu)
+                floating[:, ::1] d,              # OUT (FN, n*L)
+                bint relu, int n_threads):
+    """d[f, i*L + l] = dout[i, f, l], zeroed where out <= 0 when relu (the textbook Relu's mask)."""
+    cdef Py_ssize_t n = dout.shape[0], FN = dout.shape[1], L = dout.shape[2]
+    cdef Py_ssize_t jf, j, f, l
+    cdef const floating* g
+    cdef const floating* o
+    cdef floating* dst
+    if n == 0 or FN == 0 or L == 0:
+        return
     with nogil:
-        for i in prange(M, schedule="guided", num_threads=n_threads):
-            d[i] = 0 if out[i] <= 0 else dout[i]
+        for jf in prange(n * FN, schedule="guided", num_threads=n_threads):
+            j = jf // FN
+            f = jf % FN
+            g = &dout[j, f, 0]
+            dst = &d[f, j * L]
+            if relu:
+                o = &out[j, f, 0]
+                for l in range(L):
+                    dst[l] = 0 if o[l] <= 0 else g[l]
+            else:
+                for l in range(L):
+                    dst[l] = g[l]

@@ -184,9 +184,11 @@ def test_conv_tiles_give_the_same_result(rng, monkeypatch):
     dout = rng.standard_normal(K.conv_forward(x, Wt, b, s, p).shape)
     monkeypatch.setattr(K, "TILE_BYTES", 1 << 30)
     big = (K.conv_forward(x, Wt, b, s, p),) + K.conv_backward(dout, x, Wt, s, p)
-    for tile_bytes in (1, 3 * 27 * 72 * 8 * 2):  # 1 image, then 2 images per tile (5 = 2+2+1)
+    # K = 3*3*3 = 27 column rows, L = 9*8 = 72 outputs per image, 8 bytes each
+    for tile_bytes in (1, 2 * 27 * 72 * 8):  # 1 image, then 2 images per tile (5 = 2+2+1)
         monkeypatch.setattr(K, "TILE_BYTES", tile_bytes)
         small = (K.conv_forward(x, Wt, b, s, p),) + K.conv_backward(dout, x, Wt, s, p)
+        assert len(K._tiles(5, 27 * 72 * 8)) == (5 if tile_bytes == 1 else 3)
         for a, c in zip(big, small):
             np.testing.assert_allclose(a, c, rtol=1e-12, atol=1e-12)
 
