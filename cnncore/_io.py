@@ -17,6 +17,10 @@ Policies (the networks' ``save_params``/``load_params`` call these two functions
 - **Strict keys and shapes.** Every expected key must be present, no other key may be, each shape
   must match exactly and each dtype must be a real float (float16/32/64). Arrays come back as fresh,
   writable, C-contiguous copies in the dtype stored in the file.
+- **Bounded reads.** Only regular files are read (a directory raises IsADirectoryError, a device,
+  FIFO or socket ValueError). Each ``.npz`` member's header (dtype, shape) is checked before its
+  data is read, so a member declaring a huge shape or inflating to gigabytes is refused without
+  taking the memory; a pickle is read only up to the largest size the expected arrays could take.
 - **Atomic saves.** Files are written to a temporary file in the same directory, flushed and fsynced,
   then renamed over the target, so an interrupted save leaves the previous file intact.
 
@@ -25,11 +29,15 @@ Pickles written under NumPy 2 refer to ``numpy._core`` and cannot be unpickled b
 textbook's shipped files) load fine.
 """
 import contextlib
+import errno
 import io
+import math
 import os
 import pickle
+import stat
 import tempfile
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -98,6 +106,28 @@ def _fsync_directory(directory):
             os.close(fd)
 
 
+def open_regular_file(path):
+    """Open ``path`` for binary reading, refusing anything but a regular file (after symlinks).
+
+    A directory raises IsADirectoryError; a device, FIFO or socket raises ValueError naming the path
+    (``/dev/zero`` would never end). O_NONBLOCK keeps the open of a FIFO from waiting for a writer.
+    """
+    path = os.fspath(path)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    fd = os.open(path, flags)
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+        if not stat.S_ISREG(mode):
+            raise ValueError(f"{path}: not a regular file (a device, FIFO or socket); refusing "
+                             f"to read it")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def save_params_file(params, path, format=None):
     """Save a dict ``{name: array}`` to ``path``, atomically.
 
@@ -153,40 +183,85 @@ def load_params_file(path, expected, allow_pickle=False):
 
     Raises
     ------
-    FileNotFoundError if ``path`` does not exist; ValueError naming the file if it is corrupted,
-    truncated, a refused pickle, or does not match ``expected``.
+    FileNotFoundError if ``path`` does not exist, IsADirectoryError if it is a directory;
+    ValueError naming the file if it is not a regular file, corrupted, truncated, a refused pickle,
+    or does not match ``expected``.
     """
     path = os.fspath(path)
-    with open(path, "rb") as f:
+    if expected is not None:
+        expected = {key: tuple(getattr(want, "shape", want)) for key, want in expected.items()}
+    with open_regular_file(path) as f:
         head = f.read(8)
-    if head.startswith(_ZIP_MAGIC):
-        loaded = _read_npz(path)
-    elif head.startswith(_NPY_MAGIC):
-        raise ValueError(f"{path}: is a single-array .npy file, not a parameter file "
-                         f"(.npz holding one array per parameter name)")
-    elif not head:
-        raise ValueError(f"{path}: file is empty")
-    elif not allow_pickle:
-        kind = "a pickle file" if head[:1] == b"\x80" else "not an .npz archive"
-        raise ValueError(
-            f"{path}: is {kind}; refusing to unpickle it. If it is a textbook params.pkl from a "
-            f"source you trust, pass allow_pickle=True (pickles can run code), or convert it "
-            f"once to .npz"
-        )
-    else:
-        loaded = _read_pickle(path)
+        f.seek(0)
+        if head.startswith(_ZIP_MAGIC):
+            loaded = _read_npz(f, path, expected)
+        elif head.startswith(_NPY_MAGIC):
+            raise ValueError(f"{path}: is a single-array .npy file, not a parameter file "
+                             f"(.npz holding one array per parameter name)")
+        elif not head:
+            raise ValueError(f"{path}: file is empty")
+        elif not allow_pickle:
+            kind = "a pickle file" if head[:1] == b"\x80" else "not an .npz archive"
+            raise ValueError(
+                f"{path}: is {kind}; refusing to unpickle it. If it is a textbook params.pkl from "
+                f"a source you trust, pass allow_pickle=True (pickles can run code), or convert "
+                f"it once to .npz"
+            )
+        else:
+            loaded = _read_pickle(f, path, _pickle_size_limit(expected))
     return _checked(path, loaded, expected)
 
 
-def _read_npz(path):
+def _read_npz(f, path, expected):
+    """{name: array} of an .npz; names, dtypes and shapes are checked before any data is read."""
     try:
-        # our own handle: np.load(path) leaks it when the archive is unreadable
-        with open(path, "rb") as f, np.load(f, allow_pickle=False) as archive:
-            return {name: archive[name] for name in archive.files}
-    except ValueError as exc:  # object arrays need pickle, or a bad .npy header
-        raise ValueError(f"{path}: cannot be read as .npz without pickle: {exc}") from None
-    except (zipfile.BadZipFile, EOFError, OSError, KeyError, TypeError) as exc:
+        with zipfile.ZipFile(f) as archive:
+            members = {(n[:-4] if n.endswith(".npy") else n): n for n in archive.namelist()}
+            if expected is not None:
+                _check_names(path, list(members), expected)
+            return {key: _read_member(archive, name, key, path, expected)
+                    for key, name in members.items()}
+    # zipfile raises NotImplementedError for unknown compression and RuntimeError for encryption
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, KeyError, OverflowError,
+            NotImplementedError, RuntimeError) as exc:
         raise ValueError(f"{path}: corrupted or truncated .npz file ({exc})") from None
+
+
+def _read_member(archive, name, key, path, expected):
+    with archive.open(name) as member:
+        try:
+            version = np.lib.format.read_magic(member)
+            if version == (1, 0):
+                shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(member)
+            elif version == (2, 0):
+                shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(member)
+            else:
+                raise ValueError(f"unsupported .npy format version {version}")
+        except ValueError as exc:
+            raise ValueError(f"{path}: member {name!r} is not an .npy array readable without "
+                             f"pickle ({exc})") from None
+        _check_entry(path, key, shape, dtype, expected)
+        nbytes = math.prod(shape) * dtype.itemsize
+        size = archive.getinfo(name).file_size - member.tell()
+        if nbytes != size:
+            raise ValueError(f"{path}: corrupted or truncated .npz file (member {name!r} holds "
+                             f"{size} data bytes, its header declares {shape} {dtype})")
+        data = member.read(nbytes)
+        if len(data) != nbytes or member.read(1):  # the last read also checks the CRC
+            raise ValueError(f"{path}: corrupted or truncated .npz file (member {name!r})")
+    return np.frombuffer(data, dtype).reshape(shape, order="F" if fortran_order else "C")
+
+
+def _pickle_size_limit(expected):
+    """The most bytes a pickle of the expected arrays can take, or None (no expectation).
+
+    float64 data is at most 8 bytes an element, which protocol 0 can escape to 6 times as many (each
+    zero byte becomes ``\\u0000``); 1 KiB a name and 64 KiB for the rest are far more than needed.
+    """
+    if expected is None:
+        return None
+    elements = sum(math.prod(shape) for shape in expected.values())
+    return 6 * 8 * elements + 1024 * len(expected) + 65536
 
 
 class _RefusedGlobal(pickle.UnpicklingError):
@@ -203,9 +278,11 @@ class _ArrayUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def _read_pickle(path):
-    with open(path, "rb") as f:
-        data = f.read()
+def _read_pickle(f, path, limit):
+    data = f.read() if limit is None else f.read(limit + 1)
+    if limit is not None and len(data) > limit:
+        raise ValueError(f"{path}: the pickle is larger ({limit} bytes read) than any file "
+                         f"holding the expected parameters could be")
     try:
         loaded = _ArrayUnpickler(io.BytesIO(data)).load()
     except _RefusedGlobal as exc:
@@ -220,32 +297,37 @@ def _read_pickle(path):
     return loaded
 
 
+def _check_names(path, names, expected):
+    missing = [k for k in expected if k not in names]
+    unexpected = [k for k in names if k not in expected]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing {missing}")
+        if unexpected:
+            parts.append(f"unexpected {unexpected}")
+        raise ValueError(f"{path}: parameter names do not match the network: "
+                         f"{'; '.join(parts)} (the file holds {names})")
+
+
+def _check_entry(path, key, shape, dtype, expected):
+    if dtype.kind != "f" or dtype.itemsize > 8:
+        raise ValueError(f"{path}: parameter {key!r} has dtype {dtype}; expected float16, float32 "
+                         f"or float64")
+    if expected is not None and shape != expected[key]:
+        raise ValueError(f"{path}: parameter {key!r} has shape {shape}, the network expects "
+                         f"{expected[key]}")
+
+
 def _checked(path, loaded, expected):
     for name, value in loaded.items():
         if not isinstance(name, str) or not isinstance(value, np.ndarray):
             raise ValueError(f"{path}: entry {name!r} is a {type(value).__name__}, expected an "
                              f"array under a string name")
-        if value.dtype.kind != "f" or value.dtype.itemsize > 8:
-            raise ValueError(f"{path}: parameter {name!r} has dtype {value.dtype}; expected "
-                             f"float16, float32 or float64")
-    if expected is None:
-        order = list(loaded)
-    else:
-        order = list(expected)
-        missing = [k for k in order if k not in loaded]
-        unexpected = [k for k in loaded if k not in expected]
-        if missing or unexpected:
-            parts = []
-            if missing:
-                parts.append(f"missing {missing}")
-            if unexpected:
-                parts.append(f"unexpected {unexpected}")
-            raise ValueError(f"{path}: parameter names do not match the network: "
-                             f"{'; '.join(parts)} (the file holds {list(loaded)})")
-        for key in order:
-            want = expected[key]
-            want = tuple(getattr(want, "shape", want))
-            if loaded[key].shape != want:
-                raise ValueError(f"{path}: parameter {key!r} has shape {loaded[key].shape}, the "
-                                 f"network expects {want}")
+        _check_entry(path, name, value.shape, value.dtype, None)
+    if expected is not None:
+        _check_names(path, list(loaded), expected)
+        for key in expected:
+            _check_entry(path, key, loaded[key].shape, loaded[key].dtype, expected)
+    order = list(loaded) if expected is None else list(expected)
     return {key: np.array(loaded[key], order="C", copy=True) for key in order}

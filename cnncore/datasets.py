@@ -15,7 +15,10 @@ and checked before it is kept); if every mirror fails, the error says where to p
 
 Every file is checked before use: gzip integrity, the idx magic number and dimensions, the file
 length implied by the header, and a SHA-256 of the decompressed data against the standard MNIST
-files (:data:`SHA256`). A damaged or wrong file raises ``ValueError`` naming it.
+files (:data:`SHA256`). A damaged or wrong file raises ``ValueError`` naming it. Reads are bounded:
+only regular files are opened (not ``/dev/zero`` or a FIFO), and a ``.gz`` is decompressed as a
+stream that stops one byte past the size its MNIST file has, so a decompression bomb is refused
+without taking the memory.
 
 Differences from the textbook's ``dataset/mnist.py`` (documented choices):
 
@@ -37,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._io import atomic_write
+from ._io import atomic_write, open_regular_file
 
 #: Mirrors tried in order by :func:`download_mnist` (each is the base URL of the four files).
 MIRRORS = (
@@ -132,21 +135,31 @@ def _verified(data, key, shown):
     return array
 
 
-def _decompress(raw, shown):
+def _decompress(f, key, shown):
+    """Decompress the gzip stream in the binary file f, refusing more than MNIST file key holds."""
+    shape = _LAYOUT[key][1]
+    size = 4 + 4 * len(shape) + int(np.prod(shape))  # the idx header, then one byte a value
     try:
-        return gzip.decompress(raw)
+        with gzip.GzipFile(fileobj=f, mode="rb") as stream:
+            data = stream.read(size + 1)
     except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError
         raise ValueError(f"{shown}: corrupted or truncated gzip file ({exc})") from None
+    if len(data) > size:  # a bomb, or damage the CRC at the end would have shown
+        parse_idx(data[:size], shown, expect=_LAYOUT[key])  # but first: is it the wrong file?
+        raise ValueError(f"{shown}: corrupted or truncated gzip file, or not MNIST: it "
+                         f"decompresses to more than the {size} bytes of {key_file[key]}")
+    return data
 
 
 def _read_file(directory, key):
     file_path = directory / key_file[key]
-    stat = file_path.stat()
-    stamp = (str(file_path.resolve()), stat.st_size, stat.st_mtime_ns)
-    cached = _memo.get(key)
-    if cached is not None and cached[0] == stamp:
-        return cached[1]
-    array = _verified(_decompress(file_path.read_bytes(), str(file_path)), key, str(file_path))
+    with open_regular_file(file_path) as f:
+        stat = os.fstat(f.fileno())
+        stamp = (str(file_path.resolve()), stat.st_size, stat.st_mtime_ns)
+        cached = _memo.get(key)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        array = _verified(_decompress(f, key, str(file_path)), key, str(file_path))
     _memo[key] = (stamp, array)
     return array
 
@@ -198,7 +211,8 @@ def download_mnist(path=None, mirrors=None, verbose=True):
             try:
                 buffer = io.BytesIO()  # at most ~10 MB; checked before anything is written
                 _fetch(url, buffer)
-                _verified(_decompress(buffer.getvalue(), url), key, url)
+                buffer.seek(0)
+                _verified(_decompress(buffer, key, url), key, url)
                 directory.mkdir(parents=True, exist_ok=True)
                 with atomic_write(target) as out:
                     out.write(buffer.getvalue())

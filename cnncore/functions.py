@@ -78,7 +78,8 @@ def cross_entropy_error(y, t):
     y: (N, K) probabilities, or (K,) for one sample. t: one-hot (same size as y) or integer labels
     (N,) of any integer dtype (uint8 MNIST labels work). The 1e-7 inside the log keeps log(0) finite.
     Labels shaped (N, 1) are flattened (the textbook only handled them for N = 1 and silently
-    broadcast to an N x N index otherwise).
+    broadcast to an N x N index otherwise). Labels must be integers in [0, K), one per row of y
+    (ValueError naming ``t`` otherwise; the textbook read -1 as the last class).
     """
     t = np.asarray(t)
     if y.ndim == 1:
@@ -89,7 +90,20 @@ def cross_entropy_error(y, t):
     batch_size = y.shape[0]
     if t.ndim > 1 and t.size == batch_size:
         t = t.reshape(batch_size)
+    _check_labels(t, y.shape)
     return -np.sum(np.log(y[np.arange(batch_size), t] + 1e-7)) / batch_size
+
+
+def _check_labels(t, y_shape):
+    N, K = y_shape[0], y_shape[-1]
+    if t.shape != (N,):
+        raise ValueError(f"t must be one-hot like y {tuple(y_shape)} or hold {N} labels, got "
+                         f"shape {t.shape}")
+    if t.dtype.kind not in "iu":
+        raise ValueError(f"t must hold integer class labels, got dtype {t.dtype}")
+    if N and (t.min() < 0 or t.max() >= K):
+        raise ValueError(f"t must hold class labels in [0, {K}), got values from {t.min()} to "
+                         f"{t.max()}")
 
 
 def softmax_loss(X, t):

@@ -11,12 +11,19 @@ dtype: layers with weights compute in float32 only when the input and the weight
 else in float64 (so textbook code, with float64 weights and float32 MNIST images, computes in float64
 and gets the textbook's numbers). Elementwise layers keep the input's dtype. Outputs are C-contiguous.
 
+Errors: ``backward`` before the first ``forward`` raises RuntimeError ("backward() called before
+forward()") instead of failing somewhere inside (the textbook's AttributeError, or Relu's silently
+unchanged ``dout``). An empty batch (N = 0) gives empty results of the right shapes.
+
 ``from cnncore.layers import *`` gives what ``from common.layers import *`` gives: the layer classes,
 every name of cnncore.functions, im2col, col2im and np; plus cnncore's extension layers.
 """
+import math
+
 import numpy as np
 
 from . import kernels as _kernels
+from ._validate import as_array as _as_array
 from ._validate import compute_dtype as _compute_dtype
 from .functions import *  # noqa: F403  (re-exported, as the textbook's star import does)
 from .functions import __all__ as _functions_all
@@ -41,6 +48,17 @@ def _dtype_of(*arrays):
     return _compute_dtype(*(np.asarray(a) for a in arrays))
 
 
+def _rows(x):
+    """x (N, ...) -> (N, D), as the textbook's ``x.reshape(N, -1)`` but also for N = 0."""
+    return x.reshape(x.shape[0], math.prod(x.shape[1:]))
+
+
+def _forward_done(layer, cache, forward="forward()"):
+    """Raise RuntimeError when the cache backward needs is still None (no forward yet)."""
+    if cache is None:
+        raise RuntimeError(f"{type(layer).__name__}.backward() called before {forward}")
+
+
 class Relu:
     """ReLU: x where x > 0, else 0.  Shape: any -> same; dtype of x.
 
@@ -60,6 +78,7 @@ class Relu:
         return np.where(self.mask, 0, x)
 
     def backward(self, dout):
+        _forward_done(self, self.mask)
         return np.where(self.mask, 0, dout)
 
 
@@ -74,6 +93,7 @@ class Sigmoid:
         return self.out
 
     def backward(self, dout):
+        _forward_done(self, self.out)
         return dout * (1.0 - self.out) * self.out
 
 
@@ -83,7 +103,7 @@ class Affine:
     Shapes: x (N, ...) is flattened to x2d (N, D); W (D, M); b (M,); out (N, M). ``backward`` returns
     dx in the original shape, so a pooled (N, C, H, W) tensor goes straight in.
     Attributes: ``W``, ``b`` (references), ``x`` (x2d as computed with), ``original_x_shape``,
-    ``dW`` (D, M), ``db`` (M,).
+    ``dW`` (D, M), ``db`` (M,). x must hold real numbers (TypeError for complex, bool, object).
     """
 
     def __init__(self, W, b):
@@ -95,14 +115,16 @@ class Affine:
         self.db = None
 
     def forward(self, x):
+        x = _as_array(x, "x")
         self.original_x_shape = x.shape
-        x = x.reshape(x.shape[0], -1)
+        x = _rows(x)
         self.x = x.astype(_dtype_of(x, self.W), copy=False)
         out = np.dot(self.x, self.W)
         out += self.b
         return out
 
     def backward(self, dout):
+        _forward_done(self, self.x)
         dx = np.dot(dout, self.W.T)
         self.dW = np.dot(self.x.T, dout)
         self.db = np.sum(dout, axis=0)
@@ -131,6 +153,7 @@ class SoftmaxWithLoss:
         return self.loss
 
     def backward(self, dout=1):
+        _forward_done(self, self.y, "forward(x, t)")
         batch_size = self.t.shape[0]
         if self.t.size == self.y.size:  # one-hot
             return (self.y - np.asarray(self.t, self.y.dtype)) / batch_size
@@ -160,6 +183,7 @@ class Dropout:
         return x * (1.0 - self.dropout_ratio)
 
     def backward(self, dout):
+        _forward_done(self, self.mask, "forward(x, train_flg=True)")
         return dout * self.mask
 
 
@@ -173,7 +197,8 @@ class BatchNormalization:
     Training: ``xn = (x - mean) / sqrt(var + 1e-6)`` with the batch's biased variance; running
     statistics ``running = momentum * running + (1 - momentum) * batch`` (momentum 0.9 keeps 90 % of the
     old value). Inference uses the running statistics; they start at zeros on the first forward, so
-    before any training step inference divides by sqrt(1e-6), as in the textbook.
+    before any training step inference divides by sqrt(1e-6), as in the textbook. An empty batch
+    has no statistics: it is normalised with the running ones, which it leaves unchanged.
     Attributes: ``gamma``, ``beta`` (references), ``momentum``, ``input_shape``, ``running_mean``,
     ``running_var``, ``batch_size``, ``xc``, ``xn``, ``std``, ``dgamma``, ``dbeta``.
     """
@@ -194,7 +219,7 @@ class BatchNormalization:
 
     def _rows(self, a):
         """(N, ...) -> (rows, D): the samples over which statistics are taken, one column a feature."""
-        return a.reshape(a.shape[0], -1)
+        return _rows(a)
 
     def _unrows(self, a):
         return a.reshape(self.input_shape)
@@ -205,7 +230,7 @@ class BatchNormalization:
         if self.running_mean is None:
             self.running_mean = np.zeros(x.shape[1], _dtype_of(x, self.gamma))
             self.running_var = np.zeros(x.shape[1], _dtype_of(x, self.gamma))
-        if train_flg:
+        if train_flg and x.shape[0] > 0:
             mu = x.mean(axis=0)
             xc = x - mu
             var = np.mean(xc ** 2, axis=0)
@@ -217,14 +242,21 @@ class BatchNormalization:
             self.running_var = self.momentum * self.running_var + (1 - self.momentum) * var
             xn = self.xn
         else:
-            xn = (x - self.running_mean) / np.sqrt(self.running_var + _BN_EPS)
+            xc = x - self.running_mean
+            std = np.sqrt(self.running_var + _BN_EPS)
+            xn = xc / std
+            if train_flg:  # an empty batch
+                self.xc, self.xn, self.std, self.batch_size = xc, xn, std, 0
         return self._unrows(self.gamma * xn + self.beta)
 
     def backward(self, dout):
+        _forward_done(self, self.xn, "forward(x, train_flg=True)")
         dout = self._rows(dout)
         self.dbeta = dout.sum(axis=0)
         self.dgamma = np.sum(self.xn * dout, axis=0)
         dxn = self.gamma * dout
+        if dout.shape[0] == 0:  # the means below would be of nothing (NaN, with warnings)
+            return self._unrows(dxn)
         # Through the batch mean and variance, in closed form (equal to the textbook's chain):
         dx = (dxn - dxn.mean(axis=0) - self.xn * np.mean(dxn * self.xn, axis=0)) / self.std
         return self._unrows(dx)
@@ -297,6 +329,7 @@ class Convolution:
         return out
 
     def backward(self, dout):
+        _forward_done(self, self.x)
         dx, self.dW, self.db = self.kernels.conv_backward(dout, self.x, self.W, self.stride, self.pad)
         return dx
 
@@ -319,6 +352,7 @@ class ConvReLU(Convolution):
         return self.out
 
     def backward(self, dout):
+        _forward_done(self, self.out)
         dx, self.dW, self.db = self.kernels.conv_bias_relu_backward(dout, self.x, self.W, self.out,
                                                                     self.stride, self.pad)
         return dx
@@ -366,6 +400,7 @@ class Pooling(_WindowPooling):
         return out
 
     def backward(self, dout):
+        _forward_done(self, self.x)
         return self.kernels.max_pool_backward(dout, self._arg_max, self.x.shape, self.pool_h,
                                               self.pool_w, self.stride, self.pad)
 
@@ -382,6 +417,7 @@ class AvgPooling(_WindowPooling):
         return out
 
     def backward(self, dout):
+        _forward_done(self, self.x)
         return self.kernels.avg_pool_backward(dout, self.x.shape, self.pool_h, self.pool_w,
                                               self.stride, self.pad)
 
@@ -399,6 +435,7 @@ class GlobalAvgPooling:
         return np.asarray(x, _dtype_of(x)).mean(axis=(2, 3))
 
     def backward(self, dout):
+        _forward_done(self, self.input_shape)
         N, C, H, W = self.input_shape
         return np.ascontiguousarray(np.broadcast_to((dout / (H * W))[:, :, None, None],
                                                     self.input_shape))
@@ -419,6 +456,7 @@ class LeakyReLU:
         return np.where(self.mask, self.alpha * x, x)
 
     def backward(self, dout):
+        _forward_done(self, self.mask)
         return np.where(self.mask, self.alpha * dout, dout)
 
 
@@ -433,6 +471,7 @@ class GELU:
         return gelu(x)
 
     def backward(self, dout):
+        _forward_done(self, self.x)
         return dout * gelu_grad(self.x)
 
 
@@ -444,7 +483,8 @@ class Flatten:
 
     def forward(self, x):
         self.input_shape = x.shape
-        return np.ascontiguousarray(x.reshape(x.shape[0], -1))
+        return np.ascontiguousarray(_rows(x))
 
     def backward(self, dout):
+        _forward_done(self, self.input_shape)
         return dout.reshape(self.input_shape)

@@ -6,6 +6,9 @@ Each has ``update(params, grads)``, which walks ``params.keys()`` and updates ev
 floats (as in ch06's naive comparison), which augmented assignment rebinds. The formulas are the textbook's, down to
 the order of operations; float32 parameters stay float32. Hyperparameters are checked on construction
 (ValueError naming the argument).
+
+``update`` is all or nothing: every gradient is checked first (present, the parameter's shape, real
+numbers), so a bad one raises (KeyError, ValueError, TypeError) with no parameter or state changed.
 """
 import math
 import numbers
@@ -34,6 +37,18 @@ def _fraction(value, name):
     return value
 
 
+def _check_grads(params, grads):
+    for key, param in params.items():
+        if key not in grads:
+            raise KeyError(f"grads has no entry for parameter {key!r}")
+        grad = np.asarray(grads[key])
+        if grad.shape != np.shape(param):
+            raise ValueError(f"grads[{key!r}] must have the shape of params[{key!r}] "
+                             f"{np.shape(param)}, got {grad.shape}")
+        if grad.dtype.kind not in "fiu":
+            raise TypeError(f"grads[{key!r}] must hold real numbers, got dtype {grad.dtype}")
+
+
 def _zeros_like_each(params):
     return {key: np.zeros_like(val) for key, val in params.items()}
 
@@ -45,6 +60,7 @@ class SGD:
         self.lr = _positive(lr, "lr")
 
     def update(self, params, grads):
+        _check_grads(params, grads)
         for key in params.keys():
             params[key] -= self.lr * grads[key]
 
@@ -58,6 +74,7 @@ class Momentum:
         self.v = None
 
     def update(self, params, grads):
+        _check_grads(params, grads)
         if self.v is None:
             self.v = _zeros_like_each(params)
         for key in params.keys():
@@ -80,6 +97,7 @@ class Nesterov:
         self.v = None
 
     def update(self, params, grads):
+        _check_grads(params, grads)
         if self.v is None:
             self.v = _zeros_like_each(params)
         for key in params.keys():
@@ -103,6 +121,7 @@ class AdaGrad:
         self.h = None
 
     def update(self, params, grads):
+        _check_grads(params, grads)
         if self.h is None:
             self.h = _zeros_like_each(params)
         for key in params.keys():
@@ -119,6 +138,7 @@ class RMSprop:
         self.h = None
 
     def update(self, params, grads):
+        _check_grads(params, grads)
         if self.h is None:
             self.h = _zeros_like_each(params)
         for key in params.keys():
@@ -146,6 +166,7 @@ class Adam:
         self.v = None
 
     def update(self, params, grads):
+        _check_grads(params, grads)
         if self.m is None:
             self.m = _zeros_like_each(params)
             self.v = _zeros_like_each(params)

@@ -30,11 +30,18 @@ Opt-in fixes (keyword-only):
 Extensions: ``optimizer`` may also be an optimizer instance (anything with ``update(params,
 grads)``); ``'rmsprpo'`` (the Korean edition's spelling) is accepted; ``train()`` keeps the final
 accuracy in ``final_test_acc``; ``epoch_callback(trainer)`` runs after each epoch's evaluation.
+
+The constructor checks what would otherwise fail (or silently train nothing) later, raising
+ValueError or TypeError naming the argument: ``epochs >= 0`` (an int; in the default mode also a
+fraction, since the textbook computes ``int(epochs * iter_per_epoch)``), ``mini_batch_size >= 1``,
+at least one training sample, and as many labels as images in the training and the test set.
 """
 import math
+import numbers
 
 import numpy as np
 
+from ._validate import check_int
 from .datasets import iterate_minibatches
 from .optimizer import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop
 
@@ -64,6 +71,21 @@ def make_optimizer(optimizer, optimizer_param):
     return cls(**(optimizer_param or {}))
 
 
+def _epochs(epochs, exact):
+    """epochs >= 0: an int, or in the default mode also a fraction (the textbook allows 0.5)."""
+    if exact or not isinstance(epochs, numbers.Real) or isinstance(epochs, numbers.Integral):
+        return check_int(epochs, "epochs", 0)
+    if not 0 <= epochs < math.inf:
+        raise ValueError(f"epochs must be >= 0 and finite, got {epochs!r}")
+    return epochs
+
+
+def _same_length(x, t, x_name, t_name):
+    if len(x) != len(t):
+        raise ValueError(f"{t_name} must have one label per sample of {x_name}: {x_name} has "
+                         f"{len(x)}, {t_name} has {len(t)}")
+
+
 class Trainer:
     """Train ``network`` (``gradient``, ``loss``, ``accuracy``, ``params``) with mini-batches.
 
@@ -82,6 +104,13 @@ class Trainer:
         if shuffle and exact_epochs is False:
             raise ValueError("shuffle=True visits every sample once per epoch, which needs "
                              "exact_epochs=True")
+        exact_epochs = bool(exact_epochs or shuffle)
+        epochs = _epochs(epochs, exact_epochs)
+        mini_batch_size = check_int(mini_batch_size, "mini_batch_size", 1)
+        _same_length(x_train, t_train, "x_train", "t_train")
+        _same_length(x_test, t_test, "x_test", "t_test")
+        if len(x_train) == 0:
+            raise ValueError("x_train must hold at least one sample, got none")
         self.network = network
         self.verbose = verbose
         self.x_train = x_train
@@ -92,7 +121,7 @@ class Trainer:
         self.batch_size = mini_batch_size
         self.evaluate_sample_num_per_epoch = evaluate_sample_num_per_epoch
         self.optimizer = make_optimizer(optimizer, optimizer_param)
-        self.exact_epochs = bool(exact_epochs or shuffle)
+        self.exact_epochs = exact_epochs
         self.shuffle = bool(shuffle)
         self.epoch_callback = epoch_callback
 
