@@ -15,9 +15,15 @@ from ._ext import im2col as _im2col
 from ._ext import pooling as _pooling
 from ._threads import get_num_threads as _requested_threads
 
+# OpenMP threads for the convolution's own passes (unfold, fold, epilogues). They alternate with BLAS
+# calls on BLAS's thread pool, and the two pools then fight for the cores: measured here under load,
+# a backward pass took 100-500 ms with both pools at 2 threads and 31-37 ms with either at 1. The
+# GEMM dominates the convolution, so its passes run on one thread and BLAS keeps the parallelism.
+CONV_THREADS = 1
+
 # Bytes of unfolded columns a convolution tile may hold: the convolution never unfolds the whole batch,
 # only as many images at a time as fit here (at least one).
-TILE_BYTES = 4 << 20
+TILE_BYTES = 16 << 20
 
 # Largest OpenMP team a kernel starts. GNU OpenMP puts per-thread start-up data on the calling
 # thread's stack, so set_num_threads(100000) crashed the process (SIGSEGV); results never depend on
@@ -150,13 +156,13 @@ def _forward(x, W, b, stride, pad, relu):
         n0 = tiles[0].stop - tiles[0].start
         cols = np.empty(K * n0 * L, dtype)       # tile buffers, reshaped for a partial last tile
         y = np.empty(FN * n0 * L, dtype)
-        n_threads = get_num_threads(cols.size)
+        n_threads = min(CONV_THREADS, get_num_threads(cols.size))
     for t in tiles:
         n = t.stop - t.start
         c = cols[:K * n * L].reshape(K, n * L)
         yt = y[:FN * n * L].reshape(FN, n * L)
         _conv.unfold(x[t], c, W.shape[2], W.shape[3], stride, pad, n_threads)
-        np.matmul(W2, c, out=yt)
+        np.dot(W2, c, out=yt)
         _conv.bias_act(yt, b, out[t].reshape(n, FN, L), relu, n_threads)
     return out
 
@@ -180,7 +186,7 @@ def _backward(dout, x, W, out, stride, pad):
         n0 = tiles[0].stop - tiles[0].start
         cols = np.empty(K * n0 * L, dtype)
         grad = np.empty(FN * n0 * L, dtype)
-        n_threads = get_num_threads(cols.size)
+        n_threads = min(CONV_THREADS, get_num_threads(cols.size))
     for t in tiles:
         n = t.stop - t.start
         c = cols[:K * n * L].reshape(K, n * L)
@@ -189,8 +195,8 @@ def _backward(dout, x, W, out, stride, pad):
                           n_threads)
         db += d.sum(axis=1)
         _conv.unfold(x[t], c, W.shape[2], W.shape[3], stride, pad, n_threads)
-        dW += d @ c.T
-        np.matmul(W2T, d, out=c)  # the columns are spent: reuse them for dcols
+        dW += np.dot(d, c.T)
+        np.dot(W2T, d, out=c)  # the columns are spent: reuse them for dcols
         _conv.fold(c, dx[t], W.shape[2], W.shape[3], stride, pad, n_threads)
     return dx, dW.reshape(W.shape), db
 
