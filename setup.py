@@ -6,9 +6,13 @@ Environment switches:
   CNNCORE_OPENMP=0         build without OpenMP (kernels run serially)
   CNNCORE_CYTHON_DEBUG=1   turn Cython bounds/wraparound checks back on (slow; for hunting bugs)
   CNNCORE_ANNOTATE=1       write Cython's HTML annotation next to each .pyx
+  CNNCORE_LIMITED_API=1    build for CPython's Limited API / stable ABI: one cp311-abi3 wheel that
+                           installs on CPython >= 3.11 (needs Python >= 3.11 to build; opt-in)
 """
 import os
+import re
 import sys
+import sysconfig
 import tempfile
 import textwrap
 
@@ -16,6 +20,9 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 KERNELS = ["im2col", "pooling", "conv", "parallel"]
+
+# Typed memoryviews need the buffer protocol in the Limited API: Python 3.11 (0x030B0000).
+LIMITED_API_HEX, LIMITED_API_TAG = "0x030B0000", "cp311"
 
 
 def _env_flag(name, default):
@@ -74,6 +81,27 @@ class BuildExt(build_ext):
         super().build_extensions()
 
 
+def _limited_api():
+    """CNNCORE_LIMITED_API=1: check that this interpreter can build the abi3 kernels."""
+    if not _env_flag("CNNCORE_LIMITED_API", False):
+        return False
+    if sys.implementation.name != "cpython" or sys.version_info < (3, 11):
+        sys.exit("cnncore: CNNCORE_LIMITED_API=1 needs CPython >= 3.11 (memoryviews in the Limited API)")
+    if sysconfig.get_config_var("Py_GIL_DISABLED"):
+        sys.exit("cnncore: CNNCORE_LIMITED_API=1 is not available on free-threaded CPython")
+    import Cython
+
+    if tuple(map(int, re.match(r"(\d+)\.(\d+)", Cython.__version__).groups())) < (3, 1):
+        sys.exit(f"cnncore: CNNCORE_LIMITED_API=1 needs Cython >= 3.1, found {Cython.__version__}")
+    return True
+
+
+def _limited_api_kwargs():
+    if not LIMITED_API:
+        return {}
+    return {"define_macros": [("Py_LIMITED_API", LIMITED_API_HEX)], "py_limited_api": True}
+
+
 def extensions():
     from Cython.Build import cythonize
 
@@ -88,7 +116,10 @@ def extensions():
         "embedsignature": True,
     }
     # Kernels use typed memoryviews only (no ``cimport numpy``): no NumPy headers at build time.
-    modules = [Extension(f"cnncore._ext.{name}", [f"pyext/{name}.pyx"]) for name in KERNELS]
+    modules = [
+        Extension(f"cnncore._ext.{name}", [f"pyext/{name}.pyx"], **_limited_api_kwargs())
+        for name in KERNELS
+    ]
     return cythonize(
         modules,
         compiler_directives=directives,
@@ -96,4 +127,9 @@ def extensions():
     )
 
 
-setup(ext_modules=extensions(), cmdclass={"build_ext": BuildExt})
+LIMITED_API = _limited_api()
+setup(
+    ext_modules=extensions(),
+    cmdclass={"build_ext": BuildExt},
+    options={"bdist_wheel": {"py_limited_api": LIMITED_API_TAG}} if LIMITED_API else {},
+)

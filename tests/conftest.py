@@ -30,9 +30,14 @@ def mnist_path():
 
 @pytest.fixture(scope="session")
 def mnist_dir():
+    """The MNIST directory. Missing files fail the run under .ci/run (CNNCORE_REQUIRE_DATA=1) and skip
+    the tests that need them elsewhere (e.g. a wheel tested on a build farm without the data)."""
     path = mnist_path()
     if not (path / "train-images-idx3-ubyte.gz").exists():
-        pytest.fail(f"MNIST idx files not found in {path} (set CNNCORE_TEST_DATA)")
+        message = f"MNIST idx files not found in {path} (set CNNCORE_TEST_DATA)"
+        if os.environ.get("CNNCORE_REQUIRE_DATA") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
     return path
 
 
