@@ -41,6 +41,17 @@ def mnist_dir():
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def run_outside_the_checkout(tmp_path_factory):
+    """Run every test, and every subprocess a test starts, from an empty directory: a child started
+    with ``python -c`` or ``-m`` puts its working directory first on sys.path, and the checkout's
+    ``cnncore/`` (no compiled modules) would shadow the installed package."""
+    old = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("cwd"))
+    yield
+    os.chdir(old)
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)
