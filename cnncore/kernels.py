@@ -195,7 +195,9 @@ def _backward(dout, x, W, out, stride, pad):
                           n_threads)
         db += d.sum(axis=1)
         _conv.unfold(x[t], c, W.shape[2], W.shape[3], stride, pad, n_threads)
-        dW += np.dot(d, c.T)
+        # dW = d @ c.T, computed as (c @ d.T).T: OpenBLAS took 30-70x longer on the (FN x K) product
+        # with the long inner dimension n*L in that orientation (measured here, float32 and float64).
+        dW += np.dot(c, d.T).T
         np.dot(W2T, d, out=c)  # the columns are spent: reuse them for dcols
         _conv.fold(c, dx[t], W.shape[2], W.shape[3], stride, pad, n_threads)
     return dx, dW.reshape(W.shape), db
