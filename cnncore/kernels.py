@@ -16,9 +16,10 @@ from ._ext import pooling as _pooling
 from ._threads import get_num_threads as _requested_threads
 
 # OpenMP threads for the convolution's own passes (unfold, fold, epilogues). They alternate with BLAS
-# calls on BLAS's thread pool, and the two pools then fight for the cores: measured here under load,
-# a backward pass took 100-500 ms with both pools at 2 threads and 31-37 ms with either at 1. The
-# GEMM dominates the convolution, so its passes run on one thread and BLAS keeps the parallelism.
+# calls on BLAS's own thread pool. Measured here: on a quiet machine 1 and 2 threads for these passes
+# timed the same (the GEMM dominates); under load, a backward pass took 100-500 ms with both pools at 2
+# threads and 31-37 ms with OMP_NUM_THREADS=1 (which limits OpenBLAS too) or OPENBLAS_NUM_THREADS=1.
+# One thread here keeps the cores for the GEMM and avoids one of the two pools.
 CONV_THREADS = 1
 
 # Bytes of unfolded columns a convolution tile may hold: the convolution never unfolds the whole batch,
@@ -29,7 +30,6 @@ TILE_BYTES = 16 << 20
 # thread's stack, so set_num_threads(100000) crashed the process (SIGSEGV); results never depend on
 # the thread count, so asking for more than this simply runs with this many.
 MAX_THREADS = 1024
-
 
 # Elements a thread should have to itself before another one is woken: waking an OpenMP worker costs
 # tens of microseconds, and far more when the machine is busy, so small calls run on one thread.
