@@ -245,3 +245,12 @@ def conv_backward_setup(dout, x, W, out, stride, pad):
         out = as_array(out, "out", ndim=4)
         matching_shape(out, out_shape, "out", "the forward output this gradient belongs to")
     return dout, x, W, out, stride, pad, out_shape, dtype
+
+
+def relu_mask(mask, shape):
+    """Check the mask relu_backward gets: a bool ndarray of dout's shape (as relu_forward returned)."""
+    if not isinstance(mask, np.ndarray) or mask.dtype != np.bool_:
+        got = f"dtype {mask.dtype}" if isinstance(mask, np.ndarray) else type(mask).__name__
+        raise TypeError(f"mask must be the bool array relu_forward returned, got {got}")
+    matching_shape(mask, shape, "mask", "the shape of dout")
+    return mask

@@ -112,6 +112,24 @@ def avg_pool_backward(dout, input_shape, pool_h, pool_w, stride=2, pad=0):
     return np.ascontiguousarray(_add_windows(win, shape, stride, pad))
 
 
+def relu_forward(x):
+    """-> (out, mask): mask = x <= 0, out = x with the masked cells set to 0 (the textbook's Relu)."""
+    x = v.as_array(x, "x")
+    mask = np.asarray(x <= 0)
+    out = x.copy()
+    out[mask] = 0
+    return out, mask
+
+
+def relu_backward(dout, mask):
+    """dx = dout with the masked cells set to 0 (dout itself is not modified)."""
+    dout = v.as_array(dout, "dout")
+    mask = v.relu_mask(mask, dout.shape)
+    dx = dout.copy()
+    dx[mask] = 0
+    return dx
+
+
 def conv_forward(x, W, b, stride=1, pad=0):
     """im2col(x) @ W.reshape(FN, -1).T + b, reshaped to (N, FN, OH, OW)."""
     x, W, stride, pad, (N, FN, out_h, out_w), dtype = v.conv_setup(x, W, stride, pad)

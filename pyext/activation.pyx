@@ -1,0 +1,65 @@
+"""ReLU forward and backward on flat contiguous arrays.
+
+NumPy's ``np.where(mask, 0, x)`` branches on every element and mispredicts about half the time on
+ReLU inputs; these loops are branch-free selects the compiler vectorises. The mask is ``x <= 0``
+(bytes 0/1, a bool array's buffer), so NaN passes through as it does in the textbook.
+"""
+from cython cimport floating
+from cython.parallel cimport prange
+
+# Elements per parallel chunk: large enough that a chunk's loop amortises its start, small enough
+# that both threads get many chunks.
+cdef enum:
+    CHUNK = 16384
+
+
+cdef inline void _relu_chunk(const floating* x, floating* out, unsigned char* mask,
+                             Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating v
+    for i in range(n):
+        v = x[i]
+        out[i] = 0 if v <= 0 else v
+    # A second pass over the (cache-resident) chunk: with the byte store in the same loop GCC does
+    # not vectorise the float64 version.
+    for i in range(n):
+        mask[i] = x[i] <= 0
+
+
+cdef inline void _relu_grad_chunk(const floating* dout, const unsigned char* mask, floating* dx,
+                                  Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating d
+    for i in range(n):
+        d = dout[i]  # loaded unconditionally, so the select compiles to a vector blend
+        dx[i] = 0 if mask[i] else d
+
+
+def relu_forward(const floating[::1] x,        # IN  (size,)
+                 floating[::1] out,            # OUT (size,)
+                 unsigned char[::1] mask,      # OUT (size,) 1 where x <= 0
+                 int n_threads):
+    """out = 0 where x <= 0 else x; mask = x <= 0."""
+    cdef Py_ssize_t size = x.shape[0], chunks = (size + CHUNK - 1) // CHUNK, k, start
+    if size == 0:
+        return
+    with nogil:
+        for k in prange(chunks, schedule="static", num_threads=n_threads):
+            start = k * CHUNK
+            _relu_chunk(&x[start], &out[start], &mask[start],
+                        CHUNK if size - start > CHUNK else size - start)
+
+
+def relu_backward(const floating[::1] dout,    # IN  (size,)
+                  const unsigned char[::1] mask,  # IN  (size,) from relu_forward
+                  floating[::1] dx,            # OUT (size,)
+                  int n_threads):
+    """dx = 0 where mask else dout."""
+    cdef Py_ssize_t size = dout.shape[0], chunks = (size + CHUNK - 1) // CHUNK, k, start
+    if size == 0:
+        return
+    with nogil:
+        for k in prange(chunks, schedule="static", num_threads=n_threads):
+            start = k * CHUNK
+            _relu_grad_chunk(&dout[start], &mask[start], &dx[start],
+                             CHUNK if size - start > CHUNK else size - start)
