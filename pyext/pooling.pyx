@@ -84,42 +84,108 @@ cdef inline void _max_plane_backward(const floating* dout, const Py_ssize_t* arg
                + ox * g.stride - g.pad + k % g.pool_w] += dout[oy * g.out_w + ox]
 
 
+cdef inline void _interior(Window g, Py_ssize_t* ox_a, Py_ssize_t* ox_b) noexcept nogil:
+    # Output columns [ox_a, ox_b) whose windows lie wholly inside the image horizontally.
+    cdef Py_ssize_t a = (g.pad + g.stride - 1) // g.stride
+    cdef Py_ssize_t b = 0 if g.W + g.pad < g.pool_w else (g.W + g.pad - g.pool_w) // g.stride + 1
+    a = a if a < g.out_w else g.out_w
+    b = b if b < g.out_w else g.out_w
+    ox_a[0] = a
+    ox_b[0] = b if b > a else a
+
+
+cdef inline void _add_strided(floating* acc, const floating* row, Py_ssize_t n,
+                              Py_ssize_t stride) noexcept nogil:
+    # acc[i] += row[i*stride]; the common strides get their own loops, which the compiler
+    # vectorises with the stride as a constant.
+    cdef Py_ssize_t i
+    if stride == 2:
+        for i in range(n):
+            acc[i] += row[2 * i]
+    elif stride == 1:
+        for i in range(n):
+            acc[i] += row[i]
+    else:
+        for i in range(n):
+            acc[i] += row[i * stride]
+
+
+cdef inline void _spread_strided(floating* row, const floating* d, floating scale, Py_ssize_t n,
+                                 Py_ssize_t stride) noexcept nogil:
+    # row[i*stride] += d[i] * scale, specialised like _add_strided.
+    cdef Py_ssize_t i
+    if stride == 2:
+        for i in range(n):
+            row[2 * i] += d[i] * scale
+    elif stride == 1:
+        for i in range(n):
+            row[i] += d[i] * scale
+    else:
+        for i in range(n):
+            row[i * stride] += d[i] * scale
+
+
+cdef inline void _avg_border_cell(const floating* row, floating* o, Window g,
+                                  Py_ssize_t ox) noexcept nogil:
+    # o[ox] += the cells of one window row that lie inside the image.
+    cdef Py_ssize_t kx, x0 = ox * g.stride - g.pad
+    for kx in range(_lo(x0), _hi(x0, g.pool_w, g.W)):
+        o[ox] += row[x0 + kx]
+
+
 cdef inline void _avg_plane(const floating* x, floating* out, Window g) noexcept nogil:
-    cdef Py_ssize_t oy, ox, ky, kx, y0, x0, ky_lo, ky_hi, kx_lo, kx_hi
-    cdef floating total
+    # Row by row: each window cell (ky, kx) is added to the interior of the output row at once;
+    # only the border columns, whose windows are clipped, go cell by cell. Every output cell still
+    # sums its window in (ky, kx) order, then scales.
+    cdef Py_ssize_t oy, ox, ky, kx, y0, ox_a, ox_b
     cdef floating scale = 1.0 / (g.pool_h * g.pool_w)
+    cdef const floating* row
+    cdef floating* o
+    _interior(g, &ox_a, &ox_b)
     for oy in range(g.out_h):
         y0 = oy * g.stride - g.pad
-        ky_lo = _lo(y0)
-        ky_hi = _hi(y0, g.pool_h, g.H)
+        o = out + oy * g.out_w
+        memset(o, 0, g.out_w * sizeof(floating))
+        for ky in range(_lo(y0), _hi(y0, g.pool_h, g.H)):
+            row = x + (y0 + ky) * g.W
+            for kx in range(g.pool_w):
+                _add_strided(o + ox_a, row + ox_a * g.stride - g.pad + kx, ox_b - ox_a, g.stride)
+            for ox in range(ox_a):
+                _avg_border_cell(row, o, g, ox)
+            for ox in range(ox_b, g.out_w):
+                _avg_border_cell(row, o, g, ox)
         for ox in range(g.out_w):
-            x0 = ox * g.stride - g.pad
-            kx_lo = _lo(x0)
-            kx_hi = _hi(x0, g.pool_w, g.W)
-            total = 0
-            for ky in range(ky_lo, ky_hi):
-                for kx in range(kx_lo, kx_hi):
-                    total += x[(y0 + ky) * g.W + x0 + kx]
-            out[oy * g.out_w + ox] = total * scale
+            o[ox] = o[ox] * scale
+
+
+cdef inline void _avg_border_spread(floating* row, floating share, Window g,
+                                    Py_ssize_t ox) noexcept nogil:
+    # Adds share to the cells of one window row that lie inside the image.
+    cdef Py_ssize_t kx, x0 = ox * g.stride - g.pad
+    for kx in range(_lo(x0), _hi(x0, g.pool_w, g.W)):
+        row[x0 + kx] += share
 
 
 cdef inline void _avg_plane_backward(const floating* dout, floating* dx, Window g) noexcept nogil:
-    cdef Py_ssize_t oy, ox, ky, kx, y0, x0, ky_lo, ky_hi, kx_lo, kx_hi
-    cdef floating share
+    # The adjoint of _avg_plane, row by row in the same way.
+    cdef Py_ssize_t oy, ox, ky, kx, y0, ox_a, ox_b
     cdef floating scale = 1.0 / (g.pool_h * g.pool_w)
+    cdef floating* row
+    cdef const floating* d
+    _interior(g, &ox_a, &ox_b)
     memset(dx, 0, g.H * g.W * sizeof(floating))
     for oy in range(g.out_h):
         y0 = oy * g.stride - g.pad
-        ky_lo = _lo(y0)
-        ky_hi = _hi(y0, g.pool_h, g.H)
-        for ox in range(g.out_w):
-            x0 = ox * g.stride - g.pad
-            kx_lo = _lo(x0)
-            kx_hi = _hi(x0, g.pool_w, g.W)
-            share = dout[oy * g.out_w + ox] * scale
-            for ky in range(ky_lo, ky_hi):
-                for kx in range(kx_lo, kx_hi):
-                    dx[(y0 + ky) * g.W + x0 + kx] += share
+        d = dout + oy * g.out_w
+        for ky in range(_lo(y0), _hi(y0, g.pool_h, g.H)):
+            row = dx + (y0 + ky) * g.W
+            for kx in range(g.pool_w):
+                _spread_strided(row + ox_a * g.stride - g.pad + kx, d + ox_a, scale, ox_b - ox_a,
+                                g.stride)
+            for ox in range(ox_a):
+                _avg_border_spread(row, d[ox] * scale, g, ox)
+            for ox in range(ox_b, g.out_w):
+                _avg_border_spread(row, d[ox] * scale, g, ox)
 
 
 cdef inline Window _window(Py_ssize_t H, Py_ssize_t W, Py_ssize_t out_h, Py_ssize_t out_w,
