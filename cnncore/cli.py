@@ -2,6 +2,7 @@
 
     python -m cnncore train --subset --epochs 5          # the course demo: 5000 train / 1000 test
     python -m cnncore train --network deep --dtype float32 --out deep.npz
+    python -m cnncore train --network deep --compare-reference 5   # + timed against the NumPy network
     python -m cnncore evaluate --params params.npz       # exact accuracy on all 10000 test images
     python -m cnncore evaluate --params params.pkl --pickle   # a textbook params.pkl (trusted files only)
 
@@ -54,6 +55,8 @@ def _setup(parser, args):
         parser.error(f"--lr must be > 0, got {args.lr}")
     if getattr(args, "eval_samples", 0) < 0:
         parser.error(f"--eval-samples must be >= 0, got {args.eval_samples}")
+    if getattr(args, "compare_reference", 0) < 0:
+        parser.error(f"--compare-reference must be >= 0, got {args.compare_reference}")
     if args.threads is not None:
         from . import set_num_threads
 
@@ -94,6 +97,9 @@ def train_main(argv):
     parser.add_argument("--no-plot", action="store_true", help="do not plot")
     parser.add_argument("--verbose", action="store_true",
                         help="also print the textbook Trainer's per-step loss lines")
+    parser.add_argument("--compare-reference", type=int, default=0, metavar="N",
+                        help="before training, time N training steps of this network and of the "
+                             "same network on the pure-NumPy reference kernels (default 0: off)")
     args = parser.parse_args(argv)
     _setup(parser, args)
 
@@ -121,6 +127,9 @@ def train_main(argv):
           f"images, {args.epochs} epochs x {trainer.iter_per_epoch} steps of {args.batch_size}, "
           f"Adam lr {args.lr}", flush=True)
 
+    if args.compare_reference:
+        compare_with_reference(network, x_train, t_train, args.batch_size, args.compare_reference)
+
     progress.start()
     for _ in range(steps):
         trainer.train_step()
@@ -140,6 +149,37 @@ def train_main(argv):
     if not args.no_plot:
         _plot(trainer, args.plot)
     return 0
+
+
+def compare_with_reference(network, x, t, batch_size, steps):
+    """Time ``steps`` training steps (gradient + Adam) of a copy of network and of a copy running on
+    cnncore.reference, on the same batches; print both and the ratio. Leaves network and the global
+    RNG as they were, so a seeded run trains exactly as it would without the comparison."""
+    import copy
+
+    from .bench import use_reference
+    from .optimizer import Adam
+
+    state = np.random.get_state()
+    try:
+        times = {}
+        for name, net in (("reference", use_reference(copy.deepcopy(network))),
+                          ("cnncore", copy.deepcopy(network))):
+            np.random.seed(0)
+            optimizer, samples = Adam(), []
+            for i in range(steps + 1):  # the first step warms up and is not counted
+                batch = np.random.choice(len(x), batch_size)
+                start = time.perf_counter()
+                optimizer.update(net.params, net.gradient(x[batch], t[batch]))
+                if i:
+                    samples.append(time.perf_counter() - start)
+            times[name] = 1e3 * float(np.median(samples))
+    finally:
+        np.random.set_state(state)
+    print(f"training step (gradient + Adam, batch {batch_size}), median of {steps}: reference "
+          f"(NumPy) {times['reference']:.1f} ms, cnncore {times['cnncore']:.1f} ms, "
+          f"{times['reference'] / times['cnncore']:.1f}x", flush=True)
+    return times
 
 
 class _EpochPrinter:

@@ -151,6 +151,24 @@ def test_subset_is_the_course_demo(tmp_path, mnist_dir):
     assert "plot" not in out and (tmp_path / "p.npz").exists()
 
 
+def test_compare_reference_times_both_and_leaves_the_run_unchanged(tmp_path, mnist_dir):
+    common = ["--data", str(mnist_dir), "--no-plot", "--max-steps", "3", "--network", "deep",
+              "--dtype", "float32", *SHORT]
+    code, plain, err = run(train_main, [*common, "--out", str(tmp_path / "a.npz")])
+    assert code == 0, err
+    code, compared, err = run(train_main, [*common, "--out", str(tmp_path / "b.npz"),
+                                           "--compare-reference", "2"])
+    assert code == 0, err
+    line = re.search(r"training step \(gradient \+ Adam, batch 100\), median of 2: reference "
+                     r"\(NumPy\) ([\d.]+) ms, cnncore ([\d.]+) ms, ([\d.]+)x", compared)
+    assert line and float(line.group(1)) > 0 and float(line.group(2)) > 0
+    # same seed, same batches, same dropout masks: the comparison consumed no random numbers
+    with np.load(tmp_path / "a.npz") as a, np.load(tmp_path / "b.npz") as b:
+        assert sorted(a.files) == sorted(b.files) and all(np.array_equal(a[k], b[k]) for k in a)
+    assert re.search(r"final test acc (0\.\d{4})", plain).group(1) == \
+        re.search(r"final test acc (0\.\d{4})", compared).group(1)
+
+
 @pytest.mark.parametrize("main", [train_main, evaluate_main])
 def test_missing_data_says_where_to_put_it(main, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(datasets, "_fetch", mock.Mock(side_effect=OSError("no network")))
@@ -169,6 +187,7 @@ def test_missing_data_says_where_to_put_it(main, tmp_path, monkeypatch, capsys):
     (["--batch-size", "-5"], "--batch-size must be >= 1"),
     (["--eval-samples", "-1"], "--eval-samples must be >= 0"),
     (["--lr", "0"], "--lr must be > 0"),
+    (["--compare-reference", "-1"], "--compare-reference must be >= 0"),
     (["--network", "resnet"], "invalid choice"),
 ])
 def test_bad_arguments(argv, message, capsys):
