@@ -95,6 +95,21 @@ class ConvShape(_Window):
 
 
 @dataclass(frozen=True)
+class ArrayShape:
+    """An (N, C, H, W) activation for elementwise kernels."""
+    name: str
+    N: int
+    C: int
+    H: int
+    W: int
+    quick: bool = False
+
+    @property
+    def label(self):
+        return f"({self.N},{self.C},{self.H},{self.W})"
+
+
+@dataclass(frozen=True)
 class NetShape:
     """A network (cnncore.networks class name) at a batch size."""
     name: str
@@ -117,6 +132,11 @@ POOL_SHAPES = (
     PoolShape("simple", 100, 30, 24, 24, 2, 2, quick=True),           # SimpleConvNet pool
     PoolShape("cifar", 128, 64, 32, 32, 2, 2),
     PoolShape("cifar3x3", 128, 64, 32, 32, 3, 2),                     # overlapping windows
+)
+RELU_SHAPES = (
+    ArrayShape("simple", 100, 30, 24, 24, quick=True),                # SimpleConvNet's ReLU
+    ArrayShape("deep16", 100, 16, 28, 28),                            # DeepConvNet's first two
+    ArrayShape("cifar", 128, 64, 32, 32),
 )
 TRAIN_SHAPES = (
     NetShape("simple100", "SimpleConvNet", 100, quick=True),
@@ -153,6 +173,16 @@ def _pool_inputs(s, dtype, rng):
     return {"x": x, "arg_max": arg_max, "dout": _randn(rng, (s.N, s.C) + s.out_hw, dtype)}
 
 
+def _relu_inputs(s, dtype, rng):
+    shape = (s.N, s.C, s.H, s.W)
+    return {"x": _randn(rng, shape, dtype), "dout": _randn(rng, shape, dtype)}
+
+
+def _relu_forward_backward(m, s, i):
+    out, mask = m.relu_forward(i["x"])
+    return out, mask, m.relu_backward(i["dout"], mask)
+
+
 def _im2col_inputs(s, dtype, rng):
     inputs = _conv_inputs(s, dtype, rng)
     out_h, out_w = s.out_hw
@@ -174,7 +204,7 @@ class Group:
     call(shape, tensors) -> result, first(result) -> NumPy array comparable to run(...)[0]) or None.
     """
     name: str
-    kind: str           # "conv", "pool" or "network"
+    kind: str           # "conv", "pool", "elementwise" or "network"
     shapes: tuple
     inputs: object
     run: object
@@ -273,6 +303,15 @@ def _t_conv(relu=False, backward=False):
     return _t_inputs(keys), call, first
 
 
+def _t_relu():
+    def call(s, t):
+        import torch
+        import torch.nn.functional as F
+        out = F.relu(t["x"])
+        return out, torch.ops.aten.threshold_backward(t["dout"], out, 0)
+    return _t_inputs(["x", "dout"]), call, lambda r: r[0].numpy()
+
+
 GROUPS = {g.name: g for g in (
     Group("im2col", "conv", CONV_SHAPES, _im2col_inputs,
           lambda m, s, i: (m.im2col(i["x"], s.k, s.k, s.stride, s.pad),),
@@ -302,6 +341,9 @@ GROUPS = {g.name: g for g in (
     Group("conv_bias_relu_forward", "conv", CONV_SHAPES, _conv_inputs,
           lambda m, s, i: (m.conv_bias_relu_forward(i["x"], i["W"], i["b"], s.stride, s.pad),),
           flops=_conv_flops(1), torch=_t_conv(relu=True)),
+    # The Relu layer (no issue target): x -> out, mask; dout, mask -> dx.
+    Group("relu_forward_backward", "elementwise", RELU_SHAPES, _relu_inputs, _relu_forward_backward,
+          traffic=lambda s, i, o: _nbytes(i["x"], i["dout"], *o, o[1]), torch=_t_relu()),
 )}
 
 
@@ -332,7 +374,8 @@ def cases(quick=False, filters=None, shapes=None, groups=None):
     """Every Case to run, in order: the groups whose name contains one of filters (all without),
     each over its shapes (only the quick ones with quick=True) and both dtypes.
 
-    shapes: optional {group kind ("conv", "pool", "network"): shapes} replacing the standard ones.
+    shapes: optional {group kind ("conv", "pool", "elementwise", "network"): shapes} replacing the
+    standard ones.
     groups: optional exact group names to keep.
     """
     out = []
@@ -356,10 +399,10 @@ def compare(got, want, dtype, what="output"):
         name = f"{what}[{j}]"
         if a.shape != b.shape:
             raise AgreementError(f"{name}: shape {a.shape}, reference {b.shape}")
-        if np.issubdtype(b.dtype, np.integer):
+        if b.dtype.kind in "biu":   # indices and masks: exact
             if not np.array_equal(a, b):
                 bad = int(np.count_nonzero(a != b))
-                raise AgreementError(f"{name}: {bad} of {b.size} indices differ from the reference")
+                raise AgreementError(f"{name}: {bad} of {b.size} entries differ from the reference")
             continue
         if a.dtype != b.dtype:
             raise AgreementError(f"{name}: dtype {a.dtype}, reference {b.dtype}")

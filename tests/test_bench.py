@@ -10,6 +10,7 @@ from cnncore import bench, kernels, reference
 TINY = {
     "conv": (bench.ConvShape("tiny", 2, 3, 9, 8, 3, 2, 1, FN=4, quick=True),),
     "pool": (bench.PoolShape("tiny", 2, 3, 8, 9, 3, 2, quick=True),),
+    "elementwise": (bench.ArrayShape("tiny", 2, 3, 8, 9, quick=True),),
 }
 
 
@@ -51,10 +52,12 @@ def test_rows_and_derived_columns():
     ("col2im", lambda f: lambda *a: f(*a)[:, ::-1].copy()),                   # wrong layout
     ("conv_backward", lambda f: lambda *a: tuple(g * 1.001 for g in f(*a))),  # slightly off
     ("conv_bias_relu_forward", lambda f: lambda *a: f(*a).astype(np.float64)),  # wrong dtype
+    ("relu_forward", lambda f: lambda x: (f(x)[0], ~f(x)[1])),                # wrong mask
 ])
 def test_agreement_check_catches_a_wrong_kernel(monkeypatch, group, patch):
     monkeypatch.setattr(kernels, group, patch(getattr(kernels, group)))
-    bench_group = "conv_forward_backward" if group == "conv_backward" else group
+    bench_group = {"conv_backward": "conv_forward_backward",
+                   "relu_forward": "relu_forward_backward"}.get(group, group)
     (case,) = [c for c in bench.cases(groups=[bench_group], shapes=TINY)
                if c.dtype == np.float32]
     with pytest.raises(bench.AgreementError):
