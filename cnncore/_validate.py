@@ -178,10 +178,12 @@ def pool_arg_max(arg_max, dout_shape, shape, params):
         raise TypeError(f"arg_max must hold integers, got dtype {arg_max.dtype}")
     matching_shape(arg_max, dout_shape, "arg_max", "the same shape as dout")
     pool_h, pool_w = params[0], params[1]
-    if arg_max.size and (arg_max.min() < 0 or arg_max.max() >= pool_h * pool_w):
+    arg_max = np.ascontiguousarray(arg_max, dtype=np.intp)
+    # One pass: seen as unsigned, a negative index (or a uint64 beyond intp, wrapped by the cast)
+    # is larger than any window.
+    if arg_max.size and arg_max.view(np.uintp).max() >= pool_h * pool_w:
         raise ValueError(f"arg_max values must lie in [0, {pool_h * pool_w}) for a "
                          f"{pool_h}x{pool_w} window")
-    arg_max = np.ascontiguousarray(arg_max, dtype=np.intp)
     _check_max_cells_inside(arg_max, shape, params)
     return arg_max
 
