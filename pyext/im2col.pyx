@@ -64,16 +64,17 @@ cdef inline void _image_to_rows(const floating* img, floating* col, Py_ssize_t C
                        oy * stride - pad, ox * stride - pad)
 
 
-cdef inline void _add_column(floating* dst, const floating* src, Py_ssize_t K, Py_ssize_t stride,
-                             Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
-    # dst[ox*stride] += src[ox*K] for ox in [lo, hi)
+cdef inline void _add_column(floating* line, Py_ssize_t offset, const floating* src, Py_ssize_t K,
+                             Py_ssize_t stride, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    # line[ox*stride + offset] += src[ox*K] for ox in [lo, hi) (offset may be negative; the caller's
+    # lo keeps every index inside the line)
     cdef Py_ssize_t ox
     if stride == 1:
         for ox in range(lo, hi):
-            dst[ox] += src[ox * K]
+            line[ox + offset] += src[ox * K]
     else:
         for ox in range(lo, hi):
-            dst[ox * stride] += src[ox * K]
+            line[ox * stride + offset] += src[ox * K]
 
 
 cdef inline void _add_rows_by_column(const floating* col, floating* img, Py_ssize_t C,
@@ -101,7 +102,7 @@ cdef inline void _add_rows_by_column(const floating* col, floating* img, Py_ssiz
                     lo = (pad - kx + stride - 1) // stride if pad > kx else 0
                     hi = (W - 1 + pad - kx) // stride + 1 if W - 1 + pad >= kx else 0
                     hi = hi if hi < out_w else out_w
-                    _add_column(line + kx - pad, rows + j + kx, K, stride, lo, hi)
+                    _add_column(line, kx - pad, rows + j + kx, K, stride, lo, hi)
 
 
 cdef inline void _row_to_window(const floating* row, floating* img,

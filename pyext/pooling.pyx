@@ -148,7 +148,7 @@ cdef inline void _avg_plane(const floating* x, floating* out, Window g) noexcept
         memset(o, 0, g.out_w * sizeof(floating))
         for ky in range(_lo(y0), _hi(y0, g.pool_h, g.H)):
             row = x + (y0 + ky) * g.W
-            for kx in range(g.pool_w):
+            for kx in range(g.pool_w if ox_b > ox_a else 0):  # (no pointer past the row)
                 _add_strided(o + ox_a, row + ox_a * g.stride - g.pad + kx, ox_b - ox_a, g.stride)
             for ox in range(ox_a):
                 _avg_border_cell(row, o, g, ox)
@@ -179,7 +179,7 @@ cdef inline void _avg_plane_backward(const floating* dout, floating* dx, Window 
         d = dout + oy * g.out_w
         for ky in range(_lo(y0), _hi(y0, g.pool_h, g.H)):
             row = dx + (y0 + ky) * g.W
-            for kx in range(g.pool_w):
+            for kx in range(g.pool_w if ox_b > ox_a else 0):
                 _spread_strided(row + ox_a * g.stride - g.pad + kx, d + ox_a, scale, ox_b - ox_a,
                                 g.stride)
             for ox in range(ox_a):
