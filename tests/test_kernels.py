@@ -136,6 +136,22 @@ def test_max_pool_nan_propagates_like_numpy():
     np.testing.assert_array_equal(out, out_r)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("fused", [False, True])
+def test_conv_inf_weight_times_padding_is_nan_like_the_reference(dtype, fused):
+    # A window wholly in the padding unfolds to zeros; 0 * inf must give NaN, as the reference's @
+    # does (found by the fuzz campaign: np.dot's small-product BLAS path skipped the zeros).
+    x = np.full((1, 1, 1, 1), 0.5, dtype)
+    W = np.array([np.inf, 0.64], dtype).reshape(2, 1, 1, 1)
+    b = np.array([0.1, 0.36], dtype)
+    conv = K.conv_bias_relu_forward if fused else K.conv_forward
+    ref = R.conv_bias_relu_forward if fused else R.conv_forward
+    with np.errstate(invalid="ignore"):
+        out, expected = conv(x, W, b, 3, 1), ref(x, W, b, 3, 1)
+    assert np.isnan(expected[0, 0, 0, 0])
+    np.testing.assert_array_equal(out, expected)
+
+
 def conv_operands(rng, case, FN, dtype):
     N, C, H, W, FH, FW, s, p = case
     x = make(rng, (N, C, H, W), dtype)
