@@ -4,7 +4,10 @@ The default is OMP_NUM_THREADS when it is set, else the CPUs this process may ru
 inside the convolution) keeps its own pool: set OPENBLAS_NUM_THREADS / MKL_NUM_THREADS, or use
 threadpoolctl, to limit it too.
 """
+import contextlib
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 _num_threads = None
 
@@ -36,3 +39,127 @@ def set_num_threads(n):
     from ._validate import check_int
 
     _num_threads = check_int(n, "n", 1)
+
+
+# ------------------------------------------------------------------------------ BLAS inside our threads
+# The convolution runs its tiles on several threads, each calling a single-threaded GEMM. BLAS's own
+# pool must then be held at one thread: with both pools running, OpenBLAS's idle workers spin while
+# our threads unfold, and on this 2-core machine an unfold took 3x longer beside them. threadpoolctl
+# is how NumPy's BLAS is reached (OpenBLAS, MKL, BLIS, FlexiBLAS alike). Calls from several Python
+# threads at once share one limit: the first in sets it, the last out restores what it found.
+
+_blas_lock = threading.Lock()
+_blas_users = 0
+_blas_saved = None
+_blas_libraries = None
+
+
+def _blas():
+    """[(get, set)] thread-count functions of each BLAS library loaded in this process."""
+    global _blas_libraries
+    if _blas_libraries is None:
+        from threadpoolctl import ThreadpoolController
+
+        libs = ThreadpoolController().select(user_api="blas").lib_controllers
+        # threadpoolctl >= 3.6 lets only one Python thread set OpenBLAS's limit (its other threads'
+        # calls are ignored); cnncore's calls come from any thread and are counted here, so they
+        # go to the library itself.
+        _blas_libraries = [(lib.get_num_threads,
+                            getattr(lib, "_real_set_num_threads", lib.set_num_threads))
+                           for lib in libs]
+    return _blas_libraries
+
+
+@contextlib.contextmanager
+def single_threaded_blas():
+    """Hold NumPy's BLAS at one thread inside the block (re-entrant, shared across threads)."""
+    global _blas_users, _blas_saved
+    with _blas_lock:
+        if _blas_users == 0:
+            _blas_saved = [get() for get, _ in _blas()]
+            for _, set_threads in _blas():
+                set_threads(1)
+        _blas_users += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0:
+                for (_, set_threads), n in zip(_blas(), _blas_saved):
+                    set_threads(n)
+
+
+# --------------------------------------------------------------------------------------- worker threads
+
+_pool = None
+_pool_size = 0
+_pool_lock = threading.Lock()
+
+
+def _executor(n):
+    """A pool of at least n threads, kept for the life of the process."""
+    global _pool, _pool_size
+    with _pool_lock:
+        if _pool is None or _pool_size < n:
+            old, _pool, _pool_size = _pool, ThreadPoolExecutor(n, thread_name_prefix="cnncore"), n
+            if old is not None:
+                old.shutdown(wait=False)
+        return _pool
+
+
+def run_tasks(task, n_tasks, n_workers):
+    """Call task(worker, i) for i in range(n_tasks) on n_workers threads, this one included.
+
+    Tasks are handed out in order as workers come free; worker (0 .. n_workers-1) names the thread,
+    so a task can use that worker's scratch buffers. If a task raises, no further task starts, and
+    the first exception is raised once every started task has returned.
+    """
+    n_workers = max(1, min(n_workers, n_tasks))
+    if n_workers == 1:
+        for i in range(n_tasks):
+            task(0, i)
+        return
+    lock = threading.Lock()
+    state = {"next": 0, "failed": False}
+
+    def work(worker):
+        while True:
+            with lock:
+                i = state["next"]
+                if i >= n_tasks or state["failed"]:
+                    return
+                state["next"] = i + 1
+            try:
+                task(worker, i)
+            except BaseException:
+                state["failed"] = True
+                raise
+
+    pool = _executor(n_workers - 1)
+    helpers = [pool.submit(work, w) for w in range(1, n_workers)]
+    error = None
+    try:
+        work(0)
+    except BaseException as e:
+        error = e
+    for f in helpers:
+        if not f.cancel():          # a helper that never started has nothing to finish
+            helper_error = f.exception()   # waits for it
+            error = error or helper_error
+    if error is not None:
+        raise error
+
+
+def _after_fork_in_child():
+    # Threads do not survive fork: forget the pool and any limit a now-vanished thread held.
+    global _pool, _pool_size, _pool_lock, _blas_lock, _blas_users
+    _pool, _pool_size, _pool_lock, _blas_lock = None, 0, threading.Lock(), threading.Lock()
+    if _blas_users:
+        for (_, set_threads), n in zip(_blas(), _blas_saved):
+            set_threads(n)
+        _blas_users = 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -249,6 +249,17 @@ def conv_backward_setup(dout, x, W, out, stride, pad):
     return dout, x, W, out, stride, pad, out_shape, dtype
 
 
+def matmul_operands(a, b):
+    """Check a (M, K) and b (K, N) chain; -> (a, b) in their compute dtype (layout kept)."""
+    a = as_array(a, "a", ndim=2)
+    b = as_array(b, "b", ndim=2)
+    if a.shape[1] != b.shape[0]:
+        raise ValueError(f"a and b do not chain: a is {a.shape}, b is {b.shape} "
+                         f"(a.shape[1] must equal b.shape[0])")
+    dtype = compute_dtype(a, b)
+    return a.astype(dtype, copy=False), b.astype(dtype, copy=False)
+
+
 def relu_mask(mask, shape):
     """Check the mask relu_backward gets: a bool ndarray of dout's shape (as relu_forward returned)."""
     if not isinstance(mask, np.ndarray) or mask.dtype != np.bool_:

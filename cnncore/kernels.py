@@ -16,13 +16,7 @@ from ._ext import conv as _conv
 from ._ext import im2col as _im2col
 from ._ext import pooling as _pooling
 from ._threads import get_num_threads as _requested_threads
-
-# OpenMP threads for the convolution's own passes (unfold, fold, epilogues). They alternate with BLAS
-# calls on BLAS's own thread pool. Measured here: on a quiet machine 1 and 2 threads for these passes
-# timed the same (the GEMM dominates); under load, a backward pass took 100-500 ms with both pools at 2
-# threads and 31-37 ms with OMP_NUM_THREADS=1 (which limits OpenBLAS too) or OPENBLAS_NUM_THREADS=1.
-# One thread here keeps the cores for the GEMM and avoids one of the two pools.
-CONV_THREADS = 1
+from ._threads import run_tasks, single_threaded_blas
 
 # Bytes of unfolded columns a convolution tile may hold: the convolution never unfolds the whole batch,
 # only as many images at a time as fit here (at least one). Sized so a tile written by unfold is still
@@ -30,6 +24,10 @@ CONV_THREADS = 1
 # batch 100, float32, medians): DeepConvNet 96-99 ms with 2-4 MiB tiles against 123-135 ms with 16 MiB;
 # SimpleConvNet 22.5 ms with 4 MiB, 25-29 ms with 2 MiB (more, smaller BLAS calls), 20 ms with 16 MiB.
 TILE_BYTES = 4 << 20
+
+# Tiles a convolution is cut into at least (when the batch has that many images), so that its
+# threads, each working a tile at a time, finish together.
+MIN_TILES = 4
 
 # Largest OpenMP team a kernel starts. GNU OpenMP puts per-thread start-up data on the calling
 # thread's stack, so set_num_threads(100000) crashed the process (SIGSEGV); results never depend on
@@ -171,38 +169,91 @@ def relu_backward(dout, mask):
     return dx
 
 
+# -------------------------------------------------------------------------------------- matrix product
+
+# Multiply-adds a thread should have to itself before another one is woken for a matrix product.
+MATMUL_WORK_PER_THREAD = 1 << 22
+
+
+def matmul(a, b):
+    """a @ b: a (M, K), b (K, N) -> (M, N), on cnncore's threads.
+
+    Computed in float32 when both are float32, else float64. Rows of a are cut into chunks fixed by
+    the shapes (as the convolution's tiles), each a single-threaded BLAS call, spread over
+    cnncore.get_num_threads() threads; NumPy's BLAS is held at one thread meanwhile (see _threads).
+    """
+    a, b = v.matmul_operands(a, b)
+    (M, K), N = a.shape, b.shape[1]
+    out = np.empty((M, N), a.dtype)
+    chunks = _tiles(M, K * a.dtype.itemsize)
+    n_workers = min(len(chunks), _requested_threads(),
+                    max(1, M * N * K // MATMUL_WORK_PER_THREAD))
+
+    def chunk(worker, i):
+        np.matmul(a[chunks[i]], b, out=out[chunks[i]])
+
+    with single_threaded_blas():
+        run_tasks(chunk, len(chunks), n_workers)
+    return out
+
+
 # ------------------------------------------------------------------------------------------ convolution
 
 def _tiles(N, row_bytes):
-    """Slices of at most TILE_BYTES // row_bytes images (at least one) covering range(N)."""
-    step = max(1, TILE_BYTES // max(1, row_bytes))
-    return [slice(i, min(N, i + step)) for i in range(0, N, step)]
+    """Even slices covering range(N): at most TILE_BYTES // row_bytes images each (at least one), and at
+    least MIN_TILES of them when N allows, so that threads share the work. They depend on the shapes
+    only, never on the thread count: the backward pass sums its weight gradient tile by tile."""
+    most = max(1, TILE_BYTES // max(1, row_bytes))
+    n_tiles = max(-(-N // most), min(N, MIN_TILES))
+    edges = [N * k // n_tiles for k in range(n_tiles + 1)] if N else [0]
+    return [slice(a, b) for a, b in zip(edges, edges[1:])]
+
+
+class _Scratch:
+    """Each worker's tile buffers: (rows, n*L) arrays for a tile of n images, one per entry of rows,
+    allocated on the worker's first tile with room for the largest tile."""
+
+    def __init__(self, n_workers, rows, tiles, L, dtype):
+        self.buffers = [None] * n_workers
+        self.rows, self.L, self.dtype = rows, L, dtype
+        self.most = max((t.stop - t.start for t in tiles), default=0)
+
+    def get(self, worker, n):
+        if self.buffers[worker] is None:
+            self.buffers[worker] = [np.empty(r * self.most * self.L, self.dtype) for r in self.rows]
+        return [b[:r * n * self.L].reshape(r, n * self.L) for b, r in zip(self.buffers[worker], self.rows)]
+
+
+def _conv_workers(tiles, cols):
+    """Threads for a convolution unfolding cols elements in all: at most one per tile."""
+    return min(len(tiles), get_num_threads(cols))
 
 
 def _forward(x, W, b, stride, pad, relu):
     x, W, stride, pad, out_shape, dtype = v.conv_setup(x, W, stride, pad)
     N, FN, out_h, out_w = out_shape
+    FH, FW = W.shape[2], W.shape[3]
     b = v.bias_vector(b, FN, dtype)
     x = v.as_kernel_input(x, dtype)
     W2 = v.as_kernel_input(W, dtype).reshape(FN, -1)
     K, L = W2.shape[1], out_h * out_w
     out = np.empty(out_shape, dtype)
     tiles = _tiles(N, K * L * dtype.itemsize)
-    if tiles:
-        n0 = tiles[0].stop - tiles[0].start
-        cols = np.empty(K * n0 * L, dtype)       # tile buffers, reshaped for a partial last tile
-        y = np.empty(FN * n0 * L, dtype)
-        n_threads = min(CONV_THREADS, get_num_threads(cols.size))
-    for t in tiles:
+    n_workers = _conv_workers(tiles, N * K * L)
+    scratch = _Scratch(n_workers, (K, FN), tiles, L, dtype)
+
+    def tile(worker, i):
+        t = tiles[i]
         n = t.stop - t.start
-        c = cols[:K * n * L].reshape(K, n * L)
-        yt = y[:FN * n * L].reshape(FN, n * L)
-        _conv.unfold(x[t], c, W.shape[2], W.shape[3], stride, pad, n_threads)
+        cols, y = scratch.get(worker, n)
+        _conv.unfold(x[t], cols, FH, FW, stride, pad, 1)
         # np.matmul, not np.dot: for small products np.dot's BLAS call skips zero entries, so an inf
-        # weight times a padded (zero) column gave 0 where the reference's @ gives NaN; matmul also
-        # measured as fast or faster on every tile shape here.
-        np.matmul(W2, c, out=yt)
-        _conv.bias_act(yt, b, out[t].reshape(n, FN, L), relu, n_threads)
+        # weight times a padded (zero) column gave 0 where the reference's @ gives NaN.
+        np.matmul(W2, cols, out=y)
+        _conv.bias_act(y, b, out[t].reshape(n, FN, L), relu, 1)
+
+    with single_threaded_blas():
+        run_tasks(tile, len(tiles), n_workers)
     return out
 
 
@@ -211,35 +262,36 @@ def _backward(dout, x, W, out, stride, pad):
                                                                           stride, pad)
     relu = out is not None
     N, FN, out_h, out_w = out_shape
+    FH, FW = W.shape[2], W.shape[3]
     x = v.as_kernel_input(x, dtype)
     dout = v.as_kernel_input(dout, dtype)
     out = v.as_kernel_input(out, dtype) if relu else dout   # read only when relu
-    W2 = v.as_kernel_input(W, dtype).reshape(FN, -1)
-    W2T = np.ascontiguousarray(W2.T)
-    K, L = W2.shape[1], out_h * out_w
+    W2T = np.ascontiguousarray(v.as_kernel_input(W, dtype).reshape(FN, -1).T)
+    K, L = W2T.shape[0], out_h * out_w
     dx = np.empty(x.shape, dtype)
-    dW = np.zeros((FN, K), dtype)
-    db = np.zeros(FN, dtype)
     tiles = _tiles(N, K * L * dtype.itemsize)
-    if tiles:
-        n0 = tiles[0].stop - tiles[0].start
-        cols = np.empty(K * n0 * L, dtype)
-        grad = np.empty(FN * n0 * L, dtype)
-        n_threads = min(CONV_THREADS, get_num_threads(cols.size))
-    for t in tiles:
+    dWT = np.zeros((len(tiles), K, FN), dtype)     # per tile, summed in tile order at the end
+    db = np.zeros((len(tiles), FN), dtype)
+    n_workers = _conv_workers(tiles, N * K * L)
+    scratch = _Scratch(n_workers, (K, FN), tiles, L, dtype)
+
+    def tile(worker, i):
+        t = tiles[i]
         n = t.stop - t.start
-        c = cols[:K * n * L].reshape(K, n * L)
-        d = grad[:FN * n * L].reshape(FN, n * L)
-        _conv.gather_grad(dout[t].reshape(n, FN, L), out[t].reshape(n, FN, L), d, relu,
-                          n_threads)
-        db += d.sum(axis=1)
-        _conv.unfold(x[t], c, W.shape[2], W.shape[3], stride, pad, n_threads)
-        # dW = d @ c.T, computed as (c @ d.T).T: OpenBLAS took 30-70x longer on the (FN x K) product
-        # with the long inner dimension n*L in that orientation (measured here, float32 and float64).
-        dW += np.matmul(c, d.T).T
-        np.matmul(W2T, d, out=c)  # the columns are spent: reuse them for dcols
-        _conv.fold(c, dx[t], W.shape[2], W.shape[3], stride, pad, n_threads)
-    return dx, dW.reshape(W.shape), db
+        cols, d = scratch.get(worker, n)
+        _conv.gather_grad(dout[t].reshape(n, FN, L), out[t].reshape(n, FN, L), d, relu, 1)
+        np.sum(d, axis=1, out=db[i])
+        _conv.unfold(x[t], cols, FH, FW, stride, pad, 1)
+        # dW^T = cols @ d^T: OpenBLAS took 30-70x longer on d @ cols^T, whose long inner
+        # dimension n*L is the wrong way round for it (measured here, float32 and float64).
+        np.matmul(cols, d.T, out=dWT[i])
+        np.matmul(W2T, d, out=cols)  # the columns are spent: reuse them for dcols
+        _conv.fold(cols, dx[t], FH, FW, stride, pad, 1)
+
+    with single_threaded_blas():
+        run_tasks(tile, len(tiles), n_workers)
+    dW = np.ascontiguousarray(dWT.sum(axis=0).T)
+    return dx, dW.reshape(W.shape), db.sum(axis=0)
 
 
 def conv_forward(x, W, b, stride=1, pad=0):

@@ -107,7 +107,11 @@ class Affine:
     dx in the original shape, so a pooled (N, C, H, W) tensor goes straight in.
     Attributes: ``W``, ``b`` (references), ``x`` (x2d as computed with), ``original_x_shape``,
     ``dW`` (D, M), ``db`` (M,). x must hold real numbers (TypeError for complex, bool, object).
+    The products run on ``kernels.matmul`` (``kernels`` as in Convolution), on cnncore's threads, so
+    a network never wakes BLAS's own thread pool.
     """
+
+    kernels = _kernels
 
     def __init__(self, W, b):
         self.W = W
@@ -122,14 +126,14 @@ class Affine:
         self.original_x_shape = x.shape
         x = _rows(x)
         self.x = x.astype(_dtype_of(x, self.W), copy=False)
-        out = np.dot(self.x, self.W)
+        out = self.kernels.matmul(self.x, self.W)
         out += self.b
         return out
 
     def backward(self, dout):
         _forward_done(self, self.x)
-        dx = np.dot(dout, self.W.T)
-        self.dW = np.dot(self.x.T, dout)
+        dx = self.kernels.matmul(dout, self.W.T)
+        self.dW = self.kernels.matmul(self.x.T, dout)
         self.db = np.sum(dout, axis=0)
         return dx.reshape(self.original_x_shape)
 

@@ -130,6 +130,12 @@ def relu_backward(dout, mask):
     return dx
 
 
+def matmul(a, b):
+    """a (M, K) @ b (K, N) -> (M, N), in float32 when both are float32, else float64."""
+    a, b = v.matmul_operands(a, b)
+    return a @ b
+
+
 def conv_forward(x, W, b, stride=1, pad=0):
     """im2col(x) @ W.reshape(FN, -1).T + b, reshaped to (N, FN, OH, OW)."""
     x, W, stride, pad, (N, FN, out_h, out_w), dtype = v.conv_setup(x, W, stride, pad)

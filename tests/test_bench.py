@@ -85,7 +85,7 @@ def test_use_reference_swaps_every_kernel_layer():
     networks = pytest.importorskip("cnncore.networks")
     net = bench.use_reference(networks.DeepConvNet())
     with_kernels = [layer for layer in net.layers if hasattr(layer, "kernels")]
-    assert len(with_kernels) == 16   # 6 Convolution + 7 Relu + 3 Pooling
+    assert len(with_kernels) == 18   # 6 Convolution + 7 Relu + 3 Pooling + 2 Affine
     assert all(layer.kernels is reference for layer in with_kernels)
     assert all(layer.kernels is kernels for layer in networks.DeepConvNet().layers
                if hasattr(layer, "kernels"))

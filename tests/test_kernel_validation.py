@@ -61,6 +61,11 @@ BAD_CALLS = [
     ("conv_backward", (np.zeros((2, 4, 5, 6)), x4, W4), {}, ValueError, "dout must have shape"),
     ("conv_bias_relu_backward", (out4, x4, W4, None), {}, TypeError, "out must be"),
     ("conv_bias_relu_backward", (out4, x4, W4, out4[:, :2]), {}, ValueError, "out must have shape"),
+    ("matmul", (np.zeros((3, 4)), np.zeros((5, 2))), {}, ValueError, "a and b do not chain"),
+    ("matmul", (np.zeros(4), np.zeros((4, 2))), {}, ValueError, "a must be 2-D"),
+    ("matmul", (np.zeros((3, 4)), np.zeros((4, 2, 1))), {}, ValueError, "b must be 2-D"),
+    ("matmul", (np.zeros((3, 4), complex), np.zeros((4, 2))), {}, TypeError,
+     "a must hold real numbers"),
 ]
 
 

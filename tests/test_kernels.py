@@ -204,9 +204,58 @@ def test_conv_tiles_give_the_same_result(rng, monkeypatch):
     for tile_bytes in (1, 2 * 27 * 72 * 8):  # 1 image, then 2 images per tile (5 = 2+2+1)
         monkeypatch.setattr(K, "TILE_BYTES", tile_bytes)
         small = (K.conv_forward(x, Wt, b, s, p),) + K.conv_backward(dout, x, Wt, s, p)
-        assert len(K._tiles(5, 27 * 72 * 8)) == (5 if tile_bytes == 1 else 3)
+        assert len(K._tiles(5, 27 * 72 * 8)) == (5 if tile_bytes == 1 else 4)  # >= MIN_TILES
         for a, c in zip(big, small):
             np.testing.assert_allclose(a, c, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("N,row_bytes,tile_bytes", [
+    (0, 8, 64), (1, 8, 64), (3, 8, 64), (100, 8, 64), (100, 1000, 64), (7, 8, 8), (1000, 3, 1 << 20),
+])
+def test_tiles_cover_the_batch_evenly(N, row_bytes, tile_bytes, monkeypatch):
+    monkeypatch.setattr(K, "TILE_BYTES", tile_bytes)
+    tiles = K._tiles(N, row_bytes)
+    if N == 0:
+        assert tiles == []
+        return
+    sizes = [t.stop - t.start for t in tiles]
+    assert [t.start for t in tiles] == [0] + [t.stop for t in tiles[:-1]]
+    assert tiles[-1].stop == N and sum(sizes) == N
+    assert max(sizes) - min(sizes) <= 1                          # even, so threads finish together
+    assert max(sizes) <= max(1, tile_bytes // row_bytes)         # within the byte budget
+    assert len(tiles) >= min(N, K.MIN_TILES)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("M,Kd,N", [(1, 1, 1), (7, 3, 5), (100, 1024, 50), (257, 33, 1), (0, 4, 3),
+                                    (5, 0, 3)])
+def test_matmul_matches_the_reference(M, Kd, N, dtype, rng):
+    a = rng.standard_normal((M, Kd)).astype(dtype)
+    b = rng.standard_normal((Kd, N)).astype(dtype)
+    got = K.matmul(a, b)
+    assert got.dtype == dtype and got.shape == (M, N)
+    np.testing.assert_allclose(got, R.matmul(a, b), **tol(dtype, max(1.0, np.sqrt(Kd))))
+    # transposed (Fortran-ordered) views, as Affine.backward passes them
+    np.testing.assert_allclose(K.matmul(b.T, a.T), got.T, **tol(dtype, max(1.0, np.sqrt(Kd))))
+
+
+def test_matmul_chunks_give_the_same_result_and_keep_ieee_products(rng, monkeypatch):
+    a = rng.standard_normal((37, 20))
+    b = rng.standard_normal((20, 9))
+    a[3, 4] = np.inf          # inf * 0 is NaN, as with @ (np.dot's small-product path gave 0)
+    b[4, :] = 0
+    whole = K.matmul(a, b)
+    np.testing.assert_array_equal(np.isnan(whole), np.isnan(a @ b))
+    monkeypatch.setattr(K, "TILE_BYTES", 20 * 8)   # one row of a per chunk
+    monkeypatch.setattr(K, "MATMUL_WORK_PER_THREAD", 1)
+    np.testing.assert_allclose(K.matmul(a, b), whole, rtol=1e-13, atol=1e-13)
+
+
+def test_matmul_dtype_rule(rng):
+    a32 = rng.standard_normal((4, 3)).astype(np.float32)
+    assert K.matmul(a32, a32.T).dtype == np.float32
+    assert K.matmul(a32, a32.T.astype(np.float64)).dtype == np.float64
+    assert K.matmul(np.ones((2, 2), np.int64), np.ones((2, 2), np.int64)).dtype == np.float64
 
 
 def test_scalar_bias_is_broadcast(rng):

@@ -1,10 +1,13 @@
 """Results do not depend on the thread count, and the thread setting is respected."""
+import multiprocessing
 import threading
+import time
 
 import numpy as np
 import pytest
 
 import cnncore
+from cnncore import _threads
 from cnncore import kernels as K
 
 
@@ -31,18 +34,21 @@ def all_kernels(rng, dtype):
         K.avg_pool_backward(out, x.shape, 3, 3, 2, 1),
         conv, *K.conv_backward(conv, x, Wt, 1, 1),
         fused, *K.conv_bias_relu_backward(conv, x, Wt, fused, 1, 1),
+        K.matmul(col, col.T), K.matmul(col.T, col),
     ]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_same_results_with_one_and_two_threads(dtype, restore_threads, monkeypatch):
     monkeypatch.setattr(K, "WORK_PER_THREAD", 1)  # small arrays would otherwise run on one thread
+    monkeypatch.setattr(K, "MATMUL_WORK_PER_THREAD", 1)
     cnncore.set_num_threads(1)
     one = all_kernels(np.random.default_rng(7), dtype)
     cnncore.set_num_threads(2)
     two = all_kernels(np.random.default_rng(7), dtype)
-    # OpenMP kernels partition outputs, so they are bitwise equal; the GEMM goes through BLAS,
-    # whose own threading does not change the summation order either.
+    # OpenMP kernels partition outputs, so they are bitwise equal; the convolution and matmul cut
+    # their work into tiles fixed by the shapes, one single-threaded BLAS call each, and sum the
+    # weight gradient tile by tile in order, whichever thread computed a tile.
     for a, b in zip(one, two):
         np.testing.assert_array_equal(a, b)
 
@@ -90,3 +96,110 @@ def test_python_threads_calling_kernels_at_once_match_serial_calls(rng):
     for got in results:
         for a, e in zip(got, expected):
             np.testing.assert_array_equal(a, e)
+
+
+def test_run_tasks_runs_every_task_once_on_named_workers():
+    seen, lock = [], threading.Lock()
+
+    def task(worker, i):
+        time.sleep(0.001)
+        with lock:
+            seen.append((worker, i))
+
+    _threads.run_tasks(task, 50, 3)
+    assert sorted(i for _, i in seen) == list(range(50))
+    assert {w for w, _ in seen} <= {0, 1, 2}
+
+
+@pytest.mark.parametrize("failing", [0, 7])
+def test_run_tasks_raises_once_the_started_tasks_returned(failing):
+    lock = threading.Lock()
+    started, finished = set(), set()
+
+    def task(worker, i):
+        with lock:
+            started.add(i)
+        time.sleep(0.002)
+        with lock:
+            finished.add(i)
+        if i == failing:
+            raise ZeroDivisionError(f"task {i}")
+
+    with pytest.raises(ZeroDivisionError, match=f"task {failing}"):
+        _threads.run_tasks(task, 20, 2)
+    assert failing in started and started == finished   # nothing still running on return
+    assert len(started) < 20                              # no task starts after the failure
+    started.clear()
+    _threads.run_tasks(lambda worker, i: started.add(i), 20, 2)
+    assert started == set(range(20))                      # the pool still works
+
+
+def blas_threads():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    return [lib["num_threads"] for lib in threadpoolctl.threadpool_info()
+            if lib["user_api"] == "blas"]
+
+
+def test_single_threaded_blas_holds_blas_at_one_and_restores_it():
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(2, user_api="blas"):
+        assert set(blas_threads()) == {2}
+        with _threads.single_threaded_blas():
+            assert set(blas_threads()) == {1}
+            with _threads.single_threaded_blas():      # re-entrant
+                assert set(blas_threads()) == {1}
+            assert set(blas_threads()) == {1}
+        assert set(blas_threads()) == {2}
+
+
+def test_single_threaded_blas_from_overlapping_threads_restores_the_setting():
+    # Two threads whose blocks overlap: the second must not save the first one's limit of 1.
+    from threadpoolctl import threadpool_limits
+
+    first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+
+    def first():
+        with _threads.single_threaded_blas():
+            first_in.set()
+            second_in.wait(10)
+        first_out.set()
+
+    def second():
+        first_in.wait(10)
+        with _threads.single_threaded_blas():
+            second_in.set()
+            first_out.wait(10)
+            assert set(blas_threads()) == {1}   # still held: the second block is open
+
+    with threadpool_limits(2, user_api="blas"):
+        threads = [threading.Thread(target=f) for f in (first, second)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(20)
+        assert set(blas_threads()) == {2}
+
+
+def _conv_in_child(queue):
+    x = np.random.default_rng(3).standard_normal((8, 3, 12, 12))
+    Wt = np.random.default_rng(4).standard_normal((4, 3, 3, 3))
+    queue.put(K.conv_forward(x, Wt, 0.0, 1, 1))
+
+
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="needs fork")
+def test_convolution_works_in_a_forked_child(restore_threads, monkeypatch):
+    # The parent's worker threads do not exist in a forked child: the child must start its own.
+    monkeypatch.setattr(K, "WORK_PER_THREAD", 1)
+    cnncore.set_num_threads(2)
+    x = np.random.default_rng(3).standard_normal((8, 3, 12, 12))
+    Wt = np.random.default_rng(4).standard_normal((4, 3, 3, 3))
+    expected = K.conv_forward(x, Wt, 0.0, 1, 1)      # starts the pool in the parent
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_conv_in_child, args=(queue,))
+    child.start()
+    got = queue.get(timeout=60)
+    child.join(60)
+    assert child.exitcode == 0
+    np.testing.assert_array_equal(got, expected)
