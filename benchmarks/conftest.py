@@ -11,6 +11,7 @@ implementations ``cython`` (cnncore.kernels) and ``numpy`` (cnncore.reference); 
 benchmark group) and case.
 """
 import functools
+import time
 
 import pytest
 
@@ -54,6 +55,7 @@ def run_case(benchmark, request):
                                         MIN_SAMPLE_SECONDS[quick])
         benchmark.group = case.group.name
         benchmark.extra_info.update(shape=case.shape.label, dtype=case.dtype.name, impl=impl)
+        time.sleep(bench.SETTLE_SECONDS)   # let the previous benchmark's thread pools go idle
         benchmark.pedantic(prepared.runner(impl), rounds=rounds, iterations=iterations,
                            warmup_rounds=0 if prepared.seconds[impl] > 0.2 else 1)
     return run

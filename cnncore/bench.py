@@ -482,15 +482,29 @@ def plan(seconds, budget, min_sample=0.005):
     return min(50, max(3, rounds)), iterations
 
 
-def time_interleaved(runners, repeat, iterations):
-    """Median seconds per call of each runner (dict name -> callable), timed in turn repeat times."""
+# Seconds to wait before timing an implementation. After a call, a thread pool keeps its workers
+# spinning for a while (OpenBLAS's for about 0.1-0.2 s here, measured: an OpenMP kernel ran 2x
+# slower within 100 ms of a 2-thread np.matmul, and at full speed after 200 ms); timed right after
+# the reference, cnncore would pay for the reference's spinning BLAS threads.
+SETTLE_SECONDS = 0.25
+
+
+def time_blocks(runners, repeat, iterations, settle=SETTLE_SECONDS):
+    """Median seconds per call of each runner (dict name -> callable): for each in turn, wait settle
+    seconds, make one untimed call, then take repeat samples of iterations[name] calls each.
+
+    Each case takes a second or two, far shorter than this machine's throttling swings (tens of
+    seconds), so timing in blocks compares the implementations under the same conditions.
+    """
     samples = {name: [] for name in runners}
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        for _ in range(repeat):
-            for name, fn in runners.items():
-                n = iterations[name]
+        for name, fn in runners.items():
+            time.sleep(settle)
+            fn()
+            n = iterations[name]
+            for _ in range(repeat):
                 start = time.perf_counter()
                 for _ in range(n):
                     fn()
@@ -735,7 +749,7 @@ def run(quick=False, repeat=None, filters=None, torch=None, memory=True, shapes=
         ref_out = prepared.check(torch=use_torch)
         runners = {impl: prepared.runner(impl) for impl in IMPLS + (("torch",) if use_torch else ())}
         iterations = {impl: plan(prepared.seconds[impl], 0, min_sample)[1] for impl in runners}
-        med, samples = time_interleaved(runners, repeat, iterations)
+        med, samples = time_blocks(runners, repeat, iterations)
         row = {"group": case.group.name, "shape": case.shape.label, "dtype": case.dtype.name,
                "numpy_ms": med["numpy"] * 1e3, "cython_ms": med["cython"] * 1e3,
                "speedup": med["numpy"] / med["cython"],
@@ -781,7 +795,7 @@ def format_table(result):
         f"threads: kernels {result['settings']['threads']}, OMP_NUM_THREADS={m['OMP_NUM_THREADS']}, "
         f"OMP_WAIT_POLICY={m['OMP_WAIT_POLICY']}, OPENBLAS_CORETYPE={m['OPENBLAS_CORETYPE']}, "
         f"OPENBLAS_NUM_THREADS={m['OPENBLAS_NUM_THREADS']}; torch {result['settings']['torch']}",
-        f"medians of {result['settings']['repeat']} interleaved samples; copy bandwidth "
+        f"medians of {result['settings']['repeat']} samples, timed in blocks after a {SETTLE_SECONDS} s pause; copy bandwidth "
         f"{result['copy_bandwidth_GBs']:.1f} GB/s (np.copyto, read + write)"
         + "".join(f"; matmul 2048^3 {d} {g:.0f} GFLOP/s"
                   for d, g in result.get("matmul_2048_GFLOPs", {}).items()),
@@ -817,7 +831,7 @@ def bench_main(argv):
     parser = argparse.ArgumentParser(
         prog="python -m cnncore bench",
         description="Time cnncore's compiled kernels against the NumPy references (same inputs, "
-                    "agreement checked first, runs interleaved, medians).")
+                    "agreement checked first, each timed in a block after a pause, medians).")
     parser.add_argument("--quick", action="store_true", help="small shapes only, 3 samples each")
     parser.add_argument("--repeat", type=int, default=None, metavar="N",
                         help="timed samples per implementation (default 7, --quick 3)")

@@ -89,3 +89,12 @@ def test_use_reference_swaps_every_kernel_layer():
     assert all(layer.kernels is reference for layer in with_kernels)
     assert all(layer.kernels is kernels for layer in networks.DeepConvNet().layers
                if hasattr(layer, "kernels"))
+
+
+def test_time_blocks_times_each_runner_in_its_own_block():
+    calls = []
+    runners = {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}
+    medians, samples = bench.time_blocks(runners, repeat=3, iterations={"a": 2, "b": 1}, settle=0)
+    assert calls == ["a"] * 7 + ["b"] * 4            # one untimed call, then repeat * iterations
+    assert set(medians) == {"a", "b"} and [len(samples[k]) for k in "ab"] == [3, 3]
+    assert all(m >= 0 for m in medians.values())

@@ -246,9 +246,11 @@ def test_matmul_chunks_give_the_same_result_and_keep_ieee_products(rng, monkeypa
     b[4, :] = 0
     whole = K.matmul(a, b)
     np.testing.assert_array_equal(np.isnan(whole), np.isnan(a @ b))
-    monkeypatch.setattr(K, "TILE_BYTES", 20 * 8)   # one row of a per chunk
-    monkeypatch.setattr(K, "MATMUL_WORK_PER_THREAD", 1)
-    np.testing.assert_allclose(K.matmul(a, b), whole, rtol=1e-13, atol=1e-13)
+    monkeypatch.setattr(K, "MATMUL_WORK_PER_CHUNK", 1)
+    for chunks in (2, 3, 37, 100):   # rows of a in pieces, down to one row each
+        monkeypatch.setattr(K, "MATMUL_CHUNKS", chunks)
+        np.testing.assert_allclose(K.matmul(a, b), whole, rtol=1e-13, atol=1e-13)
+        np.testing.assert_allclose(K.matmul(b.T, a.T), whole.T, rtol=1e-13, atol=1e-13)  # columns
 
 
 def test_matmul_dtype_rule(rng):

@@ -41,7 +41,7 @@ def all_kernels(rng, dtype):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_same_results_with_one_and_two_threads(dtype, restore_threads, monkeypatch):
     monkeypatch.setattr(K, "WORK_PER_THREAD", 1)  # small arrays would otherwise run on one thread
-    monkeypatch.setattr(K, "MATMUL_WORK_PER_THREAD", 1)
+    monkeypatch.setattr(K, "MATMUL_WORK_PER_CHUNK", 1)
     cnncore.set_num_threads(1)
     one = all_kernels(np.random.default_rng(7), dtype)
     cnncore.set_num_threads(2)
