@@ -1,8 +1,10 @@
-"""How many OpenMP threads the compiled kernels use.
+"""How many threads cnncore uses, and how it runs its matrix products on them.
 
-The default is OMP_NUM_THREADS when it is set, else the CPUs this process may run on. BLAS (the GEMM
-inside the convolution) keeps its own pool: set OPENBLAS_NUM_THREADS / MKL_NUM_THREADS, or use
-threadpoolctl, to limit it too.
+The default is OMP_NUM_THREADS when it is set, else the CPUs this process may run on;
+set_num_threads overrides it. The OpenMP kernels (im2col, pooling, ReLU, ...) start that many
+threads. The convolution and matmul run their tiles on that many Python threads (run_tasks: every
+heavy call in a tile releases the GIL), each tile calling NumPy's BLAS single-threaded while
+single_threaded_blas holds BLAS's own pool at one thread. Results never depend on the count.
 """
 import contextlib
 import os
