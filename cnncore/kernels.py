@@ -268,7 +268,7 @@ def _forward(x, W, b, stride, pad, relu):
     return out
 
 
-def _backward(dout, x, W, out, stride, pad):
+def _backward(dout, x, W, out, stride, pad, need_dx):
     dout, x, W, out, stride, pad, out_shape, dtype = v.conv_backward_setup(dout, x, W, out,
                                                                           stride, pad)
     relu = out is not None
@@ -279,7 +279,7 @@ def _backward(dout, x, W, out, stride, pad):
     out = v.as_kernel_input(out, dtype) if relu else dout   # read only when relu
     W2T = np.ascontiguousarray(v.as_kernel_input(W, dtype).reshape(FN, -1).T)
     K, L = W2T.shape[0], out_h * out_w
-    dx = np.empty(x.shape, dtype)
+    dx = np.empty(x.shape, dtype) if need_dx else None
     tiles = _tiles(N, K * L * dtype.itemsize)
     dWT = np.zeros((len(tiles), K, FN), dtype)     # per tile, summed in tile order at the end
     db = np.zeros((len(tiles), FN), dtype)
@@ -296,8 +296,9 @@ def _backward(dout, x, W, out, stride, pad):
         # dW^T = cols @ d^T: OpenBLAS took 30-70x longer on d @ cols^T, whose long inner
         # dimension n*L is the wrong way round for it (measured here, float32 and float64).
         np.matmul(cols, d.T, out=dWT[i])
-        np.matmul(W2T, d, out=cols)  # the columns are spent: reuse them for dcols
-        _conv.fold(cols, dx[t], FH, FW, stride, pad, 1)
+        if need_dx:
+            np.matmul(W2T, d, out=cols)  # the columns are spent: reuse them for dcols
+            _conv.fold(cols, dx[t], FH, FW, stride, pad, 1)
 
     with single_threaded_blas():
         run_tasks(tile, len(tiles), n_workers)
@@ -313,9 +314,12 @@ def conv_forward(x, W, b, stride=1, pad=0):
     return _forward(x, W, b, stride, pad, relu=False)
 
 
-def conv_backward(dout, x, W, stride=1, pad=0):
-    """Gradients of conv_forward: dout (N, FN, OH, OW) -> (dx (N, C, H, W), dW (FN, C, FH, FW), db (FN,))."""
-    return _backward(dout, x, W, None, stride, pad)
+def conv_backward(dout, x, W, stride=1, pad=0, *, need_dx=True):
+    """Gradients of conv_forward: dout (N, FN, OH, OW) -> (dx (N, C, H, W), dW (FN, C, FH, FW), db (FN,)).
+
+    need_dx=False skips dx (returned as None): a network's first layer has no use for it.
+    """
+    return _backward(dout, x, W, None, stride, pad, need_dx)
 
 
 def conv_bias_relu_forward(x, W, b, stride=1, pad=0):
@@ -323,11 +327,11 @@ def conv_bias_relu_forward(x, W, b, stride=1, pad=0):
     return _forward(x, W, b, stride, pad, relu=True)
 
 
-def conv_bias_relu_backward(dout, x, W, out, stride=1, pad=0):
+def conv_bias_relu_backward(dout, x, W, out, stride=1, pad=0, *, need_dx=True):
     """Gradients of conv_bias_relu_forward, given its output out (the ReLU mask is out > 0).
 
-    -> (dx (N, C, H, W), dW (FN, C, FH, FW), db (FN,)).
+    -> (dx (N, C, H, W), dW (FN, C, FH, FW), db (FN,)); dx is None when need_dx=False.
     """
     if out is None:
         raise TypeError("out must be the array conv_bias_relu_forward returned, got None")
-    return _backward(dout, x, W, out, stride, pad)
+    return _backward(dout, x, W, out, stride, pad, need_dx)

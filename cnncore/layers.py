@@ -335,9 +335,12 @@ class Convolution:
         self.x = x
         return out
 
-    def backward(self, dout):
+    def backward(self, dout, *, need_dx=True):
+        """-> dx (N, C, H, W); sets dW and db. need_dx=False (a cnncore extension, used for a
+        network's first layer) skips computing dx and returns None."""
         _forward_done(self, self.x)
-        dx, self.dW, self.db = self.kernels.conv_backward(dout, self.x, self.W, self.stride, self.pad)
+        dx, self.dW, self.db = self.kernels.conv_backward(dout, self.x, self.W, self.stride, self.pad,
+                                                          need_dx=need_dx)
         return dx
 
 
@@ -358,10 +361,11 @@ class ConvReLU(Convolution):
         self.x = x
         return self.out
 
-    def backward(self, dout):
+    def backward(self, dout, *, need_dx=True):
         _forward_done(self, self.out)
         dx, self.dW, self.db = self.kernels.conv_bias_relu_backward(dout, self.x, self.W, self.out,
-                                                                    self.stride, self.pad)
+                                                                    self.stride, self.pad,
+                                                                    need_dx=need_dx)
         return dx
 
 

@@ -145,8 +145,8 @@ def conv_forward(x, W, b, stride=1, pad=0):
     return np.ascontiguousarray(out.reshape(N, out_h, out_w, FN).transpose(0, 3, 1, 2))
 
 
-def conv_backward(dout, x, W, stride=1, pad=0):
-    """-> (dx (N, C, H, W), dW (FN, C, FH, FW), db (FN,)) for conv_forward."""
+def conv_backward(dout, x, W, stride=1, pad=0, *, need_dx=True):
+    """-> (dx (N, C, H, W), dW (FN, C, FH, FW), db (FN,)) for conv_forward; dx None if not need_dx."""
     dout, x, W, _, stride, pad, (N, FN, out_h, out_w), dtype = v.conv_backward_setup(
         dout, x, W, None, stride, pad)
     W = W.astype(dtype, copy=False)
@@ -154,7 +154,8 @@ def conv_backward(dout, x, W, stride=1, pad=0):
     col = im2col(x.astype(dtype, copy=False), W.shape[2], W.shape[3], stride, pad)
     db = d.sum(axis=0)
     dW = (col.T @ d).T.reshape(W.shape)
-    dx = col2im(d @ W.reshape(FN, -1), x.shape, W.shape[2], W.shape[3], stride, pad)
+    dx = col2im(d @ W.reshape(FN, -1), x.shape, W.shape[2], W.shape[3], stride, pad) if need_dx \
+        else None
     return dx, np.ascontiguousarray(dW), db
 
 
@@ -165,10 +166,10 @@ def conv_bias_relu_forward(x, W, b, stride=1, pad=0):
     return out
 
 
-def conv_bias_relu_backward(dout, x, W, out, stride=1, pad=0):
+def conv_bias_relu_backward(dout, x, W, out, stride=1, pad=0, *, need_dx=True):
     """Gradients of conv_bias_relu_forward given its output: dout is masked where out <= 0."""
     if out is None:
         raise TypeError("out must be the array conv_bias_relu_forward returned, got None")
     dout, x, W, out, stride, pad, _, dtype = v.conv_backward_setup(dout, x, W, out, stride, pad)
     d = np.where(out <= 0, 0, dout).astype(dtype, copy=False)
-    return conv_backward(d, x, W, stride, pad)
+    return conv_backward(d, x, W, stride, pad, need_dx=need_dx)

@@ -188,6 +188,21 @@ def test_fused_conv_relu_matches_reference(case, dtype, rng):
         np.testing.assert_allclose(g, w, **tol(dtype, np.abs(w).max()))
 
 
+@pytest.mark.parametrize("module", [K, R], ids=["kernels", "reference"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_need_dx_false_skips_only_dx(module, dtype, rng):
+    x, Wt, b, s, p = conv_operands(rng, (7, 3, 9, 8, 3, 3, 2, 1), 5, dtype)
+    out = module.conv_bias_relu_forward(x, Wt, b, s, p)
+    dout = make(rng, out.shape, dtype)
+    for full, part in [(module.conv_backward(dout, x, Wt, s, p),
+                        module.conv_backward(dout, x, Wt, s, p, need_dx=False)),
+                       (module.conv_bias_relu_backward(dout, x, Wt, out, s, p),
+                        module.conv_bias_relu_backward(dout, x, Wt, out, s, p, need_dx=False))]:
+        assert part[0] is None
+        np.testing.assert_array_equal(part[1], full[1])
+        np.testing.assert_array_equal(part[2], full[2])
+
+
 def test_fused_equals_conv_then_relu(rng):
     x, Wt, b, s, p = conv_operands(rng, (3, 3, 9, 8, 3, 3, 1, 1), 5, np.float64)
     plain = K.conv_forward(x, Wt, b, s, p)

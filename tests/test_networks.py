@@ -433,3 +433,29 @@ def test_initializer_helpers():
     assert float_dtype('float32') == np.float32
     assert count_params({'a': np.zeros((2, 3)), 'b': np.zeros(4)}) == 10
     assert count_params(MultiLayerNet(6, [5], 3)) == 6 * 5 + 5 + 5 * 3 + 3
+
+
+def test_gradient_skips_the_input_gradient_of_a_first_convolution(monkeypatch):
+    net = SimpleConvNet(input_dim=(1, 10, 10), conv_param={"filter_num": 3, "filter_size": 3,
+                                                           "pad": 0, "stride": 1},
+                        hidden_size=5, output_size=3)
+    rng = np.random.default_rng(0)
+    x, t = rng.standard_normal((4, 1, 10, 10)), np.array([0, 1, 2, 1])
+    calls = []
+    first = net.layers["Conv1"]
+    original = Convolution.backward
+
+    def spy(self, dout, **kw):
+        calls.append((self is first, kw))
+        return original(self, dout, **kw)
+
+    monkeypatch.setattr(Convolution, "backward", spy)
+    grads = {k: v.copy() for k, v in net.gradient(x, t).items()}
+    assert calls == [(True, {"need_dx": False})]
+    net.loss(x, t)                                   # the textbook's loop, dx of Conv1 included
+    dout = net.last_layer.backward(1)
+    for layer in reversed(list(net.layers.values())):
+        dout = original(layer, dout) if layer is first else layer.backward(dout)
+    assert dout.shape == x.shape
+    for key, layer, attr in net._bindings:
+        assert_array_equal(grads[key], getattr(layer, "d" + attr))

@@ -76,8 +76,13 @@ class Network:
         (not copies: the next call overwrites them)."""
         self._train_loss(x, t)
         dout = self.last_layer.backward(1)
-        for layer in reversed(self._layer_list()):
+        first, *rest = self._layer_list()
+        for layer in reversed(rest):
             dout = layer.backward(dout)
+        if isinstance(first, Convolution):   # nobody wants the gradient of the input: skip it
+            first.backward(dout, need_dx=False)
+        else:
+            first.backward(dout)
         return {key: getattr(layer, "d" + attr) for key, layer, attr in self._bindings}
 
     def accuracy(self, x, t, batch_size=100, *, exact=False):
