@@ -17,7 +17,7 @@ Threads own whole (image, channel) planes or (image, filter) rows, so sums never
 """
 from cython cimport floating
 from cython.parallel cimport prange
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 
 
 cdef inline void _out_range(Py_ssize_t k, Py_ssize_t size, Py_ssize_t out_size,
@@ -42,6 +42,41 @@ cdef inline void _out_range(Py_ssize_t k, Py_ssize_t size, Py_ssize_t out_size,
     lo[0] = first
 
 
+cdef inline void _unfold_channel_same(const floating* plane, floating* rows, Py_ssize_t row_stride,
+                                      Py_ssize_t H, Py_ssize_t W,
+                                      Py_ssize_t filter_h, Py_ssize_t filter_w,
+                                      Py_ssize_t out_h, Py_ssize_t pad) noexcept nogil:
+    # _unfold_channel for stride 1 and out_w == W ("same" width): row (ky, kx) is the plane shifted
+    # by s = (ky - pad)*W + kx - pad, so its valid lines are one block copy. The copy also brings in,
+    # at each line's ends, cells wrapped from the neighbouring lines; they are zeroed after it.
+    cdef Py_ssize_t ky, kx, oy, ox, oy_lo, oy_hi, ox_lo, ox_hi, s, a, b
+    cdef floating* dst
+    for ky in range(filter_h):
+        _out_range(ky, H, out_h, 1, pad, &oy_lo, &oy_hi)
+        for kx in range(filter_w):
+            dst = rows + (ky * filter_w + kx) * row_stride
+            _out_range(kx, W, W, 1, pad, &ox_lo, &ox_hi)
+            s = (ky - pad) * W + kx - pad
+            a = oy_lo * W                 # block [a, b) of dst, clipped so a + s, b + s stay inside
+            b = oy_hi * W
+            if a + s < 0:
+                a = -s
+            if b + s > H * W:
+                b = H * W - s
+            if b < a:                     # no valid cell at all
+                a = oy_lo * W
+                b = a
+            memset(dst, 0, a * sizeof(floating))
+            if b > a:
+                memcpy(dst + a, plane + a + s, (b - a) * sizeof(floating))
+            memset(dst + b, 0, (out_h * W - b) * sizeof(floating))
+            for oy in range(oy_lo, oy_hi):
+                for ox in range(ox_lo):
+                    dst[oy * W + ox] = 0
+                for ox in range(ox_hi, W):
+                    dst[oy * W + ox] = 0
+
+
 cdef inline void _unfold_channel(const floating* plane, floating* rows, Py_ssize_t row_stride,
                                  Py_ssize_t H, Py_ssize_t W,
                                  Py_ssize_t filter_h, Py_ssize_t filter_w,
@@ -51,6 +86,9 @@ cdef inline void _unfold_channel(const floating* plane, floating* rows, Py_ssize
     cdef Py_ssize_t ky, kx, oy, ox, iy, ox_lo, ox_hi
     cdef floating* dst
     cdef const floating* line
+    if stride == 1 and out_w == W:
+        _unfold_channel_same(plane, rows, row_stride, H, W, filter_h, filter_w, out_h, pad)
+        return
     for ky in range(filter_h):
         for kx in range(filter_w):
             dst = rows + (ky * filter_w + kx) * row_stride

@@ -174,6 +174,29 @@ def test_conv_matches_reference(case, dtype, rng):
         np.testing.assert_allclose(got, want, **tol(dtype, np.abs(want).max()))
 
 
+# Stride 1 with filter_w == 2*pad + 1 keeps the width (out_w == W): unfold's block-copy path. Rows of
+# one pixel, filters taller than the image, wide pads and a non-square filter reach its clipping.
+SAME_WIDTH_CASES = [
+    (1, 1, 1, 1, 3, 3, 1, 1), (2, 3, 1, 5, 1, 3, 1, 1), (1, 2, 4, 1, 3, 3, 1, 1),
+    (3, 2, 7, 6, 3, 3, 1, 1), (2, 1, 5, 9, 5, 5, 1, 2), (1, 2, 2, 3, 5, 5, 1, 2),
+    (2, 3, 6, 4, 2, 1, 1, 0), (1, 1, 3, 3, 7, 7, 1, 3), (4, 5, 8, 8, 3, 5, 1, 2),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", SAME_WIDTH_CASES, ids=case_id)
+def test_same_width_conv_matches_reference(case, dtype, rng):
+    x, Wt, b, s, p = conv_operands(rng, case, 3, dtype)
+    out = K.conv_forward(x, Wt, b, s, p)
+    assert out.shape[3] == x.shape[3]
+    np.testing.assert_allclose(out, R.conv_forward(x, Wt, b, s, p), **tol(dtype, np.abs(out).max()))
+    np.testing.assert_array_equal(K.im2col(x, Wt.shape[2], Wt.shape[3], s, p),
+                                  R.im2col(x, Wt.shape[2], Wt.shape[3], s, p))
+    dout = make(rng, out.shape, dtype)
+    for got, want in zip(K.conv_backward(dout, x, Wt, s, p), R.conv_backward(dout, x, Wt, s, p)):
+        np.testing.assert_allclose(got, want, **tol(dtype, np.abs(want).max()))
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_fused_conv_relu_matches_reference(case, dtype, rng):
