@@ -113,7 +113,42 @@ cdef inline void _unfold_channel(const floating* plane, floating* rows, Py_ssize
                 dst += out_w
 
 
-cdef inline void _fold_channel(const floating* rows, Py_ssize_t row_stride, floating* plane,
+cdef inline void _fold_channel_same(floating* rows, Py_ssize_t row_stride, floating* plane,
+                                    Py_ssize_t H, Py_ssize_t W,
+                                    Py_ssize_t filter_h, Py_ssize_t filter_w,
+                                    Py_ssize_t out_h, Py_ssize_t pad) noexcept nogil:
+    # _fold_channel for stride 1 and out_w == W, the adjoint of _unfold_channel_same: the cells of
+    # row (ky, kx) that would wrap into a neighbouring line are zeroed in rows first (rows is spent
+    # scratch), then the valid lines are added to the plane as one block.
+    cdef Py_ssize_t ky, kx, oy, ox, oy_lo, oy_hi, ox_lo, ox_hi, s, a, b, j
+    cdef floating* src
+    cdef floating* dst
+    for ky in range(filter_h):
+        _out_range(ky, H, out_h, 1, pad, &oy_lo, &oy_hi)
+        for kx in range(filter_w):
+            src = rows + (ky * filter_w + kx) * row_stride
+            _out_range(kx, W, W, 1, pad, &ox_lo, &ox_hi)
+            s = (ky - pad) * W + kx - pad
+            a = oy_lo * W
+            b = oy_hi * W
+            if a + s < 0:
+                a = -s
+            if b + s > H * W:
+                b = H * W - s
+            if b <= a:
+                continue
+            for oy in range(oy_lo, oy_hi):
+                for ox in range(ox_lo):
+                    src[oy * W + ox] = 0
+                for ox in range(ox_hi, W):
+                    src[oy * W + ox] = 0
+            dst = plane + a + s
+            src = src + a
+            for j in range(b - a):
+                dst[j] += src[j]
+
+
+cdef inline void _fold_channel(floating* rows, Py_ssize_t row_stride, floating* plane,
                                Py_ssize_t H, Py_ssize_t W,
                                Py_ssize_t filter_h, Py_ssize_t filter_w,
                                Py_ssize_t out_h, Py_ssize_t out_w,
@@ -122,6 +157,11 @@ cdef inline void _fold_channel(const floating* rows, Py_ssize_t row_stride, floa
     cdef Py_ssize_t ky, kx, oy, ox, iy, ox_lo, ox_hi
     cdef const floating* src
     cdef floating* line
+    # float32 only: measured per tile (one thread), float32 0.225 -> 0.184 ms (9 images, 16x28x28),
+    # 0.53 -> 0.38 (28 x 64x8x8); float64 0.33 -> 0.38 and 0.60 -> 0.58, so it keeps the loop below.
+    if floating is float and stride == 1 and out_w == W:
+        _fold_channel_same(rows, row_stride, plane, H, W, filter_h, filter_w, out_h, pad)
+        return
     for ky in range(filter_h):
         for kx in range(filter_w):
             src = rows + (ky * filter_w + kx) * row_stride
@@ -158,11 +198,14 @@ def unfold(const floating[:, :, :, ::1] x,     # IN  (n, C, H, W)
                             filter_h, filter_w, out_h, out_w, stride, pad)
 
 
-def fold(const floating[:, ::1] cols,          # IN  (C*filter_h*filter_w, n*out_h*out_w)
+def fold(floating[:, ::1] cols,                # IN  (C*filter_h*filter_w, n*out_h*out_w), scratch
          floating[:, :, :, ::1] x,             # OUT (n, C, H, W), overwritten
          Py_ssize_t filter_h, Py_ssize_t filter_w,
          Py_ssize_t stride, Py_ssize_t pad, int n_threads):
-    """Adjoint of unfold: x[i, c] = sum of every window of channel c of image i added back in place."""
+    """Adjoint of unfold: x[i, c] = sum of every window of channel c of image i added back in place.
+
+    cols is scratch: cells that fall outside the image may be zeroed.
+    """
     cdef Py_ssize_t n = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t out_h = (H + 2 * pad - filter_h) // stride + 1
     cdef Py_ssize_t out_w = (W + 2 * pad - filter_w) // stride + 1
