@@ -14,13 +14,6 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.string cimport memset
 
-# arg_max is stored in one byte when the window has at most 256 cells (every pooling window in
-# practice): the 8-byte index was the largest stream of max pooling (8 of the 13 bytes a 2x2 window
-# moves per output in float32 forward).
-ctypedef fused index_t:
-    unsigned char
-    Py_ssize_t
-
 
 cdef struct Window:
     Py_ssize_t H, W, out_h, out_w, pool_h, pool_w, stride, pad
@@ -48,7 +41,7 @@ cdef Py_ssize_t _first_nan(const floating* x, Window g, Py_ssize_t y0, Py_ssize_
     return ky_lo * g.pool_w + kx_lo
 
 
-cdef inline void _max_plane(const floating* x, floating* out, index_t* arg_max,
+cdef inline void _max_plane(const floating* x, floating* out, Py_ssize_t* arg_max,
                             Window g) noexcept nogil:
     cdef Py_ssize_t oy, ox, ky, kx, y0, x0, ky_lo, ky_hi, kx_lo, kx_hi, arg
     cdef floating best, v
@@ -77,10 +70,10 @@ cdef inline void _max_plane(const floating* x, floating* out, index_t* arg_max,
                 arg = _first_nan(x, g, y0, x0, ky_lo, ky_hi, kx_lo, kx_hi)
                 best = x[(y0 + arg // g.pool_w) * g.W + x0 + arg % g.pool_w]
             out[oy * g.out_w + ox] = best
-            arg_max[oy * g.out_w + ox] = <index_t>arg
+            arg_max[oy * g.out_w + ox] = arg
 
 
-cdef inline void _max_plane_backward(const floating* dout, const index_t* arg_max,
+cdef inline void _max_plane_backward(const floating* dout, const Py_ssize_t* arg_max,
                                      floating* dx, Window g) noexcept nogil:
     cdef Py_ssize_t oy, ox, k
     memset(dx, 0, g.H * g.W * sizeof(floating))
@@ -206,7 +199,7 @@ cdef inline Window _window(Py_ssize_t H, Py_ssize_t W, Py_ssize_t out_h, Py_ssiz
 
 def max_pool_forward(const floating[:, :, :, ::1] x,     # IN  (N, C, H, W)
                      floating[:, :, :, ::1] out,         # OUT (N, C, OH, OW)
-                     index_t[:, :, :, ::1] arg_max,      # OUT (N, C, OH, OW) index in window
+                     Py_ssize_t[:, :, :, ::1] arg_max,   # OUT (N, C, OH, OW) index in window
                      Py_ssize_t pool_h, Py_ssize_t pool_w,
                      Py_ssize_t stride, Py_ssize_t pad, int n_threads):
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], nc
@@ -221,7 +214,7 @@ def max_pool_forward(const floating[:, :, :, ::1] x,     # IN  (N, C, H, W)
 
 
 def max_pool_backward(const floating[:, :, :, ::1] dout,      # IN  (N, C, OH, OW)
-                      const index_t[:, :, :, ::1] arg_max,    # IN  (N, C, OH, OW)
+                      const Py_ssize_t[:, :, :, ::1] arg_max, # IN  (N, C, OH, OW)
                       floating[:, :, :, ::1] dx,              # OUT (N, C, H, W), overwritten
                       Py_ssize_t pool_h, Py_ssize_t pool_w,
                       Py_ssize_t stride, Py_ssize_t pad, int n_threads):
