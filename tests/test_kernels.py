@@ -29,6 +29,10 @@ POOL_CASES = [c for c in CASES if c[7] < min(c[4], c[5])] + [
     (2, 3, 24, 24, 2, 2, 2, 0),
     (1, 2, 9, 9, 3, 3, 2, 1),   # overlapping windows
     (2, 1, 8, 7, 3, 2, 1, 1),
+    # windows that tile the plane (stride == window, no pad), with rows and columns left over
+    (2, 2, 7, 9, 2, 2, 2, 0),
+    (1, 3, 10, 8, 3, 3, 3, 0),
+    (1, 1, 1, 1, 1, 1, 1, 0),
 ]
 
 
@@ -113,6 +117,17 @@ def test_avg_pool_matches_reference(case, dtype, rng):
     dout = make(rng, out.shape, dtype)
     dx = K.avg_pool_backward(dout, x.shape, PH, PW, s, p)
     np.testing.assert_allclose(dx, R.avg_pool_backward(dout, x.shape, PH, PW, s, p), **tol(dtype))
+
+
+@pytest.mark.parametrize("stride", [2, 1])   # tiled windows, overlapping windows
+def test_max_pool_backward_gives_positive_zeros_like_the_reference(stride):
+    x = np.arange(2 * 7 * 7, dtype=np.float64).reshape(1, 2, 7, 7)
+    out, arg = K.max_pool_forward(x, 2, 2, stride, 0)
+    dout = np.full(out.shape, -0.0)
+    got = K.max_pool_backward(dout, arg, x.shape, 2, 2, stride, 0)
+    want = R.max_pool_backward(dout, R.max_pool_forward(x, 2, 2, stride, 0)[1], x.shape, 2, 2,
+                               stride, 0)
+    np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
 
 
 def test_max_pool_ties_go_to_the_first_cell_and_padding_never_wins():
