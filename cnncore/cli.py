@@ -157,7 +157,7 @@ def compare_with_reference(network, x, t, batch_size, steps):
     RNG as they were, so a seeded run trains exactly as it would without the comparison."""
     import copy
 
-    from .bench import use_reference
+    from .bench import SETTLE_SECONDS, use_reference
     from .optimizer import Adam
 
     state = np.random.get_state()
@@ -167,6 +167,7 @@ def compare_with_reference(network, x, t, batch_size, steps):
                           ("cnncore", copy.deepcopy(network))):
             np.random.seed(0)
             optimizer, samples = Adam(), []
+            time.sleep(SETTLE_SECONDS)   # let the previous run's BLAS threads stop spinning
             for i in range(steps + 1):  # the first step warms up and is not counted
                 batch = np.random.choice(len(x), batch_size)
                 start = time.perf_counter()

@@ -42,14 +42,41 @@ cdef inline void _out_range(Py_ssize_t k, Py_ssize_t size, Py_ssize_t out_size,
     lo[0] = first
 
 
+cdef inline void _shifted_block(Py_ssize_t H, Py_ssize_t W, Py_ssize_t oy_lo, Py_ssize_t oy_hi,
+                                Py_ssize_t s, Py_ssize_t* a, Py_ssize_t* b) noexcept nogil:
+    # For a "same"-width row shifted by s against the plane: the block [a, b) of the row's lines
+    # oy_lo..oy_hi-1, clipped so that [a + s, b + s) lies inside the H*W plane (empty: a = b).
+    a[0] = oy_lo * W
+    b[0] = oy_hi * W
+    if a[0] + s < 0:
+        a[0] = -s
+    if b[0] + s > H * W:
+        b[0] = H * W - s
+    if b[0] < a[0]:
+        a[0] = oy_lo * W
+        b[0] = a[0]
+
+
+cdef inline void _zero_wrapped(floating* row, Py_ssize_t W, Py_ssize_t oy_lo, Py_ssize_t oy_hi,
+                               Py_ssize_t ox_lo, Py_ssize_t ox_hi) noexcept nogil:
+    # Zero the cells of lines oy_lo..oy_hi-1 outside columns [ox_lo, ox_hi): in a block copy they
+    # come from the neighbouring lines of the plane.
+    cdef Py_ssize_t oy, ox
+    for oy in range(oy_lo, oy_hi):
+        for ox in range(ox_lo):
+            row[oy * W + ox] = 0
+        for ox in range(ox_hi, W):
+            row[oy * W + ox] = 0
+
+
 cdef inline void _unfold_channel_same(const floating* plane, floating* rows, Py_ssize_t row_stride,
                                       Py_ssize_t H, Py_ssize_t W,
                                       Py_ssize_t filter_h, Py_ssize_t filter_w,
                                       Py_ssize_t out_h, Py_ssize_t pad) noexcept nogil:
     # _unfold_channel for stride 1 and out_w == W ("same" width): row (ky, kx) is the plane shifted
-    # by s = (ky - pad)*W + kx - pad, so its valid lines are one block copy. The copy also brings in,
-    # at each line's ends, cells wrapped from the neighbouring lines; they are zeroed after it.
-    cdef Py_ssize_t ky, kx, oy, ox, oy_lo, oy_hi, ox_lo, ox_hi, s, a, b
+    # by s = (ky - pad)*W + kx - pad, so its valid lines are one block copy; the cells it brings in
+    # from the neighbouring lines are zeroed after it.
+    cdef Py_ssize_t ky, kx, oy_lo, oy_hi, ox_lo, ox_hi, s, a, b
     cdef floating* dst
     for ky in range(filter_h):
         _out_range(ky, H, out_h, 1, pad, &oy_lo, &oy_hi)
@@ -57,24 +84,12 @@ cdef inline void _unfold_channel_same(const floating* plane, floating* rows, Py_
             dst = rows + (ky * filter_w + kx) * row_stride
             _out_range(kx, W, W, 1, pad, &ox_lo, &ox_hi)
             s = (ky - pad) * W + kx - pad
-            a = oy_lo * W                 # block [a, b) of dst, clipped so a + s, b + s stay inside
-            b = oy_hi * W
-            if a + s < 0:
-                a = -s
-            if b + s > H * W:
-                b = H * W - s
-            if b < a:                     # no valid cell at all
-                a = oy_lo * W
-                b = a
+            _shifted_block(H, W, oy_lo, oy_hi, s, &a, &b)
             memset(dst, 0, a * sizeof(floating))
             if b > a:
                 memcpy(dst + a, plane + a + s, (b - a) * sizeof(floating))
             memset(dst + b, 0, (out_h * W - b) * sizeof(floating))
-            for oy in range(oy_lo, oy_hi):
-                for ox in range(ox_lo):
-                    dst[oy * W + ox] = 0
-                for ox in range(ox_hi, W):
-                    dst[oy * W + ox] = 0
+            _zero_wrapped(dst, W, oy_lo, oy_hi, ox_lo, ox_hi)
 
 
 cdef inline void _unfold_channel(const floating* plane, floating* rows, Py_ssize_t row_stride,
@@ -120,7 +135,7 @@ cdef inline void _fold_channel_same(floating* rows, Py_ssize_t row_stride, float
     # _fold_channel for stride 1 and out_w == W, the adjoint of _unfold_channel_same: the cells of
     # row (ky, kx) that would wrap into a neighbouring line are zeroed in rows first (rows is spent
     # scratch), then the valid lines are added to the plane as one block.
-    cdef Py_ssize_t ky, kx, oy, ox, oy_lo, oy_hi, ox_lo, ox_hi, s, a, b, j
+    cdef Py_ssize_t ky, kx, oy_lo, oy_hi, ox_lo, ox_hi, s, a, b, j
     cdef floating* src
     cdef floating* dst
     for ky in range(filter_h):
@@ -129,19 +144,10 @@ cdef inline void _fold_channel_same(floating* rows, Py_ssize_t row_stride, float
             src = rows + (ky * filter_w + kx) * row_stride
             _out_range(kx, W, W, 1, pad, &ox_lo, &ox_hi)
             s = (ky - pad) * W + kx - pad
-            a = oy_lo * W
-            b = oy_hi * W
-            if a + s < 0:
-                a = -s
-            if b + s > H * W:
-                b = H * W - s
-            if b <= a:
+            _shifted_block(H, W, oy_lo, oy_hi, s, &a, &b)
+            if b == a:
                 continue
-            for oy in range(oy_lo, oy_hi):
-                for ox in range(ox_lo):
-                    src[oy * W + ox] = 0
-                for ox in range(ox_hi, W):
-                    src[oy * W + ox] = 0
+            _zero_wrapped(src, W, oy_lo, oy_hi, ox_lo, ox_hi)
             dst = plane + a + s
             src = src + a
             for j in range(b - a):

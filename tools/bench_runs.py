@@ -12,6 +12,8 @@ import json
 import statistics
 import sys
 
+from cnncore import bench
+
 
 def rows_by_case(paths):
     cases = {}
@@ -38,6 +40,10 @@ def main(paths):
           f"{'speed-up':>8s} {'range':>12s} {'%matmul':>7s} {'x floor':>7s} {'torch ms':>9s}")
     for (group, shape, dtype), rows in cases.items():
         speedups = [r["speedup"] for r in rows]
+        median_row = {"group": group, "shape": shape, "dtype": dtype,
+                      "speedup": statistics.median(speedups),
+                      "x_floor": median_of(rows, "x_floor"),
+                      "matmul_fraction": median_of(rows, "matmul_fraction")}
         print(f"{group:24s} {shape:34s} {dtype:7s} "
               f"{statistics.median(r['numpy_ms'] for r in rows):9.2f} "
               f"{statistics.median(r['cython_ms'] for r in rows):10.2f} "
@@ -45,7 +51,7 @@ def main(paths):
               f"{min(speedups):5.1f}-{max(speedups):4.1f}x "
               f"{fmt(median_of(rows, 'matmul_fraction', 100), '7.0f')} "
               f"{fmt(median_of(rows, 'x_floor'), '7.1f')} "
-              f"{fmt(median_of(rows, 'torch_ms'), '9.2f')}")
+              f"{fmt(median_of(rows, 'torch_ms'), '9.2f')}  {bench._target_cell(median_row)}")
 
 
 if __name__ == "__main__":
