@@ -10,6 +10,7 @@ def info():
 
     import cnncore
     from cnncore._ext import parallel
+    from cnncore._threads import blas_held
 
     result = {
         "cnncore": cnncore.__version__,
@@ -23,6 +24,7 @@ def info():
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
         "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
         "blas": _blas_description(np),
+        "blas_held_at_1": ", ".join(blas_held()) or "none found (BLAS keeps its threads: slower)",
     }
     return result
 

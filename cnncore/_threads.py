@@ -57,7 +57,7 @@ _blas_libraries = None
 
 
 def _blas():
-    """[(get, set)] thread-count functions of each BLAS library loaded in this process."""
+    """[(name, get, set)]: name and thread-count functions of each BLAS library loaded here."""
     global _blas_libraries
     if _blas_libraries is None:
         from threadpoolctl import ThreadpoolController
@@ -66,10 +66,16 @@ def _blas():
         # threadpoolctl >= 3.6 lets only one Python thread set OpenBLAS's limit (its other threads'
         # calls are ignored); cnncore's calls come from any thread and are counted here, so they
         # go to the library itself.
-        _blas_libraries = [(lib.get_num_threads,
+        _blas_libraries = [(f"{lib.internal_api} {lib.version}", lib.get_num_threads,
                             getattr(lib, "_real_set_num_threads", lib.set_num_threads))
                            for lib in libs]
     return _blas_libraries
+
+
+def blas_held():
+    """The BLAS libraries single_threaded_blas holds at one thread, e.g. ['openblas 0.3.31'];
+    empty when threadpoolctl finds none (then BLAS keeps its own threads: slower, still correct)."""
+    return [name for name, _, _ in _blas()]
 
 
 @contextlib.contextmanager
@@ -78,8 +84,8 @@ def single_threaded_blas():
     global _blas_users, _blas_saved
     with _blas_lock:
         if _blas_users == 0:
-            _blas_saved = [get() for get, _ in _blas()]
-            for _, set_threads in _blas():
+            _blas_saved = [get() for _, get, _ in _blas()]
+            for _, _, set_threads in _blas():
                 set_threads(1)
         _blas_users += 1
     try:
@@ -88,7 +94,7 @@ def single_threaded_blas():
         with _blas_lock:
             _blas_users -= 1
             if _blas_users == 0:
-                for (_, set_threads), n in zip(_blas(), _blas_saved):
+                for (_, _, set_threads), n in zip(_blas(), _blas_saved):
                     set_threads(n)
 
 
@@ -158,7 +164,7 @@ def _after_fork_in_child():
     global _pool, _pool_size, _pool_lock, _blas_lock, _blas_users
     _pool, _pool_size, _pool_lock, _blas_lock = None, 0, threading.Lock(), threading.Lock()
     if _blas_users:
-        for (_, set_threads), n in zip(_blas(), _blas_saved):
+        for (_, _, set_threads), n in zip(_blas(), _blas_saved):
             set_threads(n)
         _blas_users = 0
 

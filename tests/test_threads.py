@@ -203,3 +203,13 @@ def test_convolution_works_in_a_forked_child(restore_threads, monkeypatch):
     child.join(60)
     assert child.exitcode == 0
     np.testing.assert_array_equal(got, expected)
+
+
+def test_blas_held_names_each_blas_library_threadpoolctl_finds():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    found = [lib["internal_api"] for lib in threadpoolctl.threadpool_info()
+             if lib["user_api"] == "blas"]
+    assert [name.split()[0] for name in _threads.blas_held()] == found
+    blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]["name"]
+    if "openblas" in blas:   # NumPy's wheels: threadpoolctl >= 3.5 must find the bundled OpenBLAS
+        assert found == ["openblas"]
