@@ -60,8 +60,11 @@ def _blas():
     """[(name, get, set)]: name and thread-count functions of each BLAS library loaded here."""
     global _blas_libraries
     if _blas_libraries is None:
-        from threadpoolctl import ThreadpoolController
-
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:   # a dependency, but cnncore still computes right without it
+            _blas_libraries = []
+            return _blas_libraries
         libs = ThreadpoolController().select(user_api="blas").lib_controllers
         # threadpoolctl >= 3.6 lets only one Python thread set OpenBLAS's limit (its other threads'
         # calls are ignored); cnncore's calls come from any thread and are counted here, so they
@@ -74,7 +77,8 @@ def _blas():
 
 def blas_held():
     """The BLAS libraries single_threaded_blas holds at one thread, e.g. ['openblas 0.3.31'];
-    empty when threadpoolctl finds none (then BLAS keeps its own threads: slower, still correct)."""
+    empty when threadpoolctl is missing or finds none (then BLAS keeps its own threads: slower,
+    still correct)."""
     return [name for name, _, _ in _blas()]
 
 

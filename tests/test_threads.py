@@ -213,3 +213,16 @@ def test_blas_held_names_each_blas_library_threadpoolctl_finds():
     blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]["name"]
     if "openblas" in blas:   # NumPy's wheels: threadpoolctl >= 3.5 must find the bundled OpenBLAS
         assert found == ["openblas"]
+
+
+def test_without_threadpoolctl_the_convolution_still_computes(monkeypatch, rng):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "threadpoolctl", None)   # import fails
+    monkeypatch.setattr(_threads, "_blas_libraries", None)
+    assert _threads.blas_held() == []
+    x = rng.standard_normal((6, 2, 9, 9))
+    Wt = rng.standard_normal((3, 2, 3, 3))
+    from cnncore import reference as R
+    np.testing.assert_allclose(K.conv_forward(x, Wt, 0.0, 1, 1), R.conv_forward(x, Wt, 0.0, 1, 1),
+                               rtol=1e-10, atol=1e-12)
