@@ -171,6 +171,12 @@ def relu_backward(dout, mask):
 
 # -------------------------------------------------------------------------------------- matrix product
 
+def _even_slices(size, n):
+    """n slices covering range(size) in order, their lengths differing by at most one ([] if n is 0)."""
+    edges = [size * k // n for k in range(n + 1)] if n else []
+    return [slice(a, b) for a, b in zip(edges, edges[1:])]
+
+
 # A matrix product is cut into MATMUL_CHUNKS pieces along the longer side of its result when it
 # has at least MATMUL_WORK_PER_CHUNK multiply-adds per piece. The count is fixed (not the thread
 # count) so results never depend on threads. Measured here, float32, one BLAS thread per piece on 2
@@ -194,8 +200,7 @@ def matmul(a, b):
     n_chunks = MATMUL_CHUNKS if M * N * K >= MATMUL_CHUNKS * MATMUL_WORK_PER_CHUNK else 1
     n_chunks = max(1, min(n_chunks, max(M, N)))
     along_rows = M >= N
-    edges = [(M if along_rows else N) * i // n_chunks for i in range(n_chunks + 1)]
-    parts = [slice(lo, hi) for lo, hi in zip(edges, edges[1:])]
+    parts = _even_slices(M if along_rows else N, n_chunks)
 
     def chunk(worker, i):
         if along_rows:
@@ -215,9 +220,7 @@ def _tiles(N, row_bytes):
     least MIN_TILES of them when N allows, so that threads share the work. They depend on the shapes
     only, never on the thread count: the backward pass sums its weight gradient tile by tile."""
     most = max(1, TILE_BYTES // max(1, row_bytes))
-    n_tiles = max(-(-N // most), min(N, MIN_TILES))
-    edges = [N * k // n_tiles for k in range(n_tiles + 1)] if N else [0]
-    return [slice(a, b) for a, b in zip(edges, edges[1:])]
+    return _even_slices(N, max(-(-N // most), min(N, MIN_TILES)))
 
 
 class _Scratch:
