@@ -35,6 +35,13 @@ POOL_CASES = [c for c in CASES if c[7] < min(c[4], c[5])] + [
     (1, 1, 1, 1, 1, 1, 1, 0),
 ]
 
+# Rows wider than one of the max-pool kernel's float32 runs (64 output cells), at strides 2, 1 and 3.
+WIDE_POOL_CASES = [
+    (1, 2, 5, 203, 2, 2, 2, 0),
+    (1, 1, 4, 131, 3, 3, 1, 1),
+    (2, 1, 6, 400, 3, 2, 3, 1),
+]
+
 
 def tol(dtype, scale=1.0):
     if np.dtype(dtype) == np.float32:
@@ -91,7 +98,7 @@ def test_col2im_is_the_adjoint_of_im2col(case, rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", POOL_CASES, ids=case_id)
+@pytest.mark.parametrize("case", POOL_CASES + WIDE_POOL_CASES, ids=case_id)
 def test_max_pool_matches_reference(case, dtype, rng):
     N, C, H, W, PH, PW, s, p = case
     x = make(rng, (N, C, H, W), dtype)
@@ -147,6 +154,22 @@ def test_max_pool_nan_propagates_like_numpy():
     assert np.isnan(out[0, 0, 0, 0]) and arg[0, 0, 0, 0] == 1
     assert out[0, 0, 1, 1] == 15.0
     out_r, arg_r = R.max_pool_forward(x, 2, 2, 2, 0)
+    np.testing.assert_array_equal(arg, arg_r)
+    np.testing.assert_array_equal(out, out_r)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", POOL_CASES + WIDE_POOL_CASES, ids=case_id)
+@pytest.mark.parametrize("special", [None, np.nan, np.inf, -np.inf])
+def test_max_pool_ties_and_non_finite_values_match_the_reference(case, dtype, special, rng):
+    # Few distinct values, so most windows hold ties; a sprinkling of NaN or +-inf
+    # sends some of the float32 kernel's runs down the cell-by-cell path.
+    N, C, H, W, PH, PW, s, p = case
+    x = rng.integers(-2, 3, (N, C, H, W)).astype(dtype)
+    if special is not None:
+        x[rng.random(x.shape) < 0.02] = special
+    out, arg = K.max_pool_forward(x, PH, PW, s, p)
+    out_r, arg_r = R.max_pool_forward(x, PH, PW, s, p)
     np.testing.assert_array_equal(arg, arg_r)
     np.testing.assert_array_equal(out, out_r)
 
