@@ -11,6 +11,7 @@ Environment switches:
 """
 import os
 import re
+import shlex
 import sys
 import sysconfig
 import tempfile
@@ -56,7 +57,11 @@ def _openmp_flags(compiler):
         for cflags, lflags in candidates:
             try:
                 objects = compiler.compile([path], output_dir=tmp, extra_postargs=cflags)
-                compiler.link_executable(objects, "probe", output_dir=tmp, extra_postargs=lflags)
+                # The extensions' link line carries LDFLAGS (e.g. -L to Homebrew's libomp);
+                # distutils' executable linker does not, so the probe adds them.
+                compiler.link_executable(objects, "probe", output_dir=tmp,
+                                         extra_preargs=shlex.split(os.environ.get("LDFLAGS", "")),
+                                         extra_postargs=lflags)
             except Exception:  # any compile or link failure means: not with these flags
                 continue
             return cflags, lflags

@@ -18,6 +18,7 @@ def info():
         "python": platform.python_version(),
         "numpy": np.__version__,
         "compiled_kernels": True,
+        "built_with_cython": parallel.cython_version(),
         "openmp": parallel.openmp_enabled(),
         "omp_max_threads": parallel.omp_max_threads(),
         "kernel_threads": cnncore.get_num_threads(),

@@ -715,11 +715,6 @@ def machine_info():
     result["cpus"] = os.cpu_count()
     result["OMP_WAIT_POLICY"] = os.environ.get("OMP_WAIT_POLICY")
     result["OPENBLAS_NUM_THREADS"] = os.environ.get("OPENBLAS_NUM_THREADS")
-    try:
-        import Cython
-        result["cython"] = Cython.__version__
-    except ImportError:
-        result["cython"] = None
     return result
 
 
@@ -791,7 +786,7 @@ def format_table(result):
     m = result["machine"]
     lines = [
         f"machine: {m['cpu']}, {m['cpus']} CPUs; Python {m['python']}, NumPy {m['numpy']} "
-        f"({m['blas']}), Cython {m['cython']}, cnncore {m['cnncore']}",
+        f"({m['blas']}), Cython {m['built_with_cython']}, cnncore {m['cnncore']}",
         f"threads: kernels {result['settings']['threads']}, OMP_NUM_THREADS={m['OMP_NUM_THREADS']}, "
         f"OMP_WAIT_POLICY={m['OMP_WAIT_POLICY']}, OPENBLAS_CORETYPE={m['OPENBLAS_CORETYPE']}, "
         f"OPENBLAS_NUM_THREADS={m['OPENBLAS_NUM_THREADS']}; torch {result['settings']['torch']}",

@@ -132,6 +132,10 @@ class Affine:
 
     def backward(self, dout):
         _forward_done(self, self.x)
+        dout = _as_array(dout, "dout")
+        out_shape = (self.x.shape[0], self.W.shape[1])
+        if dout.shape != out_shape:
+            raise ValueError(f"dout must have the forward output's shape {out_shape}, got {dout.shape}")
         dx = self.kernels.matmul(dout, self.W.T)
         self.dW = self.kernels.matmul(self.x.T, dout)
         self.db = np.sum(dout, axis=0)

@@ -195,3 +195,17 @@ def test_bad_arguments(argv, message, capsys):
         train_main(argv)
     assert info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_info_describes_the_build_and_runtime(monkeypatch):
+    from cnncore._info import info_main
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    code, out, _ = run(info_main, [])
+    assert code == 0
+    fields = dict(line.split(None, 1) for line in out.splitlines())
+    assert fields["cnncore"] == cnncore.__version__
+    assert fields["compiled_kernels"] == "True" and fields["kernel_threads"] == "3"
+    # The Cython that generated the C code (setup requires >= 3.1), read from the build itself.
+    built = tuple(int(part) for part in fields["built_with_cython"].split("."))
+    assert len(built) == 3 and built >= (3, 1, 0)

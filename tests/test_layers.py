@@ -315,6 +315,14 @@ def test_affine_flattens_and_restores_shape(rng):
     assert layer.dW.shape == (12, 2) and layer.db.shape == (2,)
 
 
+@pytest.mark.parametrize("shape", [(3, 3), (2, 2), (3,), (3, 2, 1)])
+def test_affine_backward_names_a_dout_of_the_wrong_shape(shape, rng):
+    layer = Affine(rng.standard_normal((4, 2)), rng.standard_normal(2))
+    layer.forward(rng.standard_normal((3, 4)))
+    with pytest.raises(ValueError, match=r"dout must have the forward output's shape \(3, 2\)"):
+        layer.backward(np.ones(shape))
+
+
 def test_softmax_with_loss_semantics(rng):
     x = rng.standard_normal((3, 4))
     labels = np.array([3, 0, 1], dtype=np.uint8)
