@@ -247,12 +247,49 @@ cdef inline void _avg_border_spread(floating* row, floating share, Window g,
         row[x0 + kx] += share
 
 
+cdef inline void _fill_strided(floating* row, const floating* d, floating scale, Py_ssize_t n,
+                               Py_ssize_t stride) noexcept nogil:
+    # row[i*stride + k] = d[i] * scale for k < stride: each window's share, written once. The + 0
+    # turns -0.0 into +0.0, as adding into zeros does (and the reference does).
+    cdef Py_ssize_t i, k
+    cdef floating v
+    if stride == 2:
+        for i in range(n):
+            v = d[i] * scale + 0
+            row[2 * i] = v
+            row[2 * i + 1] = v
+    else:
+        for i in range(n):
+            v = d[i] * scale + 0
+            for k in range(stride):
+                row[i * stride + k] = v
+
+
+cdef inline void _avg_plane_backward_tiled(const floating* dout, floating* dx,
+                                           Window g) noexcept nogil:
+    # _avg_plane_backward for windows that tile the plane (pool_h == pool_w == stride, no
+    # padding): every cell lies in at most one window, so each is written once, without zeroing
+    # the plane first and without reading it back. Rows and columns no window covers get zeros.
+    cdef Py_ssize_t oy, ky, s = g.stride, covered_w = g.out_w * g.stride
+    cdef floating scale = 1.0 / (g.pool_h * g.pool_w)
+    cdef floating* row
+    for oy in range(g.out_h):
+        for ky in range(s):
+            row = dx + (oy * s + ky) * g.W
+            _fill_strided(row, dout + oy * g.out_w, scale, g.out_w, s)
+            memset(row + covered_w, 0, (g.W - covered_w) * sizeof(floating))
+    memset(dx + g.out_h * s * g.W, 0, (g.H - g.out_h * s) * g.W * sizeof(floating))
+
+
 cdef inline void _avg_plane_backward(const floating* dout, floating* dx, Window g) noexcept nogil:
     # The adjoint of _avg_plane, row by row in the same way.
     cdef Py_ssize_t oy, ox, ky, kx, y0, ox_a, ox_b
     cdef floating scale = 1.0 / (g.pool_h * g.pool_w)
     cdef floating* row
     cdef const floating* d
+    if g.pool_h == g.stride and g.pool_w == g.stride and g.pad == 0:
+        _avg_plane_backward_tiled(dout, dx, g)
+        return
     _interior(g, &ox_a, &ox_b)
     memset(dx, 0, g.H * g.W * sizeof(floating))
     for oy in range(g.out_h):

@@ -137,6 +137,18 @@ def test_max_pool_backward_gives_positive_zeros_like_the_reference(stride):
     np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("window, stride", [(2, 2), (3, 3), (2, 1)])   # tiling, tiling, overlapping
+def test_avg_pool_backward_gives_positive_zeros_like_the_reference(window, stride, dtype):
+    dout = np.full((1, 2, 3, 3), -0.0, dtype)
+    left_over = 1 if stride == window else 0    # a row no tiling window covers
+    shape = (1, 2, (3 - 1) * stride + window + left_over, (3 - 1) * stride + window)
+    got = K.avg_pool_backward(dout, shape, window, window, stride, 0)
+    want = R.avg_pool_backward(dout, shape, window, window, stride, 0)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
+
+
 def test_max_pool_ties_go_to_the_first_cell_and_padding_never_wins():
     x = np.full((1, 1, 4, 4), -5.0)
     out, arg = K.max_pool_forward(x, 2, 2, 2, 1)  # every window mixes padding and -5s
