@@ -154,10 +154,30 @@ cdef inline void _max_plane(const floating* x, floating* out, Py_ssize_t* arg_ma
             _max_window(x, out, arg_max, g, oy, ox)
 
 
+# Windows of at most this many cells get a table of their cells' offsets in the plane.
+cdef enum:
+    MAX_TABLE = 64
+
+
 cdef inline void _max_plane_backward(const floating* dout, const Py_ssize_t* arg_max,
                                      floating* dx, Window g) noexcept nogil:
-    cdef Py_ssize_t oy, ox, k
+    # The window index k of each winner becomes an offset through a table (ky*W + kx for each k)
+    # instead of a division and a remainder by pool_w per cell.
+    cdef Py_ssize_t oy, ox, k, base
+    cdef Py_ssize_t offset[MAX_TABLE]
+    cdef const floating* d
+    cdef const Py_ssize_t* arg
     memset(dx, 0, g.H * g.W * sizeof(floating))
+    if g.pool_h * g.pool_w <= MAX_TABLE:
+        for k in range(g.pool_h * g.pool_w):
+            offset[k] = (k // g.pool_w) * g.W + k % g.pool_w
+        for oy in range(g.out_h):
+            base = (oy * g.stride - g.pad) * g.W - g.pad
+            d = dout + oy * g.out_w
+            arg = arg_max + oy * g.out_w
+            for ox in range(g.out_w):
+                dx[base + ox * g.stride + offset[arg[ox]]] += d[ox]
+        return
     for oy in range(g.out_h):
         for ox in range(g.out_w):
             k = arg_max[oy * g.out_w + ox]
