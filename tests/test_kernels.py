@@ -403,6 +403,24 @@ def test_pooling_property(args):
                                R.avg_pool_backward(dout, x.shape, PH, PW, s, p), **tol(dtype))
 
 
+@given(st.integers(1, 4), st.integers(1, 4), st.integers(1, 3), st.integers(0, 3),
+       st.integers(1, 6), st.integers(1, 300), st.sampled_from(DTYPES),
+       st.sampled_from([None, np.nan, np.inf, -np.inf]), st.integers(0, 2**32 - 1))
+def test_max_pool_wide_rows_property(PH, PW, s, p, H, W, dtype, special, seed):
+    # Rows of up to 300 cells: the float32 kernel's 64-cell runs, their ends and the border windows,
+    # on tie-heavy data with a sprinkling of NaN or +-inf.
+    p = min(p, min(PH, PW) - 1)
+    H, W = max(H, PH - 2 * p), max(W, PW - 2 * p)
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-3, 4, (1, 2, H, W)).astype(dtype)
+    if special is not None:
+        x[rng.random(x.shape) < 0.01] = special
+    out, arg = K.max_pool_forward(x, PH, PW, s, p)
+    out_r, arg_r = R.max_pool_forward(x, PH, PW, s, p)
+    np.testing.assert_array_equal(arg, arg_r)
+    np.testing.assert_array_equal(out, out_r)
+
+
 @given(window_case(), st.integers(1, 5), st.booleans())
 def test_conv_property(args, FN, fused):
     case, dtype, rng = args
