@@ -175,10 +175,14 @@ def test_max_pool_nan_propagates_like_numpy():
 @pytest.mark.parametrize("case", POOL_CASES + WIDE_POOL_CASES, ids=case_id)
 @pytest.mark.parametrize("special", [None, np.nan, np.inf, -np.inf])
 def test_max_pool_ties_and_non_finite_values_match_the_reference(case, dtype, special, rng):
+    N, C, H, W, PH, PW, s, p = case
+    check_max_pool_on_ties(rng, (N, C, H, W), dtype, special, PH, PW, s, p)
+
+
+def check_max_pool_on_ties(rng, shape, dtype, special, PH, PW, s, p):
     # Few distinct values, so most windows hold ties; a sprinkling of NaN or +-inf
     # sends some of the float32 kernel's runs down the cell-by-cell path.
-    N, C, H, W, PH, PW, s, p = case
-    x = rng.integers(-2, 3, (N, C, H, W)).astype(dtype)
+    x = rng.integers(-2, 3, shape).astype(dtype)
     if special is not None:
         x[rng.random(x.shape) < 0.02] = special
     out, arg = K.max_pool_forward(x, PH, PW, s, p)
@@ -407,18 +411,10 @@ def test_pooling_property(args):
        st.integers(1, 6), st.integers(1, 300), st.sampled_from(DTYPES),
        st.sampled_from([None, np.nan, np.inf, -np.inf]), st.integers(0, 2**32 - 1))
 def test_max_pool_wide_rows_property(PH, PW, s, p, H, W, dtype, special, seed):
-    # Rows of up to 300 cells: the float32 kernel's 64-cell runs, their ends and the border windows,
-    # on tie-heavy data with a sprinkling of NaN or +-inf.
+    # Rows of up to 300 cells: the float32 kernel's 64-cell runs, their ends and the border windows.
     p = min(p, min(PH, PW) - 1)
     H, W = max(H, PH - 2 * p), max(W, PW - 2 * p)
-    rng = np.random.default_rng(seed)
-    x = rng.integers(-3, 4, (1, 2, H, W)).astype(dtype)
-    if special is not None:
-        x[rng.random(x.shape) < 0.01] = special
-    out, arg = K.max_pool_forward(x, PH, PW, s, p)
-    out_r, arg_r = R.max_pool_forward(x, PH, PW, s, p)
-    np.testing.assert_array_equal(arg, arg_r)
-    np.testing.assert_array_equal(out, out_r)
+    check_max_pool_on_ties(np.random.default_rng(seed), (1, 2, H, W), dtype, special, PH, PW, s, p)
 
 
 @given(window_case(), st.integers(1, 5), st.booleans())
