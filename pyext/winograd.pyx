@@ -1,0 +1,197 @@
+"""Winograd F(2x2, 3x3): the transforms of a 3x3 stride-1 convolution with 16 products per 2x2 outputs.
+
+Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks" (CVPR 2016). The output plane is
+cut into 2x2 tiles, numbered t = (i*TH + ty)*TW + tx over (image, tile row, tile column) with
+TH = ceil(OH/2), TW = ceil(OW/2). Tile (ty, tx) reads the 4x4 patch d of the zero-padded input at
+(2*ty, 2*tx), and with xi = 4*row + column of a 4x4 transform:
+
+    V[xi, c, t] = (B^T d B)[xi]                      input_transform   (16, C, T)
+    U[xi, f, c] = (G w[f, c] G^T)[xi]                 in NumPy          (16, FN, C)
+    M[xi]       = U[xi] @ V[xi]                       16 GEMMs, BLAS    (16, FN, T)
+    out tile    = A^T M[:, f, t] A  (+ b[f], ReLU)    output_transform  2x2 outputs
+
+    B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]
+    A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]
+    G   = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]
+
+Both transforms are separable: one pass along a whole tile row (contiguous, so it vectorises), then
+one across each tile. Threads own whole (image, channel) planes, so writes never race.
+"""
+from cython cimport floating
+from cython.parallel cimport prange, threadid
+from libc.string cimport memcpy, memset
+
+
+
+cdef inline void _split_plane(const floating* plane, Py_ssize_t H, Py_ssize_t W, Py_ssize_t pad,
+                              floating* line, floating* even, floating* odd,
+                              Py_ssize_t PH, Py_ssize_t half) noexcept nogil:
+    # The zero-padded plane's first PH lines, cut at 2*half columns, split by column parity:
+    # even[r*half + j] = padded[r, 2j], odd[r*half + j] = padded[r, 2j + 1]. line: scratch (2*half,).
+    cdef Py_ssize_t r, j, iy, w = W
+    if w > 2 * half - pad:
+        w = 2 * half - pad
+    memset(line, 0, 2 * half * sizeof(floating))
+    for r in range(PH):
+        iy = r - pad
+        if iy < 0 or iy >= H:
+            memset(even + r * half, 0, half * sizeof(floating))
+            memset(odd + r * half, 0, half * sizeof(floating))
+            continue
+        memcpy(line + pad, plane + iy * W, w * sizeof(floating))
+        for j in range(half):
+            even[r * half + j] = line[2 * j]
+            odd[r * half + j] = line[2 * j + 1]
+
+
+cdef extern from *:
+    """
+    #define WG_T float
+    #define WG_NAME(x) cnncore_winograd_##x##_f
+    #include "winograd_loops.h"
+    #undef WG_T
+    #undef WG_NAME
+    #define WG_T double
+    #define WG_NAME(x) cnncore_winograd_##x##_d
+    #include "winograd_loops.h"
+    #undef WG_T
+    #undef WG_NAME
+    """
+    void _in_row_f "cnncore_winograd_in_row_f"(const float* e, const float* o, Py_ssize_t half,
+                                               float* v, Py_ssize_t xs, Py_ssize_t TW) nogil
+    void _in_row_d "cnncore_winograd_in_row_d"(const double* e, const double* o, Py_ssize_t half,
+                                               double* v, Py_ssize_t xs, Py_ssize_t TW) nogil
+    void _out_plane_f "cnncore_winograd_out_plane_f"(const float* m, Py_ssize_t xs, Py_ssize_t Tp,
+                                                     float* y) nogil
+    void _out_plane_d "cnncore_winograd_out_plane_d"(const double* m, Py_ssize_t xs,
+                                                     Py_ssize_t Tp, double* y) nogil
+    void _interleave_f "cnncore_winograd_interleave_f"(const float* left, const float* right,
+                                                       Py_ssize_t TW, float* line) nogil
+    void _interleave_d "cnncore_winograd_interleave_d"(const double* left, const double* right,
+                                                       Py_ssize_t TW, double* line) nogil
+
+
+cdef inline void _in_row(const floating* e, const floating* o, Py_ssize_t half, floating* v,
+                         Py_ssize_t xs, Py_ssize_t TW) noexcept nogil:
+    if floating is float:
+        _in_row_f(e, o, half, v, xs, TW)
+    else:
+        _in_row_d(e, o, half, v, xs, TW)
+
+
+cdef inline void _out_plane(const floating* m, Py_ssize_t xs, Py_ssize_t Tp,
+                            floating* y) noexcept nogil:
+    if floating is float:
+        _out_plane_f(m, xs, Tp, y)
+    else:
+        _out_plane_d(m, xs, Tp, y)
+
+
+cdef inline void _interleave(const floating* left, const floating* right, Py_ssize_t TW,
+                             floating* line) noexcept nogil:
+    if floating is float:
+        _interleave_f(left, right, TW, line)
+    else:
+        _interleave_d(left, right, TW, line)
+
+
+def input_transform(const floating[::1] x,            # IN  n images of C planes H x W (see below)
+                    Py_ssize_t n, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+                    Py_ssize_t image_stride, Py_ssize_t channel_stride,
+                    floating[:, ::1] V,                 # OUT (16, >= C*T), T = n*TH*TW
+                    floating[:, ::1] work,              # scratch (n_threads, input_work_size(...))
+                    Py_ssize_t pad, int n_threads):
+    """V[xi, c*T + t] = (B^T d B)[xi], d the 4x4 patch of tile t of channel c (zero padding pad).
+
+    Plane (i, c) is the H*W elements of x from i*image_stride + c*channel_stride: an (n, C, H, W)
+    array has strides C*H*W and H*W; a (C, n*H*W) one has H*W and n*H*W.
+    """
+    cdef Py_ssize_t TH = (H + 2 * pad - 1) // 2, TW = (W + 2 * pad - 1) // 2
+    cdef Py_ssize_t PH = 2 * TH + 2, half = TW + 1, T = n * TH * TW
+    cdef Py_ssize_t ic, i, c, ty
+    cdef floating* even
+    cdef floating* odd
+    if n == 0 or C == 0 or TH <= 0 or TW <= 0:
+        return
+    with nogil:
+        for ic in prange(n * C, schedule="guided", num_threads=n_threads):
+            even = &work[threadid(), 0]
+            odd = even + PH * half
+            i = ic // C
+            c = ic % C
+            _split_plane(&x[i * image_stride + c * channel_stride], H, W, pad,
+                         odd + PH * half, even, odd, PH, half)
+            for ty in range(TH):
+                _in_row(even + 2 * ty * half, odd + 2 * ty * half, half,
+                        &V[0, c * T + (i * TH + ty) * TW], V.shape[1], TW)
+
+
+def input_work_size(Py_ssize_t H, Py_ssize_t W, Py_ssize_t pad):
+    """Scratch elements input_transform needs per thread: the padded plane split by column parity,
+    and one padded line."""
+    cdef Py_ssize_t TH = (H + 2 * pad - 1) // 2, TW = (W + 2 * pad - 1) // 2
+    return (2 * (2 * TH + 2) + 2) * (TW + 1)
+
+
+cdef inline floating _output_line(const floating* y, floating* dst, Py_ssize_t OW, floating bias,
+                                  bint relu) noexcept nogil:
+    # dst[:OW] = act(y[:OW] + bias); returns the sum of (v - v), NaN if any v is not finite.
+    cdef Py_ssize_t ox
+    cdef floating v, bad = 0
+    if relu:
+        for ox in range(OW):
+            v = y[ox] + bias
+            bad += v - v
+            dst[ox] = 0 if v <= 0 else v
+    else:
+        for ox in range(OW):
+            v = y[ox] + bias
+            bad += v - v
+            dst[ox] = v
+    return bad
+
+
+def output_transform(const floating[:, ::1] M,        # IN  (16, >= FN*T) the GEMMs' results
+                     const floating[::1] b,            # IN  (FN,)
+                     floating[:, :, :, ::1] out,       # OUT (n, FN, OH, OW)
+                     floating[:, ::1] work,            # scratch (n_threads, output_work_size(...))
+                     bint relu, int n_threads):
+    """out[i, f] = act(A^T M[:, f*T + t] A + b[f]) tile by tile, T = n*TH*TW; act = ReLU (x <= 0 -> 0)
+    or identity.
+
+    Returns the number of (image, filter) planes holding a value that is not finite before the
+    activation (the caller then computes those directly).
+    """
+    cdef Py_ssize_t n = out.shape[0], FN = out.shape[1], OH = out.shape[2], OW = out.shape[3]
+    cdef Py_ssize_t TH = (OH + 1) // 2, TW = (OW + 1) // 2, Tp = TH * TW, T = n * Tp
+    cdef Py_ssize_t jf, j, f, ty, k
+    cdef floating* y
+    cdef floating* line
+    cdef floating bias, bad
+    cdef Py_ssize_t n_bad = 0
+    if n == 0 or FN == 0 or OH == 0 or OW == 0:
+        return 0
+    with nogil:
+        for jf in prange(n * FN, schedule="guided", num_threads=n_threads):
+            y = &work[threadid(), 0]
+            line = y + 4 * Tp
+            j = jf // FN
+            f = jf % FN
+            bias = b[f]
+            bad = 0
+            _out_plane(&M[0, f * T + j * Tp], M.shape[1], Tp, y)
+            for ty in range(TH):
+                for k in range(2):
+                    if 2 * ty + k < OH:
+                        _interleave(y + 2 * k * Tp + ty * TW, y + (2 * k + 1) * Tp + ty * TW, TW,
+                                    line)
+                        bad = bad + _output_line(line, &out[j, f, 2 * ty + k, 0], OW, bias, relu)
+            if bad != 0:
+                n_bad += 1
+    return n_bad
+
+
+def output_work_size(Py_ssize_t OH, Py_ssize_t OW):
+    """Scratch elements output_transform needs per thread: a plane's 2x2 outputs, one line."""
+    cdef Py_ssize_t TH = (OH + 1) // 2, TW = (OW + 1) // 2
+    return 4 * TH * TW + 2 * TW
