@@ -9,6 +9,7 @@ Environment switches:
   CNNCORE_LIMITED_API=1    build for CPython's Limited API / stable ABI: one cp311-abi3 wheel that
                            installs on CPython >= 3.11 (needs Python >= 3.11 to build; opt-in)
 """
+import glob
 import os
 import re
 import shlex
@@ -122,7 +123,9 @@ def extensions():
     }
     # Kernels use typed memoryviews only (no ``cimport numpy``): no NumPy headers at build time.
     modules = [
-        Extension(f"cnncore._ext.{name}", [f"pyext/{name}.pyx"], **_limited_api_kwargs())
+        Extension(f"cnncore._ext.{name}", [f"pyext/{name}.pyx"],
+                  depends=glob.glob("pyext/*.h"),   # rebuild when a C header changes
+                  **_limited_api_kwargs())
         for name in KERNELS
     ]
     return cythonize(

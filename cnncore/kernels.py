@@ -371,8 +371,8 @@ def _winograd_forward(x, W, b, pad, relu, out):
     TH, TW = _winograd_tiles(H, Wd, pad)
     tiles = _tiles(N, 16 * C * TH * TW * x.dtype.itemsize)
     n_workers = _conv_workers(tiles, N * 16 * C * TH * TW)
-    scratch = _WinogradScratch(n_workers, max(t.stop - t.start for t in tiles), C, W.shape[0], H, Wd,
-                               pad, x.dtype)
+    most = max((t.stop - t.start for t in tiles), default=0)
+    scratch = _WinogradScratch(n_workers, most, C, W.shape[0], H, Wd, pad, x.dtype)
 
     def tile(worker, i):
         t = tiles[i]
@@ -410,8 +410,8 @@ def _backward(dout, x, W, out, stride, pad, need_dx):
     if winograd:
         U = _winograd_weights(np.ascontiguousarray(W[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)))
         zeros = np.zeros(C, dtype)
-        wino = _WinogradScratch(n_workers, max(t.stop - t.start for t in tiles), FN, C, out_h, out_w,
-                                2 - pad, dtype)
+        most = max((t.stop - t.start for t in tiles), default=0)
+        wino = _WinogradScratch(n_workers, most, FN, C, out_h, out_w, 2 - pad, dtype)
 
     def tile(worker, i):
         t = tiles[i]

@@ -1,0 +1,195 @@
+"""The Winograd F(2x2, 3x3) path of 3x3 stride-1 convolutions (cnncore/kernels.py, pyext/winograd.pyx)
+against the NumPy references: forward, fused forward, the input gradient it computes, non-finite
+values (recomputed by the direct path) and thread independence.
+
+Most tests lower WINOGRAD_MIN_CHANNELS to 1 so that small shapes take the path; one checks the
+default threshold on a DeepConvNet-sized layer."""
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import cnncore
+from cnncore import kernels as K
+from cnncore import reference as R
+
+DTYPES = [np.float32, np.float64]
+
+
+def tol(dtype, scale):
+    """As test_kernels.tol: rounding relative to the result's scale."""
+    if np.dtype(dtype) == np.float32:
+        return dict(rtol=2e-4, atol=2e-5 * scale)
+    return dict(rtol=1e-10, atol=1e-12 * scale)
+
+
+def make(rng, shape, dtype):
+    return rng.standard_normal(shape).astype(dtype)
+
+
+@pytest.fixture
+def winograd_everywhere(monkeypatch):
+    """Every 3x3 stride-1 convolution with pad <= 2 takes the Winograd path; calls that fall back to
+    the direct forward are counted."""
+    monkeypatch.setattr(K, "WINOGRAD_MIN_CHANNELS", 1)
+    fallbacks = []
+    direct = K._direct_forward
+
+    def counted(*args):
+        fallbacks.append(args[0].shape)
+        return direct(*args)
+
+    monkeypatch.setattr(K, "_direct_forward", counted)
+    return fallbacks
+
+
+# (N, C, H, W, FN, pad): N = 1, C = 1, odd and non-square planes, planes smaller than a tile, all pads
+WINOGRAD_CASES = [
+    (1, 1, 5, 5, 2, 0),
+    (2, 3, 7, 9, 4, 1),
+    (3, 2, 6, 8, 5, 2),
+    (1, 2, 1, 1, 3, 1),
+    (1, 1, 3, 3, 1, 0),
+    (2, 2, 2, 5, 3, 2),
+    (1, 4, 11, 4, 2, 1),
+    (2, 3, 16, 16, 6, 1),
+]
+
+
+def case_id(case):
+    return "N{}C{}_{}x{}_FN{}p{}".format(*case)
+
+
+def operands(rng, case, dtype):
+    N, C, H, W, FN, pad = case
+    return (make(rng, (N, C, H, W), dtype), make(rng, (FN, C, 3, 3), dtype),
+            make(rng, (FN,), dtype), pad)
+
+
+def check_against_reference(rng, case, dtype, fused):
+    x, Wt, b, pad = operands(rng, case, dtype)
+    fwd, rfwd = ((K.conv_bias_relu_forward, R.conv_bias_relu_forward) if fused
+                 else (K.conv_forward, R.conv_forward))
+    out, want = fwd(x, Wt, b, 1, pad), rfwd(x, Wt, b, 1, pad)
+    assert out.dtype == dtype and out.flags.c_contiguous
+    np.testing.assert_allclose(out, want, **tol(dtype, np.abs(want).max() + 1))
+    dout = make(rng, out.shape, dtype)
+    if fused:
+        got, expected = (K.conv_bias_relu_backward(dout, x, Wt, out, 1, pad),
+                         R.conv_bias_relu_backward(dout, x, Wt, want, 1, pad))
+    else:
+        got, expected = K.conv_backward(dout, x, Wt, 1, pad), R.conv_backward(dout, x, Wt, 1, pad)
+    for g, w in zip(got, expected):
+        assert g.dtype == dtype and g.shape == w.shape
+        np.testing.assert_allclose(g, w, **tol(dtype, np.abs(w).max() + 1))
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["conv", "fused"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", WINOGRAD_CASES, ids=case_id)
+def test_winograd_matches_reference(case, dtype, fused, rng, winograd_everywhere):
+    check_against_reference(rng, case, dtype, fused)
+    assert winograd_everywhere == []
+
+
+@given(st.integers(1, 3), st.integers(1, 5), st.integers(1, 13), st.integers(1, 13),
+       st.integers(1, 5), st.integers(0, 2), st.sampled_from(DTYPES), st.booleans(),
+       st.integers(0, 2**32 - 1))
+def test_winograd_property(N, C, H, W, FN, pad, dtype, fused, seed):
+    H, W = max(H, 3 - 2 * pad), max(W, 3 - 2 * pad)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(K, "WINOGRAD_MIN_CHANNELS", 1)
+        check_against_reference(np.random.default_rng(seed), (N, C, H, W, FN, pad), dtype, fused)
+
+
+def test_winograd_skips_the_direct_input_gradient(rng, winograd_everywhere, monkeypatch):
+    # The input gradient comes from the Winograd transforms: the direct path's fold never runs.
+    x, Wt, b, pad = operands(rng, (2, 3, 9, 7, 4, 1), np.float64)
+    folds = []
+    fold = K._conv.fold
+    monkeypatch.setattr(K._conv, "fold", lambda *a: folds.append(1) or fold(*a))
+    dout = make(rng, K.conv_forward(x, Wt, b, 1, pad).shape, np.float64)
+    dx, _, _ = K.conv_backward(dout, x, Wt, 1, pad)
+    np.testing.assert_allclose(dx, R.conv_backward(dout, x, Wt, 1, pad)[0], rtol=1e-10, atol=1e-12)
+    assert folds == []
+    monkeypatch.setattr(K, "WINOGRAD_MIN_CHANNELS", 4)   # FN = 4 still qualifies, C = 3 does not
+    K.conv_backward(dout, x, Wt, 1, pad)
+    assert folds == []
+    K.conv_forward(x, Wt, b, 1, pad)
+    assert winograd_everywhere == [x.shape]              # ... so the forward goes direct
+
+
+def test_default_threshold_takes_winograd_on_deep_layers(rng, monkeypatch):
+    # DeepConvNet's conv4 (32 -> 32 channels, 14x14, pad 2) takes the path at the default threshold;
+    # its first layer (1 input channel) does not.
+    fallbacks = []
+    direct = K._direct_forward
+    monkeypatch.setattr(K, "_direct_forward", lambda *a: fallbacks.append(1) or direct(*a))
+    x, Wt, b, pad = operands(rng, (2, 32, 14, 14, 32, 2), np.float32)
+    np.testing.assert_allclose(K.conv_forward(x, Wt, b, 1, pad), R.conv_forward(x, Wt, b, 1, pad),
+                               **tol(np.float32, 30))
+    assert fallbacks == []
+    K.conv_forward(x[:, :1], Wt[:, :1], b, 1, pad)
+    assert fallbacks == [1]
+
+
+def same_non_finite(got, want):
+    """got equals want where want is not finite (NaN where NaN, the same infinities) and is
+    close elsewhere."""
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_array_equal(np.where(np.isinf(want), want, 0), np.where(np.isinf(got), got, 0))
+    finite = np.isfinite(want)
+    np.testing.assert_allclose(got[finite], want[finite], **tol(got.dtype, np.abs(want[finite]).max()))
+
+
+@pytest.mark.parametrize("special", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("where", ["x", "W", "dout"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_winograd_non_finite_like_the_reference(dtype, where, special, rng, winograd_everywhere):
+    # Winograd's transforms subtract: an infinity in a patch can become NaN where the direct
+    # convolution gives an infinity. Such tiles are recomputed directly, so they come out as the
+    # reference's.
+    x, Wt, b, pad = operands(rng, (3, 2, 8, 9, 3, 1), dtype)
+    x, Wt = np.abs(x), np.abs(Wt)      # one sign everywhere: sums of infinities stay infinite
+    if where == "x":
+        x[1, 0, 3, 4] = special
+    elif where == "W":
+        Wt[2, 1, 1, 0] = special
+    out, want = K.conv_forward(x, Wt, b, 1, pad), R.conv_forward(x, Wt, b, 1, pad)
+    if where != "dout":
+        assert not np.isfinite(want).all()
+        same_non_finite(out, want)
+    dout = np.abs(make(rng, want.shape, dtype))
+    if where == "dout":
+        dout[0, 1, 2, 2] = special
+    for g, w in zip(K.conv_backward(dout, x, Wt, 1, pad), R.conv_backward(dout, x, Wt, 1, pad)):
+        same_non_finite(g, w)
+
+
+def test_winograd_overflow_falls_back(rng, winograd_everywhere):
+    # Near float32's largest value the input transform (differences of inputs) overflows where the
+    # direct convolution does not: the result is still the reference's.
+    x = np.zeros((1, 1, 4, 4), np.float32)
+    x[0, 0, 0] = 3e38
+    x[0, 0, 2] = -3e38
+    Wt = np.full((1, 1, 3, 3), 0.1, np.float32)
+    out, want = K.conv_forward(x, Wt, 0, 1, 0), R.conv_forward(x, Wt, 0, 1, 0)
+    assert np.isfinite(want).all()
+    np.testing.assert_allclose(out, want, **tol(np.float32, np.abs(want).max()))
+    assert winograd_everywhere == [x.shape]
+
+
+def test_winograd_results_do_not_depend_on_threads(rng, winograd_everywhere):
+    x, Wt, b, pad = operands(rng, (9, 3, 12, 10, 4, 1), np.float32)
+    dout = make(rng, (9, 4, 12, 10), np.float32)
+    try:
+        results = []
+        for n in (1, 2, 3):
+            cnncore.set_num_threads(n)
+            results.append((K.conv_bias_relu_forward(x, Wt, b, 1, pad),)
+                           + K.conv_backward(dout, x, Wt, 1, pad))
+    finally:
+        cnncore.set_num_threads(None)
+    for other in results[1:]:
+        for a, c in zip(results[0], other):
+            np.testing.assert_array_equal(a, c)
