@@ -289,10 +289,6 @@ def _direct_forward(x, W, b, stride, pad, relu, out):
 # (float32: about 1e-6 of the inputs' scale). Any tile whose result is not finite is computed again by
 # the direct path, so infinities and NaN come out exactly as the reference's.
 
-# G of the weight transform U = G w G^T, (4, 3).
-_WINOGRAD_G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
-
-
 # Input channels a Winograd convolution needs to be faster than the direct one: its 16 GEMMs have
 # K = C. Measured here, one thread, float32, batch 100: C = 32 and 64 layers 1.2-1.6x faster, C = 16
 # as fast (28x28 and 14x14), C = 1 14x slower.
@@ -307,11 +303,13 @@ def _winograd_fits(W_shape, stride, pad, channels):
             and channels >= WINOGRAD_MIN_CHANNELS)
 
 
-def _winograd_weights(W):
-    """(FN, C, 3, 3) -> U (16, FN, C): G w G^T of each filter, computed in float64."""
+def _winograd_weights(W, flip=False):
+    """(FN, C, 3, 3) -> U (16, FN, C): G w G^T of each filter w (computed in double). flip=True gives
+    the input gradient's: the filters turned by 180 degrees, C and FN swapped, (16, C, FN)."""
     FN, C = W.shape[:2]
-    U = np.einsum("ai,fcij,bj->abfc", _WINOGRAD_G, W.astype(np.float64), _WINOGRAD_G)
-    return np.ascontiguousarray(U.reshape(16, FN, C), dtype=W.dtype)
+    U = np.empty((16, C, FN) if flip else (16, FN, C), W.dtype)
+    _winograd.weight_transform(W, U, flip)
+    return U
 
 
 def _winograd_tiles(H, W, pad):
@@ -408,7 +406,7 @@ def _backward(dout, x, W, out, stride, pad, need_dx):
     # padded by 2 - pad: on the Winograd path when it fits, reading dout's planes from d.
     winograd = need_dx and _winograd_fits(W.shape, stride, pad, FN)
     if winograd:
-        U = _winograd_weights(np.ascontiguousarray(W[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)))
+        U = _winograd_weights(W, flip=True)
         zeros = np.zeros(C, dtype)
         most = max((t.stop - t.start for t in tiles), default=0)
         wino = _WinogradScratch(n_workers, most, FN, C, out_h, out_w, 2 - pad, dtype)

@@ -195,3 +195,39 @@ def output_work_size(Py_ssize_t OH, Py_ssize_t OW):
     """Scratch elements output_transform needs per thread: a plane's 2x2 outputs, one line."""
     cdef Py_ssize_t TH = (OH + 1) // 2, TW = (OW + 1) // 2
     return 4 * TH * TW + 2 * TW
+
+
+def weight_transform(const floating[:, :, :, ::1] W,  # IN  (FN, C, 3, 3)
+                     floating[:, :, ::1] U,             # OUT (16, FN, C), or (16, C, FN) if flip
+                     bint flip):
+    """U[xi, f, c] = (G W[f, c] G^T)[xi], computed in double. flip: the filters of the input
+    gradient instead, W[f, c] turned by 180 degrees, stored at U[xi, c, f]."""
+    cdef Py_ssize_t FN = W.shape[0], C = W.shape[1], f, c, k, a, b
+    cdef double g[3][3]
+    cdef double t[4][3]
+    cdef double u
+    with nogil:
+        for f in range(FN):
+            for c in range(C):
+                for a in range(3):
+                    for b in range(3):
+                        g[a][b] = W[f, c, 2 - a, 2 - b] if flip else W[f, c, a, b]
+                for b in range(3):   # G down the columns
+                    t[0][b] = g[0][b]
+                    t[1][b] = (g[0][b] + g[1][b] + g[2][b]) / 2
+                    t[2][b] = (g[0][b] - g[1][b] + g[2][b]) / 2
+                    t[3][b] = g[2][b]
+                for a in range(4):   # G^T across the rows
+                    for k in range(4):
+                        if k == 0:
+                            u = t[a][0]
+                        elif k == 1:
+                            u = (t[a][0] + t[a][1] + t[a][2]) / 2
+                        elif k == 2:
+                            u = (t[a][0] - t[a][1] + t[a][2]) / 2
+                        else:
+                            u = t[a][2]
+                        if flip:
+                            U[4 * a + k, c, f] = <floating>u
+                        else:
+                            U[4 * a + k, f, c] = <floating>u
