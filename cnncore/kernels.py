@@ -290,9 +290,17 @@ def _direct_forward(x, W, b, stride, pad, relu, out):
 # the direct path, so infinities and NaN come out exactly as the reference's.
 
 # Input channels a Winograd convolution needs to be faster than the direct one: its 16 GEMMs have
-# K = C. Measured here, one thread, float32, batch 100: C = 32 and 64 layers 1.2-1.6x faster, C = 16
-# as fast (28x28 and 14x14), C = 1 14x slower.
+# K = C. Measured here, forward, float32, batch 100, one thread: DeepConvNet's C = 32 and 64 layers
+# 1.37-1.77x faster (1.31-1.62x on two threads), C = 16 1.02-1.08x (28x28, 14x14), C = 1 16x slower.
 WINOGRAD_MIN_CHANNELS = 32
+
+
+# The input gradient takes the Winograd path only when the layer's input channels and planes are this
+# large as well. Measured here (float32, batch 100, whole backward, direct vs Winograd input gradient):
+# one thread 0.99-1.32x faster everywhere; two threads 1.13x (DeepConvNet conv4, 32 channels of
+# 14x14) and 1.30x (64 of 32x32), but 0.85x for 16 channels of 14x14 and 0.88-0.99x for 8x8 planes,
+# where the small transforms and GEMMs run beside the weight gradient's GEMM.
+WINOGRAD_DX_MIN_PIXELS = 100
 
 
 def _winograd_fits(W_shape, stride, pad, channels):
@@ -404,7 +412,8 @@ def _backward(dout, x, W, out, stride, pad, need_dx):
     scratch = _Scratch(n_workers, (K, FN), tiles, L, dtype)
     # dx is the 3x3 convolution of dout with the filters turned by 180 degrees and C and FN swapped,
     # padded by 2 - pad: on the Winograd path when it fits, reading dout's planes from d.
-    winograd = need_dx and _winograd_fits(W.shape, stride, pad, FN)
+    winograd = (need_dx and _winograd_fits(W.shape, stride, pad, FN)
+                and C >= WINOGRAD_MIN_CHANNELS and H * Wd >= WINOGRAD_DX_MIN_PIXELS)
     if winograd:
         U = _winograd_weights(W, flip=True)
         zeros = np.zeros(C, dtype)
@@ -438,7 +447,8 @@ def _backward(dout, x, W, out, stride, pad, need_dx):
 def conv_forward(x, W, b, stride=1, pad=0):
     """Convolution (cross-correlation) plus bias: x (N, C, H, W), W (FN, C, FH, FW) -> (N, FN, OH, OW).
 
-    Works tile by tile (TILE_BYTES of unfolded columns at a time), never on the whole batch's im2col.
+    Works tile by tile (TILE_BYTES of unfolded columns at a time), never on the whole batch's im2col;
+    3x3 stride-1 layers with at least WINOGRAD_MIN_CHANNELS input channels use Winograd F(2x2, 3x3).
     """
     return _forward(x, W, b, stride, pad, relu=False)
 
@@ -446,7 +456,9 @@ def conv_forward(x, W, b, stride=1, pad=0):
 def conv_backward(dout, x, W, stride=1, pad=0, *, need_dx=True):
     """Gradients of conv_forward: dout (N, FN, OH, OW) -> (dx (N, C, H, W), dW (FN, C, FH, FW), db (FN,)).
 
-    need_dx=False skips dx (returned as None): a network's first layer has no use for it.
+    need_dx=False skips dx (returned as None): a network's first layer has no use for it. dx takes the
+    Winograd path when the layer is 3x3, stride 1, pad <= 2 with C and FN >= WINOGRAD_MIN_CHANNELS and
+    H*W >= WINOGRAD_DX_MIN_PIXELS.
     """
     return _backward(dout, x, W, None, stride, pad, need_dx)
 

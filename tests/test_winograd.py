@@ -32,6 +32,7 @@ def winograd_everywhere(monkeypatch):
     """Every 3x3 stride-1 convolution with pad <= 2 takes the Winograd path; calls that fall back to
     the direct forward are counted."""
     monkeypatch.setattr(K, "WINOGRAD_MIN_CHANNELS", 1)
+    monkeypatch.setattr(K, "WINOGRAD_DX_MIN_PIXELS", 1)
     fallbacks = []
     direct = K._direct_forward
 
@@ -99,6 +100,7 @@ def test_winograd_property(N, C, H, W, FN, pad, dtype, fused, seed):
     H, W = max(H, 3 - 2 * pad), max(W, 3 - 2 * pad)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(K, "WINOGRAD_MIN_CHANNELS", 1)
+        mp.setattr(K, "WINOGRAD_DX_MIN_PIXELS", 1)
         check_against_reference(np.random.default_rng(seed), (N, C, H, W, FN, pad), dtype, fused)
 
 
@@ -112,23 +114,28 @@ def test_winograd_skips_the_direct_input_gradient(rng, winograd_everywhere, monk
     dx, _, _ = K.conv_backward(dout, x, Wt, 1, pad)
     np.testing.assert_allclose(dx, R.conv_backward(dout, x, Wt, 1, pad)[0], rtol=1e-10, atol=1e-12)
     assert folds == []
-    monkeypatch.setattr(K, "WINOGRAD_MIN_CHANNELS", 4)   # FN = 4 still qualifies, C = 3 does not
-    K.conv_backward(dout, x, Wt, 1, pad)
-    assert folds == []
+    monkeypatch.setattr(K, "WINOGRAD_DX_MIN_PIXELS", 9 * 7 + 1)   # planes of 9x7 are too small now
+    np.testing.assert_allclose(K.conv_backward(dout, x, Wt, 1, pad)[0], dx, rtol=1e-10, atol=1e-12)
+    assert folds != []
+    monkeypatch.setattr(K, "WINOGRAD_MIN_CHANNELS", 4)   # C = 3 is too few for the forward
     K.conv_forward(x, Wt, b, 1, pad)
-    assert winograd_everywhere == [x.shape]              # ... so the forward goes direct
+    assert winograd_everywhere == [x.shape]
 
 
-def test_default_threshold_takes_winograd_on_deep_layers(rng, monkeypatch):
-    # DeepConvNet's conv4 (32 -> 32 channels, 14x14, pad 2) takes the path at the default threshold;
-    # its first layer (1 input channel) does not.
-    fallbacks = []
-    direct = K._direct_forward
+def test_default_thresholds_take_winograd_on_deep_layers(rng, monkeypatch):
+    # DeepConvNet's conv4 (32 -> 32 channels, 14x14, pad 2) takes the path at the default thresholds,
+    # forward and input gradient; its first layer (1 input channel) does not.
+    fallbacks, folds = [], []
+    direct, fold = K._direct_forward, K._conv.fold
     monkeypatch.setattr(K, "_direct_forward", lambda *a: fallbacks.append(1) or direct(*a))
+    monkeypatch.setattr(K._conv, "fold", lambda *a: folds.append(1) or fold(*a))
     x, Wt, b, pad = operands(rng, (2, 32, 14, 14, 32, 2), np.float32)
-    np.testing.assert_allclose(K.conv_forward(x, Wt, b, 1, pad), R.conv_forward(x, Wt, b, 1, pad),
-                               **tol(np.float32, 30))
-    assert fallbacks == []
+    out, want = K.conv_forward(x, Wt, b, 1, pad), R.conv_forward(x, Wt, b, 1, pad)
+    np.testing.assert_allclose(out, want, **tol(np.float32, np.abs(want).max()))
+    dout = make(rng, out.shape, np.float32)
+    dx, dx_want = K.conv_backward(dout, x, Wt, 1, pad)[0], R.conv_backward(dout, x, Wt, 1, pad)[0]
+    np.testing.assert_allclose(dx, dx_want, **tol(np.float32, np.abs(dx_want).max()))
+    assert fallbacks == [] and folds == []
     K.conv_forward(x[:, :1], Wt[:, :1], b, 1, pad)
     assert fallbacks == [1]
 
