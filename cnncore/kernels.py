@@ -295,12 +295,14 @@ def _direct_forward(x, W, b, stride, pad, relu, out):
 WINOGRAD_MIN_CHANNELS = 32
 
 
-# The input gradient takes the Winograd path only when the layer's input channels and planes are this
-# large as well. Measured here (float32, batch 100, whole backward, direct vs Winograd input gradient):
-# one thread 0.99-1.32x faster everywhere; two threads 1.13x (DeepConvNet conv4, 32 channels of
-# 14x14) and 1.30x (64 of 32x32), but 0.85x for 16 channels of 14x14 and 0.88-0.99x for 8x8 planes,
-# where the small transforms and GEMMs run beside the weight gradient's GEMM.
-WINOGRAD_DX_MIN_PIXELS = 100
+# The backward pass (input and weight gradients) takes the Winograd path only when the layer's
+# input channels and planes are this large as well. Measured here (float32, batch 100, whole backward,
+# direct vs Winograd input gradient): one thread 0.99-1.32x faster everywhere; two threads 1.13x
+# (DeepConvNet conv4, 32 channels of 14x14) and 1.30x (64 of 32x32), but 0.85x for 16 channels of
+# 14x14 and 0.88-0.99x for 8x8 planes, where the small transforms and GEMMs run beside the weight
+# gradient's GEMM. The weight gradient alike: 1.35-1.41x on conv4 and 1.18-1.42x on 64 channels of
+# 32x32, but 0.8-1.0x on 8x8 planes when the input gradient is direct.
+WINOGRAD_BACKWARD_MIN_PIXELS = 100
 
 
 def _winograd_fits(W_shape, stride, pad, channels):
@@ -391,6 +393,25 @@ def _winograd_forward(x, W, b, pad, relu, out):
         run_tasks(tile, len(tiles), n_workers)
 
 
+def _winograd_weight_grad(x_planes, d_planes, n, C, FN, H, W, pad, dUT, buffers):
+    """dUT (16, C, FN) = the gradient of U (see _winograd_tile) for n images x of C planes H x W and
+    their output gradients d, both read as (flat, image_stride, channel_stride). Returns False when
+    a value is not finite (this tile's dW is then to be computed directly)."""
+    TH, TW = _winograd_tiles(H, W, pad)
+    nT = n * TH * TW
+    v_buf, m_buf, work_in, work_out = buffers
+    itemsize = dUT.dtype.itemsize
+    V = v_buf[:16 * _xi_stride(C * nT, itemsize)].reshape(16, -1)
+    dM = m_buf[:16 * _xi_stride(FN * nT, itemsize)].reshape(16, -1)
+    _winograd.input_transform(x_planes[0], n, C, H, W, x_planes[1], x_planes[2], V, work_in[None],
+                              pad, 1)
+    _winograd.grad_transform(d_planes[0], n, FN, H + 2 * pad - 2, W + 2 * pad - 2, d_planes[1],
+                             d_planes[2], dM, work_out[None], 1)
+    np.matmul(V[:, :C * nT].reshape(16, C, nT), dM[:, :FN * nT].reshape(16, FN, nT).transpose(0, 2, 1),
+              out=dUT)
+    return bool(np.isfinite(dUT).all())
+
+
 def _backward(dout, x, W, out, stride, pad, need_dx):
     dout, x, W, out, stride, pad, out_shape, dtype = v.conv_backward_setup(dout, x, W, out,
                                                                           stride, pad)
@@ -406,19 +427,25 @@ def _backward(dout, x, W, out, stride, pad, need_dx):
     K, L = W2T.shape[0], out_h * out_w
     dx = np.empty(x.shape, dtype) if need_dx else None
     tiles = _tiles(N, K * L * dtype.itemsize)
+    most = max((t.stop - t.start for t in tiles), default=0)
     dWT = np.zeros((len(tiles), K, FN), dtype)     # per tile, summed in tile order at the end
     db = np.zeros((len(tiles), FN), dtype)
     n_workers = _conv_workers(tiles, N * K * L)
     scratch = _Scratch(n_workers, (K, FN), tiles, L, dtype)
-    # dx is the 3x3 convolution of dout with the filters turned by 180 degrees and C and FN swapped,
-    # padded by 2 - pad: on the Winograd path when it fits, reading dout's planes from d.
-    winograd = (need_dx and _winograd_fits(W.shape, stride, pad, FN)
-                and C >= WINOGRAD_MIN_CHANNELS and H * Wd >= WINOGRAD_DX_MIN_PIXELS)
-    if winograd:
+    # The Winograd path for dW (per tile the gradient of U, summed in tile order, then G^T dU G) and
+    # for dx, the 3x3 convolution of dout with the filters turned by 180 degrees, C and FN swapped,
+    # padded by 2 - pad (reading dout's planes from d).
+    winograd = (_winograd_fits(W.shape, stride, pad, C) and FN >= WINOGRAD_MIN_CHANNELS
+                and H * Wd >= WINOGRAD_BACKWARD_MIN_PIXELS)
+    winograd_dw, winograd_dx = winograd, winograd and need_dx
+    direct_dw = []     # tiles whose Winograd dW was not finite, computed directly instead
+    if winograd_dw:
+        dUT = np.zeros((len(tiles), 16, C, FN), dtype)
+        wino_dw = _WinogradScratch(n_workers, most, C, FN, H, Wd, pad, dtype)
+    if winograd_dx:
         U = _winograd_weights(W, flip=True)
         zeros = np.zeros(C, dtype)
-        most = max((t.stop - t.start for t in tiles), default=0)
-        wino = _WinogradScratch(n_workers, most, FN, C, out_h, out_w, 2 - pad, dtype)
+        wino_dx = _WinogradScratch(n_workers, most, FN, C, out_h, out_w, 2 - pad, dtype)
 
     def tile(worker, i):
         t = tiles[i]
@@ -426,22 +453,35 @@ def _backward(dout, x, W, out, stride, pad, need_dx):
         cols, d = scratch.get(worker, n)
         _conv.gather_grad(dout[t].reshape(n, FN, L), out[t].reshape(n, FN, L), d, relu, 1)
         np.sum(d, axis=1, out=db[i])
-        _conv.unfold(x[t], cols, FH, FW, stride, pad, 1)
-        # dW^T = cols @ d^T: OpenBLAS took 30-70x longer on d @ cols^T, whose long inner
-        # dimension n*L is the wrong way round for it (measured here, float32 and float64).
-        np.matmul(cols, d.T, out=dWT[i])
+        d_planes = (d.reshape(-1), L, n * L)
+        if not (winograd_dw and _winograd_weight_grad((x[t].reshape(-1), C * H * Wd, H * Wd),
+                                                      d_planes, n, C, FN, H, Wd, pad, dUT[i],
+                                                      wino_dw.get(worker))):
+            if winograd_dw:
+                dUT[i] = 0
+                direct_dw.append(i)
+            _conv.unfold(x[t], cols, FH, FW, stride, pad, 1)
+            # dW^T = cols @ d^T: OpenBLAS took 30-70x longer on d @ cols^T, whose long inner
+            # dimension n*L is the wrong way round for it (measured here, float32 and float64).
+            np.matmul(cols, d.T, out=dWT[i])
         if not need_dx:
             return
-        if winograd and _winograd_tile((d.reshape(-1), L, n * L), n, FN, out_h, out_w, U, zeros,
-                                       2 - pad, False, dx[t], wino.get(worker)):
+        if winograd_dx and _winograd_tile(d_planes, n, FN, out_h, out_w, U, zeros, 2 - pad, False,
+                                          dx[t], wino_dx.get(worker)):
             return
-        np.matmul(W2T, d, out=cols)  # the columns are spent: reuse them for dcols
+        np.matmul(W2T, d, out=cols)  # the columns are spent (or unused): reuse them for dcols
         _conv.fold(cols, dx[t], FH, FW, stride, pad, 1)
 
     with single_threaded_blas():
         run_tasks(tile, len(tiles), n_workers)
-    dW = np.ascontiguousarray(dWT.sum(axis=0).T)
-    return dx, dW.reshape(W.shape), db.sum(axis=0)
+    dW = None
+    if winograd_dw:
+        dW = np.empty(W.shape, dtype)
+        _winograd.weight_grad_transform(dUT.sum(axis=0), dW)
+    if not winograd_dw or direct_dw:
+        dW_direct = np.ascontiguousarray(dWT.sum(axis=0).T).reshape(W.shape)
+        dW = dW_direct if dW is None else dW + dW_direct
+    return dx, dW, db.sum(axis=0)
 
 
 def conv_forward(x, W, b, stride=1, pad=0):
@@ -456,9 +496,9 @@ def conv_forward(x, W, b, stride=1, pad=0):
 def conv_backward(dout, x, W, stride=1, pad=0, *, need_dx=True):
     """Gradients of conv_forward: dout (N, FN, OH, OW) -> (dx (N, C, H, W), dW (FN, C, FH, FW), db (FN,)).
 
-    need_dx=False skips dx (returned as None): a network's first layer has no use for it. dx takes the
-    Winograd path when the layer is 3x3, stride 1, pad <= 2 with C and FN >= WINOGRAD_MIN_CHANNELS and
-    H*W >= WINOGRAD_DX_MIN_PIXELS.
+    need_dx=False skips dx (returned as None): a network's first layer has no use for it. dW and dx
+    take the Winograd path when the layer is 3x3, stride 1, pad <= 2 with C and FN >=
+    WINOGRAD_MIN_CHANNELS and H*W >= WINOGRAD_BACKWARD_MIN_PIXELS.
     """
     return _backward(dout, x, W, None, stride, pad, need_dx)
 

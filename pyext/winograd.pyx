@@ -10,6 +10,12 @@ TH = ceil(OH/2), TW = ceil(OW/2). Tile (ty, tx) reads the 4x4 patch d of the zer
     M[xi]       = U[xi] @ V[xi]                       16 GEMMs, BLAS    (16, FN, T)
     out tile    = A^T M[:, f, t] A  (+ b[f], ReLU)    output_transform  2x2 outputs
 
+and backward, for the weights' gradient, from the output gradient g (2x2 per tile):
+
+    dM[xi, f, t] = (A g A^T)[xi]                      grad_transform    (16, FN, T)
+    dU[xi]       = V[xi] @ dM[xi]^T                   16 GEMMs, BLAS    (16, C, FN)
+    dW[f, c]     = G^T dU[:, c, f] G                  weight_grad_transform
+
     B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]
     A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]
     G   = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]
@@ -61,6 +67,11 @@ cdef extern from *:
                                                float* v, Py_ssize_t xs, Py_ssize_t TW) nogil
     void _in_row_d "cnncore_winograd_in_row_d"(const double* e, const double* o, Py_ssize_t half,
                                                double* v, Py_ssize_t xs, Py_ssize_t TW) nogil
+    void _grad_row_f "cnncore_winograd_grad_row_f"(const float* e, const float* o, Py_ssize_t half,
+                                                   float* v, Py_ssize_t xs, Py_ssize_t TW) nogil
+    void _grad_row_d "cnncore_winograd_grad_row_d"(const double* e, const double* o,
+                                                   Py_ssize_t half, double* v, Py_ssize_t xs,
+                                                   Py_ssize_t TW) nogil
     void _out_plane_f "cnncore_winograd_out_plane_f"(const float* m, Py_ssize_t xs, Py_ssize_t Tp,
                                                      float* y) nogil
     void _out_plane_d "cnncore_winograd_out_plane_d"(const double* m, Py_ssize_t xs,
@@ -77,6 +88,14 @@ cdef inline void _in_row(const floating* e, const floating* o, Py_ssize_t half, 
         _in_row_f(e, o, half, v, xs, TW)
     else:
         _in_row_d(e, o, half, v, xs, TW)
+
+
+cdef inline void _grad_row(const floating* e, const floating* o, Py_ssize_t half, floating* v,
+                           Py_ssize_t xs, Py_ssize_t TW) noexcept nogil:
+    if floating is float:
+        _grad_row_f(e, o, half, v, xs, TW)
+    else:
+        _grad_row_d(e, o, half, v, xs, TW)
 
 
 cdef inline void _out_plane(const floating* m, Py_ssize_t xs, Py_ssize_t Tp,
@@ -197,6 +216,34 @@ def output_work_size(Py_ssize_t OH, Py_ssize_t OW):
     return 4 * TH * TW + 2 * TW
 
 
+def grad_transform(const floating[::1] d,             # IN  n images of FN planes OH x OW
+                   Py_ssize_t n, Py_ssize_t FN, Py_ssize_t OH, Py_ssize_t OW,
+                   Py_ssize_t image_stride, Py_ssize_t channel_stride,
+                   floating[:, ::1] dM,                 # OUT (16, >= FN*T), T = n*TH*TW
+                   floating[:, ::1] work,               # scratch (n_threads, output_work_size(OH, OW))
+                   int n_threads):
+    """dM[xi, f*T + t] = (A g A^T)[xi], g the 2x2 output gradient of tile t of plane f (zero past the
+    plane's edge): the gradient of M, the transposed output transform. Planes as in input_transform.
+    """
+    cdef Py_ssize_t TH = (OH + 1) // 2, TW = (OW + 1) // 2, T = n * TH * TW
+    cdef Py_ssize_t jf, j, f, ty
+    cdef floating* even
+    cdef floating* odd
+    if n == 0 or FN == 0 or TH == 0 or TW == 0:
+        return
+    with nogil:
+        for jf in prange(n * FN, schedule="guided", num_threads=n_threads):
+            even = &work[threadid(), 0]
+            odd = even + 2 * TH * TW
+            j = jf // FN
+            f = jf % FN
+            _split_plane(&d[j * image_stride + f * channel_stride], OH, OW, 0,
+                         odd + 2 * TH * TW, even, odd, 2 * TH, TW)
+            for ty in range(TH):
+                _grad_row(even + 2 * ty * TW, odd + 2 * ty * TW, TW,
+                          &dM[0, f * T + (j * TH + ty) * TW], dM.shape[1], TW)
+
+
 def weight_transform(const floating[:, :, :, ::1] W,  # IN  (FN, C, 3, 3)
                      floating[:, :, ::1] U,             # OUT (16, FN, C), or (16, C, FN) if flip
                      bint flip):
@@ -231,3 +278,26 @@ def weight_transform(const floating[:, :, :, ::1] W,  # IN  (FN, C, 3, 3)
                             U[4 * a + k, c, f] = <floating>u
                         else:
                             U[4 * a + k, f, c] = <floating>u
+
+
+def weight_grad_transform(const floating[:, :, ::1] dU,   # IN  (16, C, FN)
+                          floating[:, :, :, ::1] dW):      # OUT (FN, C, 3, 3)
+    """dW[f, c] = G^T dU[:, c, f] G (dU's 16 entries as a 4x4, xi = 4*row + column), computed in
+    double: the gradient of the filters from the gradient of their transform U."""
+    cdef Py_ssize_t FN = dW.shape[0], C = dW.shape[1], f, c, a, b
+    cdef double u[4][4]
+    cdef double t[4][3]
+    with nogil:
+        for f in range(FN):
+            for c in range(C):
+                for a in range(4):
+                    for b in range(4):
+                        u[a][b] = dU[4 * a + b, c, f]
+                for a in range(4):   # G across the rows
+                    t[a][0] = u[a][0] + (u[a][1] + u[a][2]) / 2
+                    t[a][1] = (u[a][1] - u[a][2]) / 2
+                    t[a][2] = (u[a][1] + u[a][2]) / 2 + u[a][3]
+                for b in range(3):   # G^T down the columns
+                    dW[f, c, 0, b] = <floating>(t[0][b] + (t[1][b] + t[2][b]) / 2)
+                    dW[f, c, 1, b] = <floating>((t[1][b] - t[2][b]) / 2)
+                    dW[f, c, 2, b] = <floating>((t[1][b] + t[2][b]) / 2 + t[3][b])

@@ -52,6 +52,45 @@ static void WG_NAME(in_row)(const WG_T* __restrict e, const WG_T* __restrict o, 
     }
 }
 
+/* One tile row of an output gradient, from its 2 lines' even columns e and odd columns o (line
+ * stride half): v[xi*xs + tx] = (A g A^T)[xi] for the 2x2 gradients g of the TW tiles of the row. */
+static void WG_NAME(grad_row)(const WG_T* __restrict e, const WG_T* __restrict o, Py_ssize_t half,
+                              WG_T* __restrict v, Py_ssize_t xs, Py_ssize_t TW)
+{
+    const WG_T* __restrict e0 = e;
+    const WG_T* __restrict e1 = e + half;
+    const WG_T* __restrict o0 = o;
+    const WG_T* __restrict o1 = o + half;
+    WG_T* __restrict v0 = v;
+    WG_T* __restrict v1 = v + xs;
+    WG_T* __restrict v2 = v + 2 * xs;
+    WG_T* __restrict v3 = v + 3 * xs;
+    WG_T* __restrict v4 = v + 4 * xs;
+    WG_T* __restrict v5 = v + 5 * xs;
+    WG_T* __restrict v6 = v + 6 * xs;
+    WG_T* __restrict v7 = v + 7 * xs;
+    WG_T* __restrict v8 = v + 8 * xs;
+    WG_T* __restrict v9 = v + 9 * xs;
+    WG_T* __restrict v10 = v + 10 * xs;
+    WG_T* __restrict v11 = v + 11 * xs;
+    WG_T* __restrict v12 = v + 12 * xs;
+    WG_T* __restrict v13 = v + 13 * xs;
+    WG_T* __restrict v14 = v + 14 * xs;
+    WG_T* __restrict v15 = v + 15 * xs;
+    Py_ssize_t tx;
+    #pragma omp simd
+    for (tx = 0; tx < TW; tx++) {
+        /* A across each row a of g: h_a = (g_a0, g_a0 + g_a1, g_a0 - g_a1, -g_a1) */
+        WG_T g00 = e0[tx], g01 = o0[tx], g10 = e1[tx], g11 = o1[tx];
+        WG_T h01 = g00 + g01, h02 = g00 - g01, h11 = g10 + g11, h12 = g10 - g11;
+        /* A down: rows h_0, h_0 + h_1, h_0 - h_1, -h_1 */
+        v0[tx] = g00;        v1[tx] = h01;        v2[tx] = h02;        v3[tx] = -g01;
+        v4[tx] = g00 + g10;  v5[tx] = h01 + h11;  v6[tx] = h02 + h12;  v7[tx] = -g01 - g11;
+        v8[tx] = g00 - g10;  v9[tx] = h01 - h11;  v10[tx] = h02 - h12; v11[tx] = g11 - g01;
+        v12[tx] = -g10;      v13[tx] = -h11;      v14[tx] = -h12;      v15[tx] = g11;
+    }
+}
+
 /* A plane's Tp tiles: m[xi*xs + q] -> y[k*Tp + q] = (A^T m A)[k], k = 2*row + column of the 2x2
  * output tile. */
 static void WG_NAME(out_plane)(const WG_T* __restrict m, Py_ssize_t xs, Py_ssize_t Tp,

@@ -1,6 +1,6 @@
 """The Winograd F(2x2, 3x3) path of 3x3 stride-1 convolutions (cnncore/kernels.py, pyext/winograd.pyx)
-against the NumPy references: forward, fused forward, the input gradient it computes, non-finite
-values (recomputed by the direct path) and thread independence.
+against the NumPy references: forward, fused forward, the input and weight gradients it computes,
+non-finite values (recomputed by the direct path) and thread independence.
 
 Most tests lower WINOGRAD_MIN_CHANNELS to 1 so that small shapes take the path; one checks the
 default threshold on a DeepConvNet-sized layer."""
@@ -32,7 +32,7 @@ def winograd_everywhere(monkeypatch):
     """Every 3x3 stride-1 convolution with pad <= 2 takes the Winograd path; calls that fall back to
     the direct forward are counted."""
     monkeypatch.setattr(K, "WINOGRAD_MIN_CHANNELS", 1)
-    monkeypatch.setattr(K, "WINOGRAD_DX_MIN_PIXELS", 1)
+    monkeypatch.setattr(K, "WINOGRAD_BACKWARD_MIN_PIXELS", 1)
     fallbacks = []
     direct = K._direct_forward
 
@@ -100,7 +100,7 @@ def test_winograd_property(N, C, H, W, FN, pad, dtype, fused, seed):
     H, W = max(H, 3 - 2 * pad), max(W, 3 - 2 * pad)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(K, "WINOGRAD_MIN_CHANNELS", 1)
-        mp.setattr(K, "WINOGRAD_DX_MIN_PIXELS", 1)
+        mp.setattr(K, "WINOGRAD_BACKWARD_MIN_PIXELS", 1)
         check_against_reference(np.random.default_rng(seed), (N, C, H, W, FN, pad), dtype, fused)
 
 
@@ -114,7 +114,7 @@ def test_winograd_skips_the_direct_input_gradient(rng, winograd_everywhere, monk
     dx, _, _ = K.conv_backward(dout, x, Wt, 1, pad)
     np.testing.assert_allclose(dx, R.conv_backward(dout, x, Wt, 1, pad)[0], rtol=1e-10, atol=1e-12)
     assert folds == []
-    monkeypatch.setattr(K, "WINOGRAD_DX_MIN_PIXELS", 9 * 7 + 1)   # planes of 9x7 are too small now
+    monkeypatch.setattr(K, "WINOGRAD_BACKWARD_MIN_PIXELS", 9 * 7 + 1)   # 9x7 planes: too small
     np.testing.assert_allclose(K.conv_backward(dout, x, Wt, 1, pad)[0], dx, rtol=1e-10, atol=1e-12)
     assert folds != []
     monkeypatch.setattr(K, "WINOGRAD_MIN_CHANNELS", 4)   # C = 3 is too few for the forward
@@ -122,20 +122,39 @@ def test_winograd_skips_the_direct_input_gradient(rng, winograd_everywhere, monk
     assert winograd_everywhere == [x.shape]
 
 
+def test_winograd_skips_the_unfold_of_the_weight_gradient(rng, winograd_everywhere, monkeypatch):
+    # dW comes from the Winograd transforms: the direct path's unfold never runs in the backward pass.
+    x, Wt, b, pad = operands(rng, (3, 2, 7, 10, 3, 2), np.float64)
+    unfolds = []
+    unfold = K._conv.unfold
+    monkeypatch.setattr(K._conv, "unfold", lambda *a: unfolds.append(1) or unfold(*a))
+    dout = make(rng, (3, 3, 9, 12), np.float64)
+    got, want = K.conv_backward(dout, x, Wt, 1, pad), R.conv_backward(dout, x, Wt, 1, pad)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-12 * np.abs(w).max())
+    assert unfolds == []
+    monkeypatch.setattr(K, "WINOGRAD_MIN_CHANNELS", 3)   # C = 2: dW (and dx) go direct
+    dW = K.conv_backward(dout, x, Wt, 1, pad)[1]
+    np.testing.assert_allclose(dW, want[1], rtol=1e-10, atol=1e-12 * np.abs(want[1]).max())
+    assert unfolds != []
+
+
 def test_default_thresholds_take_winograd_on_deep_layers(rng, monkeypatch):
     # DeepConvNet's conv4 (32 -> 32 channels, 14x14, pad 2) takes the path at the default thresholds,
-    # forward and input gradient; its first layer (1 input channel) does not.
-    fallbacks, folds = [], []
-    direct, fold = K._direct_forward, K._conv.fold
+    # forward and both gradients; its first layer (1 input channel) does not.
+    fallbacks, folds, unfolds = [], [], []
+    direct, fold, unfold = K._direct_forward, K._conv.fold, K._conv.unfold
     monkeypatch.setattr(K, "_direct_forward", lambda *a: fallbacks.append(1) or direct(*a))
     monkeypatch.setattr(K._conv, "fold", lambda *a: folds.append(1) or fold(*a))
+    monkeypatch.setattr(K._conv, "unfold", lambda *a: unfolds.append(1) or unfold(*a))
     x, Wt, b, pad = operands(rng, (2, 32, 14, 14, 32, 2), np.float32)
     out, want = K.conv_forward(x, Wt, b, 1, pad), R.conv_forward(x, Wt, b, 1, pad)
     np.testing.assert_allclose(out, want, **tol(np.float32, np.abs(want).max()))
     dout = make(rng, out.shape, np.float32)
-    dx, dx_want = K.conv_backward(dout, x, Wt, 1, pad)[0], R.conv_backward(dout, x, Wt, 1, pad)[0]
-    np.testing.assert_allclose(dx, dx_want, **tol(np.float32, np.abs(dx_want).max()))
-    assert fallbacks == [] and folds == []
+    got, want = K.conv_backward(dout, x, Wt, 1, pad), R.conv_backward(dout, x, Wt, 1, pad)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, **tol(np.float32, np.abs(w).max()))
+    assert fallbacks == [] and folds == [] and unfolds == []
     K.conv_forward(x[:, :1], Wt[:, :1], b, 1, pad)
     assert fallbacks == [1]
 
@@ -184,6 +203,22 @@ def test_winograd_overflow_falls_back(rng, winograd_everywhere):
     assert np.isfinite(want).all()
     np.testing.assert_allclose(out, want, **tol(np.float32, np.abs(want).max()))
     assert winograd_everywhere == [x.shape]
+
+
+def test_winograd_weight_gradient_overflow_falls_back(rng, winograd_everywhere):
+    # The backward input transform overflows on image 1 (3e38 - (-3e38) = inf) where the direct weight
+    # gradient does not (its output gradient is 0, and inf * 0 would be NaN): that tile's dW is
+    # computed directly and added to the other tiles' Winograd ones.
+    x = make(rng, (4, 2, 6, 6), np.float32)
+    x[1, 0, 0] = 3e38
+    x[1, 0, 2] = -3e38
+    Wt = make(rng, (3, 2, 3, 3), np.float32)
+    dout = make(rng, (4, 3, 4, 4), np.float32)
+    dout[1] = 0
+    got, want = K.conv_backward(dout, x, Wt, 1, 0), R.conv_backward(dout, x, Wt, 1, 0)
+    assert np.isfinite(want[1]).all()
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, **tol(np.float32, np.abs(w).max()))
 
 
 def test_winograd_results_do_not_depend_on_threads(rng, winograd_everywhere):
