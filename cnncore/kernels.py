@@ -407,8 +407,8 @@ def _winograd_weight_grad(x_planes, d_planes, n, C, FN, H, W, pad, dUT, buffers)
                               pad, 1)
     _winograd.grad_transform(d_planes[0], n, FN, H + 2 * pad - 2, W + 2 * pad - 2, d_planes[1],
                              d_planes[2], dM, work_out[None], 1)
-    np.matmul(V[:, :C * nT].reshape(16, C, nT), dM[:, :FN * nT].reshape(16, FN, nT).transpose(0, 2, 1),
-              out=dUT)
+    dMT = dM[:, :FN * nT].reshape(16, FN, nT).transpose(0, 2, 1)
+    np.matmul(V[:, :C * nT].reshape(16, C, nT), dMT, out=dUT)
     return bool(np.isfinite(dUT).all())
 
 
@@ -437,12 +437,11 @@ def _backward(dout, x, W, out, stride, pad, need_dx):
     # padded by 2 - pad (reading dout's planes from d).
     winograd = (_winograd_fits(W.shape, stride, pad, C) and FN >= WINOGRAD_MIN_CHANNELS
                 and H * Wd >= WINOGRAD_BACKWARD_MIN_PIXELS)
-    winograd_dw, winograd_dx = winograd, winograd and need_dx
     direct_dw = []     # tiles whose Winograd dW was not finite, computed directly instead
-    if winograd_dw:
+    if winograd:
         dUT = np.zeros((len(tiles), 16, C, FN), dtype)
         wino_dw = _WinogradScratch(n_workers, most, C, FN, H, Wd, pad, dtype)
-    if winograd_dx:
+    if winograd and need_dx:
         U = _winograd_weights(W, flip=True)
         zeros = np.zeros(C, dtype)
         wino_dx = _WinogradScratch(n_workers, most, FN, C, out_h, out_w, 2 - pad, dtype)
@@ -454,10 +453,10 @@ def _backward(dout, x, W, out, stride, pad, need_dx):
         _conv.gather_grad(dout[t].reshape(n, FN, L), out[t].reshape(n, FN, L), d, relu, 1)
         np.sum(d, axis=1, out=db[i])
         d_planes = (d.reshape(-1), L, n * L)
-        if not (winograd_dw and _winograd_weight_grad((x[t].reshape(-1), C * H * Wd, H * Wd),
-                                                      d_planes, n, C, FN, H, Wd, pad, dUT[i],
-                                                      wino_dw.get(worker))):
-            if winograd_dw:
+        if not (winograd and _winograd_weight_grad((x[t].reshape(-1), C * H * Wd, H * Wd),
+                                                   d_planes, n, C, FN, H, Wd, pad, dUT[i],
+                                                   wino_dw.get(worker))):
+            if winograd:
                 dUT[i] = 0
                 direct_dw.append(i)
             _conv.unfold(x[t], cols, FH, FW, stride, pad, 1)
@@ -466,7 +465,7 @@ def _backward(dout, x, W, out, stride, pad, need_dx):
             np.matmul(cols, d.T, out=dWT[i])
         if not need_dx:
             return
-        if winograd_dx and _winograd_tile(d_planes, n, FN, out_h, out_w, U, zeros, 2 - pad, False,
+        if winograd and _winograd_tile(d_planes, n, FN, out_h, out_w, U, zeros, 2 - pad, False,
                                           dx[t], wino_dx.get(worker)):
             return
         np.matmul(W2T, d, out=cols)  # the columns are spent (or unused): reuse them for dcols
@@ -475,10 +474,10 @@ def _backward(dout, x, W, out, stride, pad, need_dx):
     with single_threaded_blas():
         run_tasks(tile, len(tiles), n_workers)
     dW = None
-    if winograd_dw:
+    if winograd:
         dW = np.empty(W.shape, dtype)
         _winograd.weight_grad_transform(dUT.sum(axis=0), dW)
-    if not winograd_dw or direct_dw:
+    if not winograd or direct_dw:
         dW_direct = np.ascontiguousarray(dWT.sum(axis=0).T).reshape(W.shape)
         dW = dW_direct if dW is None else dW + dW_direct
     return dx, dW, db.sum(axis=0)
