@@ -338,39 +338,41 @@ def _xi_stride(size, itemsize):
 
 
 class _WinogradScratch:
-    """Each worker's buffers for Winograd tiles of at most `most` images: V, M (see _xi_stride) and
-    the transforms' scratch, allocated on the worker's first tile."""
+    """Each worker's buffers for Winograd tiles of at most `most` images of C input and FN output
+    planes: V, M (see _xi_stride) and the transforms' scratch, allocated on the worker's first tile."""
 
     def __init__(self, n_workers, most, C, FN, H, W, pad, dtype):
         TH, TW = _winograd_tiles(H, W, pad)
         OH, OW = H + 2 * pad - 2, W + 2 * pad - 2
+        self.C, self.FN, self.tiles_per_image, self.dtype = C, FN, TH * TW, dtype
         self.sizes = (16 * _xi_stride(C * most * TH * TW, dtype.itemsize),
                       16 * _xi_stride(FN * most * TH * TW, dtype.itemsize),
                       _winograd.input_work_size(H, W, pad), _winograd.output_work_size(OH, OW))
         self.buffers = [None] * n_workers
-        self.dtype = dtype
 
-    def get(self, worker):
+    def get(self, worker, n):
+        """For n images: nT (their tiles), V (16, >= C*nT), M (16, >= FN*nT) and the transforms'
+        scratch, (1, input_work_size) and (1, output_work_size)."""
         if self.buffers[worker] is None:
             self.buffers[worker] = [np.empty(size, self.dtype) for size in self.sizes]
-        return self.buffers[worker]
+        v_buf, m_buf, work_in, work_out = self.buffers[worker]
+        nT, itemsize = n * self.tiles_per_image, self.dtype.itemsize
+        V = v_buf[:16 * _xi_stride(self.C * nT, itemsize)].reshape(16, -1)
+        M = m_buf[:16 * _xi_stride(self.FN * nT, itemsize)].reshape(16, -1)
+        return nT, V, M, work_in[None], work_out[None]
 
 
-def _winograd_tile(planes, n, C, H, W, U, b, pad, relu, out, buffers):
+def _winograd_tile(planes, n, C, H, W, U, b, pad, relu, out, scratch):
     """out (n, FN, OH, OW) = act(conv(x, w) + b) for n images x of C planes H x W read from
     planes = (flat, image_stride, channel_stride) as in input_transform; U (16, FN, C) from the 3x3
-    filters w. Returns False when a result is not finite (out is then to be computed directly)."""
+    filters w; scratch: this worker's (nT, V, M, work_in, work_out) from _WinogradScratch.get.
+    Returns False when a result is not finite (out is then to be computed directly)."""
     flat, image_stride, channel_stride = planes
     FN = U.shape[1]
-    TH, TW = _winograd_tiles(H, W, pad)
-    nT = n * TH * TW
-    v_buf, m_buf, work_in, work_out = buffers
-    itemsize = U.dtype.itemsize
-    V = v_buf[:16 * _xi_stride(C * nT, itemsize)].reshape(16, -1)
-    M = m_buf[:16 * _xi_stride(FN * nT, itemsize)].reshape(16, -1)
-    _winograd.input_transform(flat, n, C, H, W, image_stride, channel_stride, V, work_in[None], pad, 1)
+    nT, V, M, work_in, work_out = scratch
+    _winograd.input_transform(flat, n, C, H, W, image_stride, channel_stride, V, work_in, pad, 1)
     np.matmul(U, V[:, :C * nT].reshape(16, C, nT), out=M[:, :FN * nT].reshape(16, FN, nT))
-    return _winograd.output_transform(M, b, out, work_out[None], relu, 1) == 0
+    return _winograd.output_transform(M, b, out, work_out, relu, 1) == 0
 
 
 def _winograd_forward(x, W, b, pad, relu, out):
@@ -385,28 +387,23 @@ def _winograd_forward(x, W, b, pad, relu, out):
     def tile(worker, i):
         t = tiles[i]
         planes = (x[t].reshape(-1), C * H * Wd, H * Wd)
-        if not _winograd_tile(planes, t.stop - t.start, C, H, Wd, U, b, pad, relu, out[t],
-                              scratch.get(worker)):
+        n = t.stop - t.start
+        if not _winograd_tile(planes, n, C, H, Wd, U, b, pad, relu, out[t], scratch.get(worker, n)):
             _direct_forward(x[t], W, b, 1, pad, relu, out[t])
 
     with single_threaded_blas():
         run_tasks(tile, len(tiles), n_workers)
 
 
-def _winograd_weight_grad(x_planes, d_planes, n, C, FN, H, W, pad, dUT, buffers):
+def _winograd_weight_grad(x_planes, d_planes, n, C, FN, H, W, pad, dUT, scratch):
     """dUT (16, C, FN) = the gradient of U (see _winograd_tile) for n images x of C planes H x W and
-    their output gradients d, both read as (flat, image_stride, channel_stride). Returns False when
-    a value is not finite (this tile's dW is then to be computed directly)."""
-    TH, TW = _winograd_tiles(H, W, pad)
-    nT = n * TH * TW
-    v_buf, m_buf, work_in, work_out = buffers
-    itemsize = dUT.dtype.itemsize
-    V = v_buf[:16 * _xi_stride(C * nT, itemsize)].reshape(16, -1)
-    dM = m_buf[:16 * _xi_stride(FN * nT, itemsize)].reshape(16, -1)
-    _winograd.input_transform(x_planes[0], n, C, H, W, x_planes[1], x_planes[2], V, work_in[None],
-                              pad, 1)
+    their output gradients d, both read as (flat, image_stride, channel_stride); scratch as for
+    _winograd_tile. Returns False when a value is not finite (this tile's dW is then to be computed
+    directly)."""
+    nT, V, dM, work_in, work_out = scratch
+    _winograd.input_transform(x_planes[0], n, C, H, W, x_planes[1], x_planes[2], V, work_in, pad, 1)
     _winograd.grad_transform(d_planes[0], n, FN, H + 2 * pad - 2, W + 2 * pad - 2, d_planes[1],
-                             d_planes[2], dM, work_out[None], 1)
+                             d_planes[2], dM, work_out, 1)
     dMT = dM[:, :FN * nT].reshape(16, FN, nT).transpose(0, 2, 1)
     np.matmul(V[:, :C * nT].reshape(16, C, nT), dMT, out=dUT)
     return bool(np.isfinite(dUT).all())
@@ -455,7 +452,7 @@ def _backward(dout, x, W, out, stride, pad, need_dx):
         d_planes = (d.reshape(-1), L, n * L)
         if not (winograd and _winograd_weight_grad((x[t].reshape(-1), C * H * Wd, H * Wd),
                                                    d_planes, n, C, FN, H, Wd, pad, dUT[i],
-                                                   wino_dw.get(worker))):
+                                                   wino_dw.get(worker, n))):
             if winograd:
                 dUT[i] = 0
                 direct_dw.append(i)
@@ -466,7 +463,7 @@ def _backward(dout, x, W, out, stride, pad, need_dx):
         if not need_dx:
             return
         if winograd and _winograd_tile(d_planes, n, FN, out_h, out_w, U, zeros, 2 - pad, False,
-                                          dx[t], wino_dx.get(worker)):
+                                          dx[t], wino_dx.get(worker, n)):
             return
         np.matmul(W2T, d, out=cols)  # the columns are spent (or unused): reuse them for dcols
         _conv.fold(cols, dx[t], FH, FW, stride, pad, 1)

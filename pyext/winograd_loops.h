@@ -7,6 +7,19 @@
  * Without OpenMP the pragma is ignored and the loop runs as written.
  */
 
+/* The 16 rows of a transform's output, xi = 0..15, each its own restrict pointer v0..v15. */
+#ifndef CNNCORE_WG_ROWS
+#define CNNCORE_WG_ROWS(v, xs) \
+    WG_T* __restrict v##0 = (v);            WG_T* __restrict v##1 = (v) + (xs);      \
+    WG_T* __restrict v##2 = (v) + 2 * (xs);  WG_T* __restrict v##3 = (v) + 3 * (xs);  \
+    WG_T* __restrict v##4 = (v) + 4 * (xs);  WG_T* __restrict v##5 = (v) + 5 * (xs);  \
+    WG_T* __restrict v##6 = (v) + 6 * (xs);  WG_T* __restrict v##7 = (v) + 7 * (xs);  \
+    WG_T* __restrict v##8 = (v) + 8 * (xs);  WG_T* __restrict v##9 = (v) + 9 * (xs);  \
+    WG_T* __restrict v##10 = (v) + 10 * (xs); WG_T* __restrict v##11 = (v) + 11 * (xs); \
+    WG_T* __restrict v##12 = (v) + 12 * (xs); WG_T* __restrict v##13 = (v) + 13 * (xs); \
+    WG_T* __restrict v##14 = (v) + 14 * (xs); WG_T* __restrict v##15 = (v) + 15 * (xs);
+#endif
+
 /* One tile row from the 4 patch lines' even columns e and odd columns o (line stride half):
  * v[xi*xs + tx] = (B^T d B)[xi] for the TW tiles of the row, xi = 4*row + column. */
 static void WG_NAME(in_row)(const WG_T* __restrict e, const WG_T* __restrict o, Py_ssize_t half,
@@ -20,22 +33,7 @@ static void WG_NAME(in_row)(const WG_T* __restrict e, const WG_T* __restrict o, 
     const WG_T* __restrict o1 = o + half;
     const WG_T* __restrict o2 = o + 2 * half;
     const WG_T* __restrict o3 = o + 3 * half;
-    WG_T* __restrict v0 = v;
-    WG_T* __restrict v1 = v + xs;
-    WG_T* __restrict v2 = v + 2 * xs;
-    WG_T* __restrict v3 = v + 3 * xs;
-    WG_T* __restrict v4 = v + 4 * xs;
-    WG_T* __restrict v5 = v + 5 * xs;
-    WG_T* __restrict v6 = v + 6 * xs;
-    WG_T* __restrict v7 = v + 7 * xs;
-    WG_T* __restrict v8 = v + 8 * xs;
-    WG_T* __restrict v9 = v + 9 * xs;
-    WG_T* __restrict v10 = v + 10 * xs;
-    WG_T* __restrict v11 = v + 11 * xs;
-    WG_T* __restrict v12 = v + 12 * xs;
-    WG_T* __restrict v13 = v + 13 * xs;
-    WG_T* __restrict v14 = v + 14 * xs;
-    WG_T* __restrict v15 = v + 15 * xs;
+    CNNCORE_WG_ROWS(v, xs)
     Py_ssize_t tx;
     #pragma omp simd
     for (tx = 0; tx < TW; tx++) {
@@ -61,22 +59,7 @@ static void WG_NAME(grad_row)(const WG_T* __restrict e, const WG_T* __restrict o
     const WG_T* __restrict e1 = e + half;
     const WG_T* __restrict o0 = o;
     const WG_T* __restrict o1 = o + half;
-    WG_T* __restrict v0 = v;
-    WG_T* __restrict v1 = v + xs;
-    WG_T* __restrict v2 = v + 2 * xs;
-    WG_T* __restrict v3 = v + 3 * xs;
-    WG_T* __restrict v4 = v + 4 * xs;
-    WG_T* __restrict v5 = v + 5 * xs;
-    WG_T* __restrict v6 = v + 6 * xs;
-    WG_T* __restrict v7 = v + 7 * xs;
-    WG_T* __restrict v8 = v + 8 * xs;
-    WG_T* __restrict v9 = v + 9 * xs;
-    WG_T* __restrict v10 = v + 10 * xs;
-    WG_T* __restrict v11 = v + 11 * xs;
-    WG_T* __restrict v12 = v + 12 * xs;
-    WG_T* __restrict v13 = v + 13 * xs;
-    WG_T* __restrict v14 = v + 14 * xs;
-    WG_T* __restrict v15 = v + 15 * xs;
+    CNNCORE_WG_ROWS(v, xs)
     Py_ssize_t tx;
     #pragma omp simd
     for (tx = 0; tx < TW; tx++) {
