@@ -463,7 +463,7 @@ def _backward(dout, x, W, out, stride, pad, need_dx):
         if not need_dx:
             return
         if winograd and _winograd_tile(d_planes, n, FN, out_h, out_w, U, zeros, 2 - pad, False,
-                                          dx[t], wino_dx.get(worker, n)):
+                                       dx[t], wino_dx.get(worker, n)):
             return
         np.matmul(W2T, d, out=cols)  # the columns are spent (or unused): reuse them for dcols
         _conv.fold(cols, dx[t], FH, FW, stride, pad, 1)
