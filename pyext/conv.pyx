@@ -60,12 +60,14 @@ cdef inline void _shifted_block(Py_ssize_t H, Py_ssize_t W, Py_ssize_t oy_lo, Py
 cdef inline void _zero_wrapped(floating* row, Py_ssize_t W, Py_ssize_t oy_lo, Py_ssize_t oy_hi,
                                Py_ssize_t ox_lo, Py_ssize_t ox_hi) noexcept nogil:
     # Zero the cells of lines oy_lo..oy_hi-1 outside columns [ox_lo, ox_hi): in a block copy they
-    # come from the neighbouring lines of the plane.
+    # come from the neighbouring lines of the plane. Column by column: written line by line, the
+    # compiler turned each line's one or two cells into a call to memset (7-12 % of a convolution).
     cdef Py_ssize_t oy, ox
-    for oy in range(oy_lo, oy_hi):
-        for ox in range(ox_lo):
+    for ox in range(ox_lo):
+        for oy in range(oy_lo, oy_hi):
             row[oy * W + ox] = 0
-        for ox in range(ox_hi, W):
+    for ox in range(ox_hi, W):
+        for oy in range(oy_lo, oy_hi):
             row[oy * W + ox] = 0
 
 
