@@ -9,7 +9,7 @@ def info():
     import numpy as np
 
     import cnncore
-    from cnncore._ext import parallel
+    from cnncore._ext import conv_avx2, parallel
     from cnncore._threads import blas_held
 
     result = {
@@ -20,6 +20,7 @@ def info():
         "compiled_kernels": True,
         "built_with_cython": parallel.cython_version(),
         "openmp": parallel.openmp_enabled(),
+        "avx2_conv": conv_avx2.supported(),
         "omp_max_threads": parallel.omp_max_threads(),
         "kernel_threads": cnncore.get_num_threads(),
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),

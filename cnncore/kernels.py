@@ -13,6 +13,7 @@ from . import _validate as v
 from . import reference as _reference
 from ._ext import activation as _activation
 from ._ext import conv as _conv
+from ._ext import conv_avx2 as _conv_avx2
 from ._ext import im2col as _im2col
 from ._ext import pooling as _pooling
 from ._ext import winograd as _winograd
@@ -253,6 +254,8 @@ def _forward(x, W, b, stride, pad, relu):
     out = np.empty(out_shape, dtype)
     if _winograd_fits(W.shape, stride, pad, W.shape[1]):
         _winograd_forward(x, W, b, pad, relu, out)
+    elif _avx2_fits(dtype, W.shape):
+        _avx2_forward(x, W, b, stride, pad, relu, out)
     else:
         _direct_forward(x, W, b, stride, pad, relu, out)
     return out
@@ -280,6 +283,37 @@ def _direct_forward(x, W, b, stride, pad, relu, out):
 
     with single_threaded_blas():
         run_tasks(tile, len(tiles), n_workers)
+
+
+# ------------------------------------------------------------- direct convolution on AVX2 + FMA
+# float32 forward (pyext/conv_avx2.pyx): each output summed in vector registers from the padded
+# image, 16 filters at a time, with no columns and no GEMM. Taken, when the CPU has AVX2 and FMA, by
+# layers that do not take Winograd and have at most AVX2_MAX_FILTERS filters of at least
+# AVX2_MIN_TAPS weights (C*FH*FW). Measured here, float32, 2 threads, forward, against im2col + GEMM:
+# 1.3-1.8x faster from 4 channels up with 16-32 filters (DeepConvNet conv2 1.5x; conv3 1.4x),
+# 1.1-1.2x for SimpleConvNet's 5x5 one-channel layer and CIFAR's 3 channels; DeepConvNet conv1 (9
+# taps) 0.9-1.1x and 64 filters 0.9-1.2x, where the GEMM's M = FN is large enough for OpenBLAS.
+AVX2_KERNEL = _conv_avx2.supported()
+AVX2_MIN_TAPS = 25
+AVX2_MAX_FILTERS = 32
+
+
+def _avx2_fits(dtype, W_shape):
+    FN, C, FH, FW = W_shape
+    return (AVX2_KERNEL and dtype == np.float32 and C * FH * FW >= AVX2_MIN_TAPS
+            and FN <= AVX2_MAX_FILTERS)
+
+
+def _avx2_forward(x, W, b, stride, pad, relu, out):
+    N, C, H, Wd = x.shape
+    FN = W.shape[0]
+    n_blocks = -(-FN // 16)
+    w = np.zeros((n_blocks * 16, C * W.shape[2] * W.shape[3]), np.float32)
+    w[:FN] = W.reshape(FN, -1)
+    w = np.ascontiguousarray(w.reshape(n_blocks, 16, -1).transpose(0, 2, 1)).reshape(n_blocks, -1)
+    n_threads = min(get_num_threads(N * FN * out.shape[2] * out.shape[3]), N * n_blocks)
+    padded = np.zeros((n_threads, C * (H + 2 * pad) * (Wd + 2 * pad)), np.float32)
+    _conv_avx2.forward(x, w, b, out, padded, W.shape[2], W.shape[3], stride, pad, relu, n_threads)
 
 
 # ------------------------------------------------------------------- Winograd F(2x2, 3x3) convolution

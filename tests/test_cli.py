@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import cnncore
+from cnncore import kernels
 from cnncore import datasets
 from cnncore._io import load_params_file, save_params_file
 from cnncore.cli import evaluate_main, train_main
@@ -206,6 +207,7 @@ def test_info_describes_the_build_and_runtime(monkeypatch):
     fields = dict(line.split(None, 1) for line in out.splitlines())
     assert fields["cnncore"] == cnncore.__version__
     assert fields["compiled_kernels"] == "True" and fields["kernel_threads"] == "3"
+    assert fields["avx2_conv"] == str(kernels.AVX2_KERNEL)
     # The Cython that generated the C code (setup requires >= 3.1), read from the build itself.
     built = tuple(int(part) for part in fields["built_with_cython"].split("."))
     assert len(built) == 3 and built >= (3, 1, 0)

@@ -1,0 +1,58 @@
+"""Direct float32 convolution forward on AVX2 + FMA, for layers with few input channels.
+
+Each output is summed in registers from the zero-padded image (see conv_avx2.h) instead of
+going through unfolded columns and a GEMM. The filters come packed in blocks of 16:
+
+    w[k, ((c*FH + ky)*FW + kx)*16 + j] = W[16*k + j, c, ky, kx]   (0 past the last filter)
+
+Threads own (image, block) pairs, so writes never race and results do not depend on the thread
+count. supported() is False when the CPU or the compiler lacks AVX2 + FMA; forward is then not to
+be called.
+"""
+from cython.parallel cimport prange, threadid
+from libc.string cimport memcpy
+
+cdef extern from "conv_avx2.h":
+    int cnncore_avx2_supported() noexcept nogil
+    void cnncore_avx2_image(const float* xp, Py_ssize_t C, Py_ssize_t PH, Py_ssize_t PW,
+                              const float* w, Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t s,
+                              const float* bias, int relu,
+                              float* out, Py_ssize_t nf, Py_ssize_t OH, Py_ssize_t OW) noexcept nogil
+
+
+def supported():
+    """Whether this build and this CPU run the direct kernel (x86 with AVX2 and FMA)."""
+    return bool(cnncore_avx2_supported())
+
+
+def forward(const float[:, :, :, ::1] x,      # IN  (n, C, H, W)
+            const float[:, ::1] w,            # IN  (n_blocks, C*FH*FW*16), packed as above
+            const float[::1] b,               # IN  (FN,)
+            float[:, :, :, ::1] out,          # OUT (n, FN, OH, OW)
+            float[:, ::1] padded,             # scratch (n_threads, C*(H + 2*pad)*(W + 2*pad)), zeros
+            Py_ssize_t filter_h, Py_ssize_t filter_w,
+            Py_ssize_t stride, Py_ssize_t pad, bint relu, int n_threads):
+    """out[i, f] = act(conv(x_padded[i], W[f]) + b[f]), act = ReLU (x <= 0 -> 0, NaN kept) or identity.
+
+    padded's borders must be zero: only each image's interior is copied in.
+    """
+    cdef Py_ssize_t n = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t FN = out.shape[1], OH = out.shape[2], OW = out.shape[3]
+    cdef Py_ssize_t PH = H + 2 * pad, PW = W + 2 * pad
+    cdef Py_ssize_t n_blocks = w.shape[0], task, i, k, c, y, nf
+    cdef float* xp
+    if n == 0 or FN == 0 or OH == 0 or OW == 0:
+        return
+    with nogil:
+        for task in prange(n * n_blocks, schedule="guided", num_threads=n_threads):
+            i = task // n_blocks
+            k = task % n_blocks
+            xp = &padded[threadid(), 0]
+            for c in range(C):
+                for y in range(H):
+                    memcpy(xp + (c * PH + y + pad) * PW + pad, &x[i, c, y, 0], W * sizeof(float))
+            nf = FN - 16 * k
+            if nf > 16:
+                nf = 16
+            cnncore_avx2_image(xp, C, PH, PW, &w[k, 0], filter_h, filter_w, stride,
+                                 &b[16 * k], relu, &out[i, 16 * k, 0, 0], nf, OH, OW)

@@ -1,0 +1,169 @@
+"""The direct float32 convolution forward on AVX2 + FMA (cnncore/kernels.py, pyext/conv_avx2.pyx)
+against the NumPy references: plain and fused forward over many shapes, non-finite values, thread
+independence, and which layers take it by default.
+
+Most tests widen the rule (AVX2_MIN_TAPS = 1, no filter limit, no Winograd) so that every float32
+forward takes the kernel; on a CPU without AVX2 and FMA they are skipped, and one test checks that
+the im2col + GEMM path is taken instead."""
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import cnncore
+from cnncore import kernels as K
+from cnncore import reference as R
+
+needs_avx2 = pytest.mark.skipif(not K.AVX2_KERNEL, reason="this CPU or build has no AVX2 + FMA")
+
+
+def tol(scale):
+    """As test_kernels.tol for float32: rounding relative to the result's scale."""
+    return dict(rtol=2e-4, atol=2e-5 * scale)
+
+
+@pytest.fixture
+def avx2_everywhere(monkeypatch):
+    """Every float32 forward takes the AVX2 kernel; its calls are recorded (x.shape, W.shape)."""
+    monkeypatch.setattr(K, "AVX2_MIN_TAPS", 1)
+    monkeypatch.setattr(K, "AVX2_MAX_FILTERS", 1 << 30)
+    monkeypatch.setattr(K, "WINOGRAD_MIN_CHANNELS", 1 << 30)
+    calls = []
+    kernel = K._avx2_forward
+
+    def counted(x, W, *args):
+        calls.append((x.shape, W.shape))
+        return kernel(x, W, *args)
+
+    monkeypatch.setattr(K, "_avx2_forward", counted)
+    return calls
+
+
+# (N, C, H, W, FN, FH, FW, stride, pad): N = 1, C = 1, odd and non-square planes and filters, 1x1,
+# stride 2 and 3, pads 0-2, 1 / 15 / 16 / 17 / 33 filters (partial and several blocks of 16), rows
+# of 1-6 outputs (every block size), and rows of 96, 97 and 200 outputs (more than one staged
+# stretch of a row)
+CASES = [
+    (1, 1, 5, 5, 1, 3, 3, 1, 0),
+    (2, 3, 7, 9, 15, 3, 3, 1, 1),
+    (3, 2, 6, 8, 16, 3, 3, 1, 2),
+    (1, 4, 11, 4, 17, 5, 5, 1, 2),
+    (2, 5, 13, 10, 33, 3, 3, 2, 1),
+    (1, 3, 9, 17, 8, 2, 3, 3, 0),
+    (2, 6, 4, 4, 16, 1, 1, 1, 0),
+    (1, 2, 1, 1, 3, 3, 3, 1, 1),
+    (1, 2, 3, 96, 5, 3, 3, 1, 1),
+    (1, 1, 2, 97, 20, 1, 2, 1, 0),
+    (2, 2, 3, 200, 16, 3, 3, 1, 1),
+    (1, 16, 28, 28, 16, 3, 3, 1, 1),
+]
+for _width in range(1, 7):
+    CASES.append((1, 2, 3, _width + 2, 16, 3, 3, 1, 0))
+
+
+def case_id(case):
+    return "N{}C{}_{}x{}_FN{}_{}x{}s{}p{}".format(*case)
+
+
+def operands(rng, case):
+    N, C, H, W, FN, FH, FW, stride, pad = case
+    x = rng.standard_normal((N, C, H, W)).astype(np.float32)
+    Wt = rng.standard_normal((FN, C, FH, FW)).astype(np.float32)
+    b = rng.standard_normal(FN).astype(np.float32)
+    return x, Wt, b, stride, pad
+
+
+def check(rng, case, fused):
+    x, Wt, b, stride, pad = operands(rng, case)
+    fwd, rfwd = ((K.conv_bias_relu_forward, R.conv_bias_relu_forward) if fused
+                 else (K.conv_forward, R.conv_forward))
+    out, want = fwd(x, Wt, b, stride, pad), rfwd(x, Wt, b, stride, pad)
+    assert out.dtype == np.float32 and out.flags.c_contiguous and out.shape == want.shape
+    np.testing.assert_allclose(out, want, **tol(np.abs(want).max() + 1))
+
+
+@needs_avx2
+@pytest.mark.parametrize("fused", [False, True], ids=["conv", "fused"])
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_avx2_matches_reference(case, fused, rng, avx2_everywhere):
+    check(rng, case, fused)
+    assert avx2_everywhere, "the AVX2 kernel was not called"
+
+
+@needs_avx2
+@given(st.integers(1, 3), st.integers(1, 5), st.integers(1, 12), st.integers(1, 30),
+       st.integers(1, 40), st.integers(1, 4), st.integers(1, 4), st.integers(1, 3),
+       st.integers(0, 2), st.booleans(), st.integers(0, 2**32 - 1))
+def test_avx2_property(N, C, H, W, FN, FH, FW, stride, pad, fused, seed):
+    if FH > H + 2 * pad or FW > W + 2 * pad:
+        return
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(K, "AVX2_MIN_TAPS", 1)
+        mp.setattr(K, "AVX2_MAX_FILTERS", 1 << 30)
+        mp.setattr(K, "WINOGRAD_MIN_CHANNELS", 1 << 30)
+        check(np.random.default_rng(seed), (N, C, H, W, FN, FH, FW, stride, pad), fused)
+
+
+@needs_avx2
+@pytest.mark.parametrize("fused", [False, True], ids=["conv", "fused"])
+@pytest.mark.parametrize("special", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("where", ["x", "W", "b"])
+def test_avx2_non_finite_like_the_reference(where, special, fused, rng, avx2_everywhere):
+    """An inf in x or W meets the padding's zeros (NaN there), NaN spreads, ReLU keeps NaN."""
+    x, Wt, b, stride, pad = operands(rng, (2, 3, 6, 7, 17, 3, 3, 1, 1))
+    {"x": x[1, 2], "W": Wt[16, 1], "b": b[3:4]}[where].flat[0] = special
+    fwd, rfwd = ((K.conv_bias_relu_forward, R.conv_bias_relu_forward) if fused
+                 else (K.conv_forward, R.conv_forward))
+    out, want = fwd(x, Wt, b, stride, pad), rfwd(x, Wt, b, stride, pad)
+    assert avx2_everywhere
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(want))
+    np.testing.assert_array_equal(np.isposinf(out), np.isposinf(want))
+    np.testing.assert_array_equal(np.isneginf(out), np.isneginf(want))
+    finite = np.isfinite(want)
+    np.testing.assert_allclose(out[finite], want[finite], **tol(np.abs(want[finite]).max() + 1))
+
+
+@needs_avx2
+def test_avx2_results_do_not_depend_on_threads(rng, avx2_everywhere):
+    x, Wt, b, stride, pad = operands(rng, (7, 5, 12, 11, 40, 3, 3, 1, 1))
+    previous = cnncore.get_num_threads()
+    try:
+        results = []
+        for n in (1, 2, 3):
+            cnncore.set_num_threads(n)
+            results.append(K.conv_bias_relu_forward(x, Wt, b, stride, pad))
+    finally:
+        cnncore.set_num_threads(previous)
+    for r in results[1:]:
+        np.testing.assert_array_equal(r, results[0])
+
+
+@pytest.mark.parametrize("dtype, C, FN, FH, taken", [
+    (np.float32, 16, 16, 3, True),     # DeepConvNet conv2
+    (np.float32, 16, 32, 3, True),     # DeepConvNet conv3
+    (np.float32, 1, 30, 5, True),      # SimpleConvNet's 25 taps
+    (np.float32, 1, 16, 3, False),     # DeepConvNet conv1: 9 taps
+    (np.float32, 16, 64, 3, False),    # 64 filters: im2col + GEMM
+    (np.float32, 32, 32, 3, False),    # Winograd
+    (np.float64, 16, 16, 3, False),    # float32 only
+])
+def test_default_rule(dtype, C, FN, FH, taken, rng, monkeypatch):
+    calls = []
+    kernel = K._avx2_forward
+    monkeypatch.setattr(K, "_avx2_forward", lambda *args: calls.append(1) or kernel(*args))
+    x = rng.standard_normal((2, C, 10, 10)).astype(dtype)
+    Wt = rng.standard_normal((FN, C, FH, FH)).astype(dtype)
+    b = np.zeros(FN, dtype)
+    out = K.conv_forward(x, Wt, b, 1, 1)
+    np.testing.assert_allclose(out, R.conv_forward(x, Wt, b, 1, 1), rtol=2e-4, atol=2e-4)
+    assert bool(calls) == (taken and K.AVX2_KERNEL)
+
+
+def test_without_avx2_the_gemm_path_is_taken(rng, monkeypatch):
+    monkeypatch.setattr(K, "AVX2_KERNEL", False)
+    monkeypatch.setattr(K, "_avx2_forward", None)   # calling it would raise
+    x = rng.standard_normal((2, 16, 9, 9)).astype(np.float32)
+    Wt = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(16).astype(np.float32)
+    np.testing.assert_allclose(K.conv_forward(x, Wt, b, 1, 1), R.conv_forward(x, Wt, b, 1, 1),
+                               **tol(50))
