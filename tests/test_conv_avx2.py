@@ -2,7 +2,7 @@
 against the NumPy references: plain and fused forward over many shapes, non-finite values, thread
 independence, and which layers take it by default.
 
-Most tests widen the rule (AVX2_MIN_TAPS = 1, no filter limit, no Winograd) so that every float32
+Most tests widen the rule (AVX2_MIN_TAPS = 1, any number of filters, no Winograd) so that every float32
 forward takes the kernel; on a CPU without AVX2 and FMA they are skipped, and one test checks that
 the im2col + GEMM path is taken instead."""
 import numpy as np
@@ -26,6 +26,7 @@ def tol(scale):
 def avx2_everywhere(monkeypatch):
     """Every float32 forward takes the AVX2 kernel; its calls are recorded (x.shape, W.shape)."""
     monkeypatch.setattr(K, "AVX2_MIN_TAPS", 1)
+    monkeypatch.setattr(K, "AVX2_MIN_FILTERS", 1)
     monkeypatch.setattr(K, "AVX2_MAX_FILTERS", 1 << 30)
     monkeypatch.setattr(K, "WINOGRAD_MIN_CHANNELS", 1 << 30)
     calls = []
@@ -99,6 +100,7 @@ def test_avx2_property(N, C, H, W, FN, FH, FW, stride, pad, fused, seed):
         return
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(K, "AVX2_MIN_TAPS", 1)
+        mp.setattr(K, "AVX2_MIN_FILTERS", 1)
         mp.setattr(K, "AVX2_MAX_FILTERS", 1 << 30)
         mp.setattr(K, "WINOGRAD_MIN_CHANNELS", 1 << 30)
         check(np.random.default_rng(seed), (N, C, H, W, FN, FH, FW, stride, pad), fused)
@@ -144,6 +146,8 @@ def test_avx2_results_do_not_depend_on_threads(rng, avx2_everywhere):
     (np.float32, 1, 30, 5, True),      # SimpleConvNet's 25 taps
     (np.float32, 1, 16, 3, False),     # DeepConvNet conv1: 9 taps
     (np.float32, 16, 64, 3, False),    # 64 filters: im2col + GEMM
+    (np.float32, 16, 8, 3, True),      # 8 filters: half of the 16-wide block idle, still faster
+    (np.float32, 16, 4, 3, False),     # 4 filters: three quarters idle
     (np.float32, 32, 32, 3, False),    # Winograd
     (np.float64, 16, 16, 3, False),    # float32 only
 ])
