@@ -307,6 +307,8 @@ def _avx2_fits(dtype, W_shape):
 
 
 def _avx2_forward(x, W, b, stride, pad, relu, out):
+    """out = act(conv(x, W) + b) by pyext/conv_avx2.pyx: the filters packed in blocks of 16, one
+    zero-padded image buffer per thread."""
     N, C, H, Wd = x.shape
     FN = W.shape[0]
     n_blocks = -(-FN // 16)
@@ -520,7 +522,8 @@ def conv_forward(x, W, b, stride=1, pad=0):
     """Convolution (cross-correlation) plus bias: x (N, C, H, W), W (FN, C, FH, FW) -> (N, FN, OH, OW).
 
     Works tile by tile (TILE_BYTES of unfolded columns at a time), never on the whole batch's im2col;
-    3x3 stride-1 layers with at least WINOGRAD_MIN_CHANNELS input channels use Winograd F(2x2, 3x3).
+    3x3 stride-1 layers with at least WINOGRAD_MIN_CHANNELS input channels use Winograd F(2x2, 3x3),
+    float32 layers with few channels the AVX2 kernel when the CPU has it (see _avx2_fits).
     """
     return _forward(x, W, b, stride, pad, relu=False)
 

@@ -28,8 +28,8 @@ static int cnncore_avx2_supported(void)
  * to o[f*L + p], with bias and (relu) ReLU; NaN stays NaN. PB is a constant at each call site. */
 static inline __attribute__((always_inline)) void
 cnncore_avx2_block(const float* x, Py_ssize_t PHW, Py_ssize_t PW, const float* w,
-                     Py_ssize_t C, Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t s,
-                     float* o, Py_ssize_t L, int PB, Py_ssize_t nf, const float* bias, int relu)
+                   Py_ssize_t C, Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t s,
+                   float* o, Py_ssize_t L, int PB, Py_ssize_t nf, const float* bias, int relu)
 {
     cnncore_v8f lo[6], hi[6];
     float t[16], v;
@@ -72,7 +72,7 @@ cnncore_avx2_block(const float* x, Py_ssize_t PHW, Py_ssize_t PW, const float* w
 
 #define CNNCORE_AVX2_BLOCK(PB) \
     cnncore_avx2_block(line + ox * s, PHW, PW, w, C, FH, FW, s, staged + ox - start, \
-                         CNNCORE_AVX2_ROW, PB, nf, bias, relu)
+                       CNNCORE_AVX2_ROW, PB, nf, bias, relu)
 
 /* out (nf, OH, OW) = act(conv(xp, w) + bias) for one zero-padded image xp (C, PH, PW) and one block
  * of 16 filters w (C, FH, FW, 16), of which the first nf are real. Rows are done CNNCORE_AVX2_ROW
@@ -80,9 +80,9 @@ cnncore_avx2_block(const float* x, Py_ssize_t PHW, Py_ssize_t PW, const float* w
  * not 6 + 6 + 2: a block of few outputs loads its weights for few multiply-adds). */
 __attribute__((target("avx2,fma")))
 static void cnncore_avx2_image(const float* xp, Py_ssize_t C, Py_ssize_t PH, Py_ssize_t PW,
-                                 const float* w, Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t s,
-                                 const float* bias, int relu,
-                                 float* out, Py_ssize_t nf, Py_ssize_t OH, Py_ssize_t OW)
+                               const float* w, Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t s,
+                               const float* bias, int relu,
+                               float* out, Py_ssize_t nf, Py_ssize_t OH, Py_ssize_t OW)
 {
     float staged[16 * CNNCORE_AVX2_ROW];
     Py_ssize_t PHW = PH * PW, L = OH * OW, oy, start, width, n_blocks, k, ox, PB, f;
@@ -114,9 +114,9 @@ static void cnncore_avx2_image(const float* xp, Py_ssize_t C, Py_ssize_t PH, Py_
 static int cnncore_avx2_supported(void) { return 0; }
 
 static void cnncore_avx2_image(const float* xp, Py_ssize_t C, Py_ssize_t PH, Py_ssize_t PW,
-                                 const float* w, Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t s,
-                                 const float* bias, int relu,
-                                 float* out, Py_ssize_t nf, Py_ssize_t OH, Py_ssize_t OW)
+                               const float* w, Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t s,
+                               const float* bias, int relu,
+                               float* out, Py_ssize_t nf, Py_ssize_t OH, Py_ssize_t OW)
 {
 }
 

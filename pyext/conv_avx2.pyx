@@ -15,9 +15,9 @@ from libc.string cimport memcpy
 cdef extern from "conv_avx2.h":
     int cnncore_avx2_supported() noexcept nogil
     void cnncore_avx2_image(const float* xp, Py_ssize_t C, Py_ssize_t PH, Py_ssize_t PW,
-                              const float* w, Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t s,
-                              const float* bias, int relu,
-                              float* out, Py_ssize_t nf, Py_ssize_t OH, Py_ssize_t OW) noexcept nogil
+                            const float* w, Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t s,
+                            const float* bias, int relu,
+                            float* out, Py_ssize_t nf, Py_ssize_t OH, Py_ssize_t OW) noexcept nogil
 
 
 def supported():
