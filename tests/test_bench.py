@@ -1,6 +1,7 @@
 """cnncore.bench (``python -m cnncore bench``): it runs, its table has the expected rows, and its
 agreement check stops a fast wrong kernel. Tiny shapes and one sample each, so a few seconds."""
 import json
+import re
 
 import numpy as np
 import pytest
@@ -89,6 +90,34 @@ def test_use_reference_swaps_every_kernel_layer():
     assert all(layer.kernels is reference for layer in with_kernels)
     assert all(layer.kernels is kernels for layer in networks.DeepConvNet().layers
                if hasattr(layer, "kernels"))
+
+
+def _train_step_case(net, dtype):
+    pytest.importorskip("cnncore.networks")
+    return bench.Case(bench.all_groups()["train_step"], bench.NetShape("tiny", net, 3),
+                      np.dtype(dtype))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("net", ["SimpleConvNet", "DeepConvNet"])
+def test_train_step_check_passes_layer_by_layer(net, dtype):
+    for seed in range(3):
+        np.random.seed(seed)
+        _train_step_case(net, dtype).prepare().check()
+
+
+@pytest.mark.parametrize("kernel, patch, where", [
+    ("conv_backward", lambda f: lambda *a, **k: (lambda g: (g[0], g[1] * 1.01, g[2]))(f(*a, **k)),
+     "Convolution) backward"),
+    ("conv_forward", lambda f: lambda *a, **k: f(*a, **k) + 1e-3, "Convolution) forward"),
+    ("max_pool_backward", lambda f: lambda *a, **k: f(*a, **k) * 0, "Pooling) backward"),
+    ("matmul", lambda f: lambda a, b: f(a, b) * 1.001, "Affine) forward"),
+])
+def test_train_step_check_names_the_wrong_layer(monkeypatch, kernel, patch, where):
+    monkeypatch.setattr(kernels, kernel, patch(getattr(kernels, kernel)))
+    np.random.seed(0)
+    with pytest.raises(bench.AgreementError, match=re.escape(where)):
+        _train_step_case("DeepConvNet", np.float32).prepare().check()
 
 
 def test_time_blocks_times_each_runner_in_its_own_block():
