@@ -291,9 +291,10 @@ def _direct_forward(x, W, b, stride, pad, relu, out):
 # layers that do not take Winograd and have AVX2_MIN_FILTERS to AVX2_MAX_FILTERS filters of at least
 # AVX2_MIN_TAPS weights (C*FH*FW). Measured here, float32, 2 threads, forward, against im2col + GEMM:
 # 1.3-1.8x faster from 4 channels up with 16-32 filters (DeepConvNet conv2 1.5x; conv3 1.4x),
-# 1.1-1.2x for SimpleConvNet's 5x5 one-channel layer and CIFAR's 3 channels; DeepConvNet conv1 (9
-# taps) 0.9-1.1x and 64 filters 0.9-1.2x, where the GEMM's M = FN is large enough for OpenBLAS. Fewer
-# filters leave part of each 16-wide block idle: 8 and 12 filters 1.2-1.3x, 4 filters 1.0x, 1 0.65x.
+# 1.1-1.2x for SimpleConvNet's 5x5 one-channel layer; DeepConvNet conv1 (9 taps) 0.9-1.1x; 64 filters
+# 0.9-1.0x (1.2x for a 3-channel 32x32 input layer), where the GEMM's M = FN is large enough for
+# OpenBLAS. Fewer filters leave part of each 16-wide block idle: 8 and 12 filters 1.2-1.3x, 4 filters
+# 1.0x, 1 filter 0.65x.
 AVX2_KERNEL = _conv_avx2.supported()
 AVX2_MIN_TAPS = 25
 AVX2_MIN_FILTERS = 8
