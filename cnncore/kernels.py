@@ -289,14 +289,15 @@ def _direct_forward(x, W, b, stride, pad, relu, out):
 # float32 forward (pyext/conv_avx2.pyx): each output summed in vector registers from the padded
 # image, 16 filters at a time, with no columns and no GEMM. Taken, when the CPU has AVX2 and FMA, by
 # layers that do not take Winograd and have AVX2_MIN_FILTERS to AVX2_MAX_FILTERS filters of at least
-# AVX2_MIN_TAPS weights (C*FH*FW). Measured here, float32, 2 threads, forward, against im2col + GEMM:
-# 1.3-1.8x faster from 4 channels up with 16-32 filters (DeepConvNet conv2 1.5x; conv3 1.4x),
-# 1.1-1.2x for SimpleConvNet's 5x5 one-channel layer; DeepConvNet conv1 (9 taps) 0.9-1.1x; 64 filters
-# 0.9-1.0x (1.2x for a 3-channel 32x32 input layer), where the GEMM's M = FN is large enough for
-# OpenBLAS. Fewer filters leave part of each 16-wide block idle: 8 and 12 filters 1.2-1.3x, 4 filters
-# 1.0x, 1 filter 0.65x.
+# AVX2_MIN_TAPS weights (C*FH*FW). Measured here, float32, batch 100, forward, against im2col + GEMM
+# (2 threads; 1 thread): 16 -> 16 channels 28x28 (DeepConvNet conv2) 1.47-1.52x; 1.31x, 16 -> 32 at
+# 14x14 (conv3) 1.16-1.37x; 1.10x, 5x5 filters 1.6x, stride 2 1.5-1.6x. Short filters gain nothing:
+# 3-4 channels of 3x3 (27-36 taps) 1.02-1.07x, SimpleConvNet's 25 taps 0.87-1.11x; 0.78x, DeepConvNet
+# conv1's 9 taps 0.72x; 0.54x. Nor do 64 filters (0.9-1.1x), where the GEMM's M = FN is large enough
+# for OpenBLAS. Fewer than 16 filters leave part of each 16-wide block idle: 8 filters 1.14-1.27x;
+# 1.02x, 4 filters 1.0x, 1 filter 0.65x.
 AVX2_KERNEL = _conv_avx2.supported()
-AVX2_MIN_TAPS = 25
+AVX2_MIN_TAPS = 64
 AVX2_MIN_FILTERS = 8
 AVX2_MAX_FILTERS = 32
 
