@@ -648,7 +648,7 @@ def _check_layer_by_layer(prepared):
             compare((x,), (want,), dtype, f"{what} layer {k} ({type(layer).__name__}) forward")
         twins.append(twin)
     dout = 1
-    for k, layer, twin in reversed(list(zip(range(len(layers)), layers, twins))):
+    for k, (layer, twin) in reversed(list(enumerate(zip(layers, twins)))):
         d_in = dout
         dout = layer.backward(d_in)
         if twin is None:

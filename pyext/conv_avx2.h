@@ -1,10 +1,11 @@
 /* Direct convolution of one float32 image, 16 filters at a time, for pyext/conv_avx2.pyx.
  *
  * With few input channels, im2col + GEMM moves as many bytes as it multiplies: the columns are
- * written, packed by the BLAS and read again for a product with K = C*FH*FW of only 9-144. Here each
- * output is summed in registers straight from the zero-padded image: 6 outputs of a row times 16
- * filters in 12 vector accumulators, each step one input value broadcast times two vectors of 8
- * weights (fused multiply-add).
+ * written, packed by the BLAS and read again for a product with M = FN of 8-32 and K = C*FH*FW of
+ * only 64-288 (the layers kernels._avx2_fits sends here). Here each output is summed in registers
+ * straight from the zero-padded image: 6 outputs of a row times 16 filters in 12 vector
+ * accumulators, each step one input value broadcast times two vectors of 8 weights (fused
+ * multiply-add).
  *
  * Written with GCC/clang vector extensions and compiled for AVX2 + FMA through a target attribute,
  * so the rest of the build stays baseline x86-64; cnncore_avx2_supported() says at run time
