@@ -179,6 +179,23 @@ def test_max_pool_ties_and_non_finite_values_match_the_reference(case, dtype, sp
     check_max_pool_on_ties(rng, (N, C, H, W), dtype, special, PH, PW, s, p)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("rows", [1, 3])
+def test_max_pool_2x2_every_window_of_ties_and_non_finite_values(dtype, rows):
+    # The 2x2 stride-2 kernel compares row pairs first: every window drawn from a few values with
+    # ties, signed zeros, NaN and infinities, side by side in rows of 2401 windows (several runs).
+    values = np.array([-1.0, -0.0, 0.0, 1.0, np.nan, np.inf, -np.inf], dtype)
+    a, b, c, d = (v.ravel() for v in np.meshgrid(values, values, values, values, indexing="ij"))
+    x = np.empty((1, 1, 2, 2 * a.size), dtype)
+    x[0, 0, 0, 0::2], x[0, 0, 0, 1::2], x[0, 0, 1, 0::2], x[0, 0, 1, 1::2] = a, b, c, d
+    x = np.concatenate([x, x[..., ::-1]] * rows, axis=2)[:, :, :2 * rows]
+    out, arg = K.max_pool_forward(x, 2, 2, 2, 0)
+    out_r, arg_r = R.max_pool_forward(x, 2, 2, 2, 0)
+    np.testing.assert_array_equal(arg, arg_r)
+    np.testing.assert_array_equal(out, out_r)
+    np.testing.assert_array_equal(np.signbit(out), np.signbit(out_r))
+
+
 def check_max_pool_on_ties(rng, shape, dtype, special, PH, PW, s, p):
     # Few distinct values, so most windows hold ties; a sprinkling of NaN or +-inf
     # sends some of the float32 kernel's runs down the cell-by-cell path.
