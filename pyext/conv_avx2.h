@@ -1,4 +1,5 @@
-/* Direct convolution of one float32 image, 16 filters at a time, for pyext/conv_avx2.pyx.
+/* Direct convolution of one float32 image, for pyext/conv_avx2.pyx: 16 filters at a time
+ * (cnncore_avx2_image), or 8 neighbouring outputs at a time (cnncore_avx2_rows_image, below).
  *
  * With few input channels, im2col + GEMM moves as many bytes as it multiplies: the columns are
  * written, packed by the BLAS and read again for a product with M = FN of 8-32 and K = C*FH*FW of
@@ -110,6 +111,97 @@ static void cnncore_avx2_image(const float* xp, Py_ssize_t C, Py_ssize_t PH, Py_
     }
 }
 
+/* The kernel above keeps 16 filters in each register, so each output costs a scalar store and
+ * each block loads C*FH*FW*16 weights: with very few weights per filter (SimpleConvNet's 25,
+ * DeepConvNet conv1's 9) the stores and loads outweigh the multiply-adds. The kernel below keeps
+ * 8 neighbouring outputs of one filter in each register instead (stride 1): each step is one
+ * weight broadcast times PV vectors of the input row, and the outputs go to their planes as whole
+ * vectors. PV (1..3) vectors of outputs starting at o (the output row, each vector at pos[v]) for
+ * the FB (1..4) filters whose weights start at w, laid out (FB, C*FH*FW); x is the padded image at
+ * the row's first window. PV and FB are constants at each call site. */
+typedef int cnncore_v8i __attribute__((vector_size(32), aligned(4)));
+
+static inline __attribute__((always_inline)) void
+cnncore_avx2_rows_block(const float* x, Py_ssize_t PHW, Py_ssize_t PW, const float* w,
+                        Py_ssize_t C, Py_ssize_t FH, Py_ssize_t FW, const Py_ssize_t* pos,
+                        float* o, Py_ssize_t L, int PV, int FB, const float* bias, int relu)
+{
+    cnncore_v8f acc[4][3], in[3], v;
+    cnncore_v8i keep;
+    Py_ssize_t c, ky, kx, K = C * FH * FW, k = 0;
+    int f, p;
+    for (f = 0; f < FB; f++)
+        for (p = 0; p < PV; p++)
+            acc[f][p] = (cnncore_v8f){0};
+    for (c = 0; c < C; c++) {
+        for (ky = 0; ky < FH; ky++) {
+            const float* line = x + c * PHW + ky * PW;
+            for (kx = 0; kx < FW; kx++, k++) {
+                for (p = 0; p < PV; p++)
+                    in[p] = *(const cnncore_v8f*)(line + pos[p] + kx);
+                for (f = 0; f < FB; f++) {
+                    float weight = w[f * K + k];
+                    for (p = 0; p < PV; p++)
+                        acc[f][p] += weight * in[p];
+                }
+            }
+        }
+    }
+    for (f = 0; f < FB; f++) {
+        for (p = 0; p < PV; p++) {
+            v = acc[f][p] + bias[f];
+            if (relu) {   /* keep v > 0 and NaN, zero the rest */
+                keep = (v > 0) | (v != v);
+                v = (cnncore_v8f)((cnncore_v8i)v & keep);
+            }
+            *(cnncore_v8f*)(o + f * L + pos[p]) = v;
+        }
+    }
+}
+
+#define CNNCORE_AVX2_ROWS_BLOCK(PV, FB) \
+    cnncore_avx2_rows_block(line, PHW, PW, w + f * K, C, FH, FW, pos + v, \
+                            out + f * L + oy * OW, L, PV, FB, bias + f, relu)
+
+#define CNNCORE_AVX2_ROWS_FILTERS(PV) \
+    for (f = 0; f < FN; f += 4) { \
+        switch (FN - f < 4 ? FN - f : 4) { \
+        case 4: CNNCORE_AVX2_ROWS_BLOCK(PV, 4); break; \
+        case 3: CNNCORE_AVX2_ROWS_BLOCK(PV, 3); break; \
+        case 2: CNNCORE_AVX2_ROWS_BLOCK(PV, 2); break; \
+        default: CNNCORE_AVX2_ROWS_BLOCK(PV, 1); break; \
+        } \
+    }
+
+/* Most vectors of 8 outputs in an output row: 32 * 8 = 256 outputs. */
+#define CNNCORE_AVX2_ROWS_MAX_VECTORS 32
+
+/* out (FN, OH, OW) = act(conv(xp, w) + bias), stride 1, for one zero-padded image xp (C, PH, PW)
+ * and the filters w (FN, C*FH*FW), 8 <= OW <= 8 * CNNCORE_AVX2_ROWS_MAX_VECTORS. A row's vectors
+ * start at 0, 8, 16, ... and the last at OW - 8, overlapping its neighbour when 8 does not divide
+ * OW: the shared outputs are computed twice, the same way, so they are written twice alike. */
+__attribute__((target("avx2,fma")))
+static void cnncore_avx2_rows_image(const float* xp, Py_ssize_t C, Py_ssize_t PH, Py_ssize_t PW,
+                                    const float* w, Py_ssize_t FH, Py_ssize_t FW,
+                                    const float* bias, int relu,
+                                    float* out, Py_ssize_t FN, Py_ssize_t OH, Py_ssize_t OW)
+{
+    Py_ssize_t pos[CNNCORE_AVX2_ROWS_MAX_VECTORS];
+    Py_ssize_t PHW = PH * PW, L = OH * OW, K = C * FH * FW, n_vec = (OW + 7) / 8, oy, v, f;
+    for (v = 0; v < n_vec; v++)
+        pos[v] = 8 * v < OW - 8 ? 8 * v : OW - 8;
+    for (oy = 0; oy < OH; oy++) {
+        const float* line = xp + oy * PW;
+        for (v = 0; v < n_vec; v += 3) {
+            switch (n_vec - v < 3 ? n_vec - v : 3) {
+            case 3: CNNCORE_AVX2_ROWS_FILTERS(3); break;
+            case 2: CNNCORE_AVX2_ROWS_FILTERS(2); break;
+            default: CNNCORE_AVX2_ROWS_FILTERS(1); break;
+            }
+        }
+    }
+}
+
 #else
 
 static int cnncore_avx2_supported(void) { return 0; }
@@ -118,6 +210,15 @@ static void cnncore_avx2_image(const float* xp, Py_ssize_t C, Py_ssize_t PH, Py_
                                const float* w, Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t s,
                                const float* bias, int relu,
                                float* out, Py_ssize_t nf, Py_ssize_t OH, Py_ssize_t OW)
+{
+}
+
+#define CNNCORE_AVX2_ROWS_MAX_VECTORS 32
+
+static void cnncore_avx2_rows_image(const float* xp, Py_ssize_t C, Py_ssize_t PH, Py_ssize_t PW,
+                                    const float* w, Py_ssize_t FH, Py_ssize_t FW,
+                                    const float* bias, int relu,
+                                    float* out, Py_ssize_t FN, Py_ssize_t OH, Py_ssize_t OW)
 {
 }
 

@@ -1,13 +1,15 @@
 """Direct float32 convolution forward on AVX2 + FMA, for layers with few input channels.
 
 Each output is summed in registers from the zero-padded image (see conv_avx2.h) instead of
-going through unfolded columns and a GEMM. The filters come packed in blocks of 16:
+going through unfolded columns and a GEMM. forward keeps 16 filters in a pair of registers, any
+stride; forward_rows keeps 8 neighbouring outputs of one filter in a register, stride 1, for filters
+of few weights. forward's filters come packed in blocks of 16:
 
     w[k, ((c*FH + ky)*FW + kx)*16 + j] = W[16*k + j, c, ky, kx]   (0 past the last filter)
 
-Threads own (image, block) pairs, so writes never race and results do not depend on the thread
-count. supported() is False when the CPU or the compiler lacks AVX2 + FMA; forward is then not to
-be called.
+Threads own (image, block) pairs (forward_rows: images), so writes never race and results do not
+depend on the thread count. supported() is False when the CPU or the compiler lacks AVX2 + FMA;
+neither kernel is then to be called.
 """
 from cython.parallel cimport prange, threadid
 from libc.string cimport memcpy
@@ -18,6 +20,11 @@ cdef extern from "conv_avx2.h":
                             const float* w, Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t s,
                             const float* bias, int relu,
                             float* out, Py_ssize_t nf, Py_ssize_t OH, Py_ssize_t OW) noexcept nogil
+    void cnncore_avx2_rows_image(const float* xp, Py_ssize_t C, Py_ssize_t PH, Py_ssize_t PW,
+                                 const float* w, Py_ssize_t FH, Py_ssize_t FW,
+                                 const float* bias, int relu,
+                                 float* out, Py_ssize_t FN, Py_ssize_t OH, Py_ssize_t OW) noexcept nogil
+    enum: CNNCORE_AVX2_ROWS_MAX_VECTORS
 
 
 def supported():
@@ -56,3 +63,32 @@ def forward(const float[:, :, :, ::1] x,      # IN  (n, C, H, W)
                 nf = 16
             cnncore_avx2_image(xp, C, PH, PW, &w[k, 0], filter_h, filter_w, stride,
                                  &b[16 * k], relu, &out[i, 16 * k, 0, 0], nf, OH, OW)
+
+
+ROWS_MAX_WIDTH = 8 * CNNCORE_AVX2_ROWS_MAX_VECTORS
+
+
+def forward_rows(const float[:, :, :, ::1] x,      # IN  (n, C, H, W)
+                 const float[:, ::1] w,            # IN  (FN, C*FH*FW), W reshaped
+                 const float[::1] b,               # IN  (FN,)
+                 float[:, :, :, ::1] out,          # OUT (n, FN, OH, OW), 8 <= OW <= ROWS_MAX_WIDTH
+                 float[:, ::1] padded,             # scratch (n_threads, C*(H + 2*pad)*(W + 2*pad)), zeros
+                 Py_ssize_t filter_h, Py_ssize_t filter_w, Py_ssize_t pad, bint relu,
+                 int n_threads):
+    """forward for stride 1 with the outputs, not the filters, in the vector registers (see
+    conv_avx2.h): for filters of few weights. Threads own whole images."""
+    cdef Py_ssize_t n = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t FN = out.shape[1], OH = out.shape[2], OW = out.shape[3]
+    cdef Py_ssize_t PH = H + 2 * pad, PW = W + 2 * pad
+    cdef Py_ssize_t i, c, y
+    cdef float* xp
+    if n == 0 or FN == 0 or OH == 0:
+        return
+    with nogil:
+        for i in prange(n, schedule="guided", num_threads=n_threads):
+            xp = &padded[threadid(), 0]
+            for c in range(C):
+                for y in range(H):
+                    memcpy(xp + (c * PH + y + pad) * PW + pad, &x[i, c, y, 0], W * sizeof(float))
+            cnncore_avx2_rows_image(xp, C, PH, PW, &w[0, 0], filter_h, filter_w, &b[0], relu,
+                                    &out[i, 0, 0, 0], FN, OH, OW)

@@ -172,3 +172,121 @@ def test_without_avx2_the_gemm_path_is_taken(rng, monkeypatch):
     b = rng.standard_normal(16).astype(np.float32)
     np.testing.assert_allclose(K.conv_forward(x, Wt, b, 1, 1), R.conv_forward(x, Wt, b, 1, 1),
                                **tol(50))
+
+
+# ---------------------------------------------------------------- outputs in the registers (rows)
+
+@pytest.fixture
+def rows_everywhere(monkeypatch):
+    """Every float32 stride-1 forward with rows of 8 to ROWS_MAX_WIDTH outputs takes forward_rows;
+    its calls are recorded (x.shape, W.shape)."""
+    monkeypatch.setattr(K, "AVX2_MIN_TAPS", 1 << 30)
+    monkeypatch.setattr(K, "WINOGRAD_MIN_CHANNELS", 1 << 30)
+    calls = []
+    kernel = K._avx2_rows_forward
+
+    def counted(x, W, *args):
+        calls.append((x.shape, W.shape))
+        return kernel(x, W, *args)
+
+    monkeypatch.setattr(K, "_avx2_rows_forward", counted)
+    return calls
+
+
+# (N, C, H, W, FN, FH, FW, stride, pad): output rows of 8 (one vector), 9, 15, 17 (a last vector
+# overlapping its neighbour), 16, 24 (whole vectors), 25, 26 (a second block of vectors), 100 and
+# 256 (the widest); 1-5 and 9 filters (every block of 1-4 filters); C = 1-4, pads 0-3, 1x1, 5x5,
+# 7x7 and non-square filters; N = 1; SimpleConvNet's and DeepConvNet's first layers
+ROWS_CASES = [
+    (1, 1, 3, 8, 1, 1, 1, 1, 0),
+    (2, 1, 5, 11, 2, 3, 3, 1, 0),
+    (1, 2, 6, 15, 3, 3, 3, 1, 1),
+    (2, 3, 4, 18, 4, 2, 3, 1, 1),
+    (1, 1, 7, 16, 5, 1, 1, 1, 0),
+    (1, 4, 5, 24, 9, 3, 3, 1, 1),
+    (1, 1, 9, 25, 4, 5, 5, 1, 2),
+    (2, 2, 6, 30, 3, 5, 3, 1, 0),
+    (1, 1, 4, 98, 2, 3, 3, 1, 1),
+    (1, 1, 3, 256, 3, 1, 1, 1, 0),
+    (1, 1, 9, 12, 2, 7, 7, 1, 3),
+    (3, 1, 28, 28, 30, 5, 5, 1, 0),
+    (2, 1, 28, 28, 16, 3, 3, 1, 1),
+]
+
+
+@needs_avx2
+@pytest.mark.parametrize("fused", [False, True], ids=["conv", "fused"])
+@pytest.mark.parametrize("case", ROWS_CASES, ids=case_id)
+def test_rows_match_reference(case, fused, rng, rows_everywhere):
+    check(rng, case, fused)
+    assert rows_everywhere, "forward_rows was not called"
+
+
+@needs_avx2
+@given(st.integers(1, 3), st.integers(1, 4), st.integers(1, 9), st.integers(8, 70),
+       st.integers(1, 11), st.integers(1, 5), st.integers(1, 5), st.integers(0, 2),
+       st.booleans(), st.integers(0, 2**32 - 1))
+def test_rows_property(N, C, H, W, FN, FH, FW, pad, fused, seed):
+    if FH > H + 2 * pad or W + 2 * pad - FW + 1 < 8:
+        return
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(K, "AVX2_MIN_TAPS", 1 << 30)
+        mp.setattr(K, "WINOGRAD_MIN_CHANNELS", 1 << 30)
+        check(np.random.default_rng(seed), (N, C, H, W, FN, FH, FW, 1, pad), fused)
+
+
+@needs_avx2
+@pytest.mark.parametrize("fused", [False, True], ids=["conv", "fused"])
+@pytest.mark.parametrize("special", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("where", ["x", "W", "b"])
+def test_rows_non_finite_like_the_reference(where, special, fused, rng, rows_everywhere):
+    """As for the other layout, on rows whose last vector overlaps its neighbour."""
+    x, Wt, b, stride, pad = operands(rng, (2, 3, 6, 13, 6, 3, 3, 1, 1))
+    {"x": x[1, 2], "W": Wt[5, 1], "b": b[3:4]}[where].flat[0] = special
+    fwd, rfwd = ((K.conv_bias_relu_forward, R.conv_bias_relu_forward) if fused
+                 else (K.conv_forward, R.conv_forward))
+    out, want = fwd(x, Wt, b, stride, pad), rfwd(x, Wt, b, stride, pad)
+    assert rows_everywhere
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(want))
+    np.testing.assert_array_equal(np.isposinf(out), np.isposinf(want))
+    np.testing.assert_array_equal(np.isneginf(out), np.isneginf(want))
+    finite = np.isfinite(want)
+    np.testing.assert_allclose(out[finite], want[finite], **tol(np.abs(want[finite]).max() + 1))
+
+
+@needs_avx2
+def test_rows_results_do_not_depend_on_threads(rng, rows_everywhere):
+    x, Wt, b, stride, pad = operands(rng, (7, 2, 12, 19, 9, 3, 3, 1, 1))
+    previous = cnncore.get_num_threads()
+    try:
+        results = []
+        for n in (1, 2, 3):
+            cnncore.set_num_threads(n)
+            results.append(K.conv_bias_relu_forward(x, Wt, b, stride, pad))
+    finally:
+        cnncore.set_num_threads(previous)
+    assert rows_everywhere
+    for r in results[1:]:
+        np.testing.assert_array_equal(r, results[0])
+
+
+@pytest.mark.parametrize("dtype, C, FN, FH, H, stride, taken", [
+    (np.float32, 1, 30, 5, 28, 1, True),     # SimpleConvNet's conv: 25 taps
+    (np.float32, 1, 16, 3, 28, 1, True),     # DeepConvNet conv1: 9 taps
+    (np.float32, 3, 64, 3, 32, 1, True),     # 27 taps, 64 filters
+    (np.float32, 16, 16, 3, 28, 1, False),   # DeepConvNet conv2, 144 taps: the 16-filter layout
+    (np.float32, 1, 16, 3, 28, 2, False),    # stride 2
+    (np.float32, 1, 16, 3, 7, 1, False),     # rows of 7 outputs, shorter than a vector
+    (np.float32, 1, 4, 3, 300, 1, False),    # rows of 300, wider than ROWS_MAX_WIDTH
+    (np.float64, 1, 16, 3, 28, 1, False),    # float32 only
+])
+def test_rows_default_rule(dtype, C, FN, FH, H, stride, taken, rng, monkeypatch):
+    calls = []
+    kernel = K._avx2_rows_forward
+    monkeypatch.setattr(K, "_avx2_rows_forward", lambda *args: calls.append(1) or kernel(*args))
+    x = rng.standard_normal((1, C, H, H)).astype(dtype)
+    Wt = rng.standard_normal((FN, C, FH, FH)).astype(dtype)
+    b = np.zeros(FN, dtype)
+    out = K.conv_forward(x, Wt, b, stride, 1)
+    np.testing.assert_allclose(out, R.conv_forward(x, Wt, b, stride, 1), rtol=2e-4, atol=2e-4)
+    assert bool(calls) == (taken and K.AVX2_KERNEL)
