@@ -21,7 +21,7 @@ import textwrap
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-KERNELS = ["im2col", "pooling", "conv", "winograd", "conv_avx2", "activation", "parallel"]
+KERNELS = ["im2col", "pooling", "conv", "winograd", "conv_avx2", "activation", "adam", "parallel"]
 
 # Typed memoryviews need the buffer protocol in the Limited API: Python 3.11 (0x030B0000).
 LIMITED_API_HEX, LIMITED_API_TAG = "0x030B0000", "cp311"
@@ -81,6 +81,10 @@ class BuildExt(build_ext):
             opt = ["-O3"]
         for ext in self.extensions:
             ext.extra_compile_args += opt
+            if ext.name.endswith(".adam") and self.compiler.compiler_type != "msvc":
+                # NumPy's results to the bit: no fused multiply-adds (GCC contracts by default where
+                # the target has FMA); no errno, so the square root vectorises.
+                ext.extra_compile_args += ["-ffp-contract=off", "-fno-math-errno"]
             if flags is not None:
                 ext.extra_compile_args += flags[0]
                 ext.extra_link_args += flags[1]

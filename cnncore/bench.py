@@ -594,8 +594,10 @@ def _net_inputs(s, dtype, rng):
     predict_kw = {"train_flg": False} if "train_flg" in inspect.signature(cls.predict).parameters else {}
     # Dropout draws from the global RNG: every step starts from the same state, so both networks see
     # the same masks (restoring a state costs microseconds).
+    optimizers = {impl: optimizer.Adam() for impl in IMPLS}
+    optimizers["numpy"].compiled = False    # the textbook's NumPy statements
     return {"x": x, "t": t, "nets": nets, "predict_kw": predict_kw, "rng_state": np.random.get_state(),
-            "optimizers": {impl: optimizer.Adam() for impl in IMPLS}}
+            "optimizers": optimizers}
 
 
 def _impl_of(module):

@@ -12,6 +12,7 @@ import numpy as np
 from . import _validate as v
 from . import reference as _reference
 from ._ext import activation as _activation
+from ._ext import adam as _adam
 from ._ext import conv as _conv
 from ._ext import conv_avx2 as _conv_avx2
 from ._ext import im2col as _im2col
@@ -169,6 +170,39 @@ def relu_backward(dout, mask):
                               np.ascontiguousarray(mask).reshape(-1).view(np.uint8),
                               dx.reshape(-1), get_num_threads(dx.size))
     return dx
+
+
+# ------------------------------------------------------------------------------------------- optimizer
+
+_FLOAT_DTYPES = v.FLOAT_DTYPES    # (adam_fits's v is the second moment)
+
+
+def adam_fits(param, grad, m, v):
+    """Whether adam_update takes these arrays: ndarrays of one shape and one dtype (float32 or
+    float64), C-contiguous, param, m and v writeable, and no two of them sharing memory."""
+    arrays = (param, grad, m, v)
+    if not all(type(a) is np.ndarray for a in arrays):
+        return False
+    if param.dtype not in _FLOAT_DTYPES or any(a.dtype != param.dtype or a.shape != param.shape
+                                         or not a.flags.c_contiguous for a in arrays):
+        return False
+    if not (param.flags.writeable and m.flags.writeable and v.flags.writeable):
+        return False
+    return not any(np.may_share_memory(a, b) for i, a in enumerate(arrays) for b in arrays[i + 1:])
+
+
+def adam_update(param, grad, m, v, lr_t, beta1, beta2):
+    """One step of cnncore.optimizer.Adam on one parameter, in place, in one compiled pass:
+
+    m += (1 - beta1)*(grad - m); v += (1 - beta2)*(grad**2 - v); param -= lr_t * m / (sqrt(v) + 1e-7)
+
+    with NumPy's results to the bit. The arrays must pass adam_fits (else ValueError).
+    """
+    if not adam_fits(param, grad, m, v):
+        raise ValueError("adam_update needs param, grad, m and v as separate C-contiguous arrays of "
+                         "one shape and one float dtype (float32 or float64), param, m, v writeable")
+    _adam.adam_update(param.reshape(-1), grad.reshape(-1), m.reshape(-1), v.reshape(-1),
+                      float(lr_t), float(beta1), float(beta2), get_num_threads(param.size))
 
 
 # -------------------------------------------------------------------------------------- matrix product

@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
+import cnncore
+from cnncore import kernels as K
 from cnncore.optimizer import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop
 
 STEPS = 3
@@ -132,3 +134,108 @@ def test_bad_hyperparameters_raise_value_error_naming_them(cls, kwargs, arg):
 def test_non_numbers_raise_type_error(value):
     with pytest.raises(TypeError, match="lr"):
         SGD(lr=value)
+
+
+# ------------------------------------------------------------------------- Adam's compiled pass
+
+def _adam_twins(params):
+    """Two Adams with the same settings: the compiled pass (default) and the textbook's statements."""
+    compiled, textbook = Adam(lr=0.01), Adam(lr=0.01)
+    textbook.compiled = False
+    return compiled, textbook, {k: np.array(v, copy=True) for k, v in params.items()}
+
+
+def _assert_same_bits(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    assert a.dtype == b.dtype and a.shape == b.shape
+    assert a.tobytes() == b.tobytes()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_adam_compiled_pass_gives_the_textbook_statements_bits(dtype, threads, rng):
+    # Shapes: empty, one element, odd, and more elements than one parallel chunk (16384).
+    shapes = {"empty": (0, 3), "one": (1,), "odd": (7, 3, 5), "large": (4320, 10), "bias": (30,)}
+    params = {k: rng.standard_normal(s).astype(dtype) for k, s in shapes.items()}
+    compiled, textbook, twin = _adam_twins(params)
+    objects = dict(params)
+    previous = cnncore.get_num_threads()
+    cnncore.set_num_threads(threads)
+    calls = []
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            kernel = K.adam_update
+            mp.setattr(K, "adam_update", lambda *a: calls.append(1) or kernel(*a))
+            for _ in range(4):
+                grads = {k: (rng.standard_normal(s) * 10).astype(dtype) for k, s in shapes.items()}
+                compiled.update(params, grads)
+                textbook.update(twin, grads)
+    finally:
+        cnncore.set_num_threads(previous)
+    assert len(calls) == 4 * len(shapes)
+    for k in shapes:
+        assert params[k] is objects[k] and params[k].dtype == dtype
+        _assert_same_bits(params[k], twin[k])
+        _assert_same_bits(compiled.m[k], textbook.m[k])
+        _assert_same_bits(compiled.v[k], textbook.v[k])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_adam_compiled_pass_spreads_non_finite_gradients_like_numpy(dtype, rng):
+    params = {"W": rng.standard_normal((5, 4)).astype(dtype)}
+    compiled, textbook, twin = _adam_twins(params)
+    g = rng.standard_normal((5, 4)).astype(dtype)
+    g[0, 0], g[1, 1], g[2, 2] = np.nan, np.inf, -np.inf
+    g[3] = np.finfo(dtype).max          # g*g overflows to inf
+    compiled.update(params, {"W": g})
+    textbook.update(twin, {"W": g})
+    _assert_same_bits(params["W"], twin["W"])
+    _assert_same_bits(compiled.v["W"], textbook.v["W"])
+
+
+def _strided(rng):
+    return rng.standard_normal((6, 4)).T      # not C-contiguous
+
+
+@pytest.mark.parametrize("case", ["python float", "strided param", "float64 grads", "float16",
+                                  "integer grads", "grads are the params"])
+def test_adam_takes_the_textbook_statements_where_the_pass_does_not_fit(case, rng):
+    p32 = rng.standard_normal((4, 6)).astype(np.float32)
+    params, grads = {
+        "python float": ({"a": 0.5}, {"a": 0.25}),
+        "strided param": ({"W": _strided(rng)}, {"W": rng.standard_normal((4, 6))}),
+        "float64 grads": ({"W": p32}, {"W": rng.standard_normal((4, 6))}),
+        "float16": ({"W": p32.astype(np.float16)}, {"W": p32.astype(np.float16)}),
+        "integer grads": ({"W": p32}, {"W": np.arange(24).reshape(4, 6)}),
+        "grads are the params": ({"W": p32}, None),
+    }[case]
+    compiled, textbook, twin = _adam_twins(params)
+    calls = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(K, "adam_update", lambda *a: calls.append(1))   # would do nothing
+        compiled.update(params, grads if grads is not None else params)
+    textbook.update(twin, grads if grads is not None else twin)
+    assert calls == []
+    for k in params:
+        _assert_same_bits(params[k], twin[k])
+
+
+@pytest.mark.parametrize("bad", ["shape", "dtype", "strided", "read-only", "shared", "int"])
+def test_adam_update_rejects_what_it_cannot_take(bad, rng):
+    p, g, m, v = (rng.standard_normal((3, 4)).astype(np.float32) for _ in range(4))
+    if bad == "shape":
+        g = g[:2]
+    elif bad == "dtype":
+        g = g.astype(np.float64)
+    elif bad == "strided":
+        m = np.zeros((4, 3), np.float32).T
+    elif bad == "read-only":
+        v.flags.writeable = False
+    elif bad == "shared":
+        m = p
+    else:
+        p, g, m, v = (a.astype(np.int32) for a in (p, g, m, v))
+    before = p.copy()
+    with pytest.raises(ValueError, match="adam_update"):
+        K.adam_update(p, g, m, v, 0.01, 0.9, 0.999)
+    np.testing.assert_array_equal(p, before)
