@@ -122,12 +122,21 @@ def max_pool_backward(dout, arg_max, input_shape, pool_h, pool_w, stride=2, pad=
     return dx
 
 
+def _row_per_thread(n_threads, width, dtype):
+    """(n_threads, >= width) scratch rows at least a cache line apart: threads writing rows that
+    shared a line ran 1.5-3x slower than one thread (measured, average pooling)."""
+    line = 64 // dtype.itemsize
+    return np.empty((n_threads, -(-width // line) * line + line), dtype)
+
+
 def avg_pool_forward(x, pool_h, pool_w, stride=2, pad=0):
     """Mean over each window, padding counted as zeros: x (N, C, H, W) -> (N, C, OH, OW)."""
     x, params, out_shape = v.pool_setup(x, pool_h, pool_w, stride, pad)
     dtype = v.compute_dtype(x)
     out = np.empty(out_shape, dtype)
-    _pooling.avg_pool_forward(v.as_kernel_input(x, dtype), out, *params, get_num_threads(x.size))
+    n_threads = get_num_threads(x.size)
+    scratch = _row_per_thread(n_threads, x.shape[3], dtype)     # the window sums of a row
+    _pooling.avg_pool_forward(v.as_kernel_input(x, dtype), out, scratch, *params, n_threads)
     return out
 
 
@@ -136,8 +145,9 @@ def avg_pool_backward(dout, input_shape, pool_h, pool_w, stride=2, pad=0):
     dout, shape, params = v.pool_backward_setup(dout, input_shape, pool_h, pool_w, stride, pad)
     dtype = v.compute_dtype(dout)
     dx = np.empty(shape, dtype)
-    _pooling.avg_pool_backward(v.as_kernel_input(dout, dtype), dx, *params,
-                               get_num_threads(dx.size))
+    n_threads = get_num_threads(dx.size)
+    scratch = _row_per_thread(n_threads, shape[3], dtype)       # a row of shares
+    _pooling.avg_pool_backward(v.as_kernel_input(dout, dtype), dx, scratch, *params, n_threads)
     return dx
 
 

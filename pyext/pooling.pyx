@@ -11,7 +11,7 @@ on one plane lives in a helper taking plain values: inside an OpenMP region, sca
 enclosing function are shared variables the compiler must reload after every store.
 """
 from cython cimport floating
-from cython.parallel cimport prange
+from cython.parallel cimport prange, threadid
 from libc.string cimport memset
 
 
@@ -328,11 +328,12 @@ cdef inline void _avg_plane_2x2(const floating* x, floating* out, Window g) noex
             o[i] = ((((zero + r0[2 * i]) + r0[2 * i + 1]) + r1[2 * i]) + r1[2 * i + 1]) * quarter
 
 
-cdef inline void _avg_plane(const floating* x, floating* out, Window g) noexcept nogil:
-    # Row by row: each window cell (ky, kx) is added to the interior of the output row at once;
-    # only the border columns, whose windows are clipped, go cell by cell. Every output cell still
-    # sums its window in (ky, kx) order, then scales.
-    cdef Py_ssize_t oy, ox, ky, kx, y0, ox_a, ox_b
+cdef inline void _avg_plane(const floating* x, floating* out, Window g,
+                            floating* col) noexcept nogil:
+    # Separable, output row by output row: col (W) = the sum of the window's rows inside the image
+    # (whole rows, contiguous), then each output sums pool_w cells of col; only the border columns,
+    # whose windows are clipped, go cell by cell. 2x2 stride-2 windows take _avg_plane_2x2.
+    cdef Py_ssize_t oy, ox, ky, kx, y0, ky_lo, ky_hi, i, ox_a, ox_b
     cdef floating scale = 1.0 / (g.pool_h * g.pool_w)
     cdef const floating* row
     cdef floating* o
@@ -342,16 +343,20 @@ cdef inline void _avg_plane(const floating* x, floating* out, Window g) noexcept
     _interior(g, &ox_a, &ox_b)
     for oy in range(g.out_h):
         y0 = oy * g.stride - g.pad
+        ky_lo, ky_hi = _lo(y0), _hi(y0, g.pool_h, g.H)
         o = out + oy * g.out_w
-        memset(o, 0, g.out_w * sizeof(floating))
-        for ky in range(_lo(y0), _hi(y0, g.pool_h, g.H)):
+        memset(col, 0, g.W * sizeof(floating))
+        for ky in range(ky_lo, ky_hi):
             row = x + (y0 + ky) * g.W
-            for kx in range(g.pool_w if ox_b > ox_a else 0):  # (no pointer past the row)
-                _add_strided(o + ox_a, row + ox_a * g.stride - g.pad + kx, ox_b - ox_a, g.stride)
-            for ox in range(ox_a):
-                _avg_border_cell(row, o, g, ox)
-            for ox in range(ox_b, g.out_w):
-                _avg_border_cell(row, o, g, ox)
+            for i in range(g.W):
+                col[i] += row[i]
+        memset(o, 0, g.out_w * sizeof(floating))
+        for kx in range(g.pool_w if ox_b > ox_a else 0):  # (no pointer past the row)
+            _add_strided(o + ox_a, col + ox_a * g.stride - g.pad + kx, ox_b - ox_a, g.stride)
+        for ox in range(ox_a):
+            _avg_border_cell(col, o, g, ox)
+        for ox in range(ox_b, g.out_w):
+            _avg_border_cell(col, o, g, ox)
         for ox in range(g.out_w):
             o[ox] = o[ox] * scale
 
@@ -422,9 +427,11 @@ cdef inline void _avg_plane_backward_tiled(const floating* dout, floating* dx,
     memset(dx + g.out_h * s * g.W, 0, (g.H - g.out_h * s) * g.W * sizeof(floating))
 
 
-cdef inline void _avg_plane_backward(const floating* dout, floating* dx, Window g) noexcept nogil:
-    # The adjoint of _avg_plane, row by row in the same way.
-    cdef Py_ssize_t oy, ox, ky, kx, y0, ox_a, ox_b
+cdef inline void _avg_plane_backward(const floating* dout, floating* dx, Window g,
+                                     floating* spread) noexcept nogil:
+    # The adjoint of _avg_plane, separable in the same way: spread (W) = each output's share
+    # spread over its window's columns, then added to the window's rows (whole rows, contiguous).
+    cdef Py_ssize_t oy, ox, ky, kx, y0, i, ox_a, ox_b
     cdef floating scale = 1.0 / (g.pool_h * g.pool_w)
     cdef floating* row
     cdef const floating* d
@@ -436,15 +443,18 @@ cdef inline void _avg_plane_backward(const floating* dout, floating* dx, Window 
     for oy in range(g.out_h):
         y0 = oy * g.stride - g.pad
         d = dout + oy * g.out_w
+        memset(spread, 0, g.W * sizeof(floating))
+        for kx in range(g.pool_w if ox_b > ox_a else 0):
+            _spread_strided(spread + ox_a * g.stride - g.pad + kx, d + ox_a, scale, ox_b - ox_a,
+                            g.stride)
+        for ox in range(ox_a):
+            _avg_border_spread(spread, d[ox] * scale, g, ox)
+        for ox in range(ox_b, g.out_w):
+            _avg_border_spread(spread, d[ox] * scale, g, ox)
         for ky in range(_lo(y0), _hi(y0, g.pool_h, g.H)):
             row = dx + (y0 + ky) * g.W
-            for kx in range(g.pool_w if ox_b > ox_a else 0):
-                _spread_strided(row + ox_a * g.stride - g.pad + kx, d + ox_a, scale, ox_b - ox_a,
-                                g.stride)
-            for ox in range(ox_a):
-                _avg_border_spread(row, d[ox] * scale, g, ox)
-            for ox in range(ox_b, g.out_w):
-                _avg_border_spread(row, d[ox] * scale, g, ox)
+            for i in range(g.W):
+                row[i] += spread[i]
 
 
 cdef inline Window _window(Py_ssize_t H, Py_ssize_t W, Py_ssize_t out_h, Py_ssize_t out_w,
@@ -490,6 +500,7 @@ def max_pool_backward(const floating[:, :, :, ::1] dout,      # IN  (N, C, OH, O
 
 def avg_pool_forward(const floating[:, :, :, ::1] x,     # IN  (N, C, H, W)
                      floating[:, :, :, ::1] out,         # OUT (N, C, OH, OW)
+                     floating[:, ::1] scratch,           # (n_threads, W)
                      Py_ssize_t pool_h, Py_ssize_t pool_w,
                      Py_ssize_t stride, Py_ssize_t pad, int n_threads):
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], nc
@@ -499,11 +510,13 @@ def avg_pool_forward(const floating[:, :, :, ::1] x,     # IN  (N, C, H, W)
         return
     with nogil:
         for nc in prange(N * C, schedule="guided", num_threads=n_threads):
-            _avg_plane(&x[nc // C, nc % C, 0, 0], &out[nc // C, nc % C, 0, 0], g)
+            _avg_plane(&x[nc // C, nc % C, 0, 0], &out[nc // C, nc % C, 0, 0], g,
+                       &scratch[threadid(), 0])
 
 
 def avg_pool_backward(const floating[:, :, :, ::1] dout,  # IN  (N, C, OH, OW)
                       floating[:, :, :, ::1] dx,          # OUT (N, C, H, W), overwritten
+                      floating[:, ::1] scratch,           # (n_threads, W)
                       Py_ssize_t pool_h, Py_ssize_t pool_w,
                       Py_ssize_t stride, Py_ssize_t pad, int n_threads):
     cdef Py_ssize_t N = dx.shape[0], C = dx.shape[1], nc
@@ -513,4 +526,5 @@ def avg_pool_backward(const floating[:, :, :, ::1] dout,  # IN  (N, C, OH, OW)
         return
     with nogil:
         for nc in prange(N * C, schedule="guided", num_threads=n_threads):
-            _avg_plane_backward(&dout[nc // C, nc % C, 0, 0], &dx[nc // C, nc % C, 0, 0], g)
+            _avg_plane_backward(&dout[nc // C, nc % C, 0, 0], &dx[nc // C, nc % C, 0, 0], g,
+                                &scratch[threadid(), 0])
