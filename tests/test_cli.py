@@ -170,6 +170,21 @@ def test_compare_reference_times_both_and_leaves_the_run_unchanged(tmp_path, mni
         re.search(r"final test acc (0\.\d{4})", compared).group(1)
 
 
+def test_compare_reference_runs_the_textbook_adam_for_the_reference(monkeypatch, capsys):
+    # The reference network's steps use Adam's NumPy statements, cnncore's the compiled pass.
+    from cnncore import cli, optimizer
+    seen = []
+    update = optimizer.Adam.update
+    monkeypatch.setattr(optimizer.Adam, "update",
+                        lambda self, p, g: seen.append(self.compiled) or update(self, p, g))
+    rng = np.random.default_rng(0)
+    x = rng.random((8, 1, 28, 28)).astype(np.float32)
+    t = rng.integers(0, 10, 8)
+    cli.compare_with_reference(SimpleConvNet(dtype=np.float32), x, t, 4, 2)
+    assert seen == [False] * 3 + [True] * 3
+    assert "training step" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("main", [train_main, evaluate_main])
 def test_missing_data_says_where_to_put_it(main, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(datasets, "_fetch", mock.Mock(side_effect=OSError("no network")))
