@@ -29,14 +29,19 @@ def avx2_everywhere(monkeypatch):
     monkeypatch.setattr(K, "AVX2_MIN_FILTERS", 1)
     monkeypatch.setattr(K, "AVX2_MAX_FILTERS", 1 << 30)
     monkeypatch.setattr(K, "WINOGRAD_MIN_CHANNELS", 1 << 30)
+    return record_calls(monkeypatch, "_avx2_forward")
+
+
+def record_calls(monkeypatch, name):
+    """Wrap kernels.<name>(x, W, ...) so that its calls are recorded (x.shape, W.shape)."""
     calls = []
-    kernel = K._avx2_forward
+    kernel = getattr(K, name)
 
     def counted(x, W, *args):
         calls.append((x.shape, W.shape))
         return kernel(x, W, *args)
 
-    monkeypatch.setattr(K, "_avx2_forward", counted)
+    monkeypatch.setattr(K, name, counted)
     return calls
 
 
@@ -112,12 +117,18 @@ def test_avx2_property(N, C, H, W, FN, FH, FW, stride, pad, fused, seed):
 @pytest.mark.parametrize("where", ["x", "W", "b"])
 def test_avx2_non_finite_like_the_reference(where, special, fused, rng, avx2_everywhere):
     """An inf in x or W meets the padding's zeros (NaN there), NaN spreads, ReLU keeps NaN."""
-    x, Wt, b, stride, pad = operands(rng, (2, 3, 6, 7, 17, 3, 3, 1, 1))
-    {"x": x[1, 2], "W": Wt[16, 1], "b": b[3:4]}[where].flat[0] = special
+    check_non_finite(rng, (2, 3, 6, 7, 17, 3, 3, 1, 1), where, special, fused)
+    assert avx2_everywhere
+
+
+def check_non_finite(rng, case, where, special, fused):
+    """special put in x, in the last filter's weights, or in a bias: out is NaN, +inf and -inf
+    exactly where the reference's is, and close elsewhere."""
+    x, Wt, b, stride, pad = operands(rng, case)
+    {"x": x[-1, -1], "W": Wt[-1, 1 % Wt.shape[1]], "b": b[3:4]}[where].flat[0] = special
     fwd, rfwd = ((K.conv_bias_relu_forward, R.conv_bias_relu_forward) if fused
                  else (K.conv_forward, R.conv_forward))
     out, want = fwd(x, Wt, b, stride, pad), rfwd(x, Wt, b, stride, pad)
-    assert avx2_everywhere
     np.testing.assert_array_equal(np.isnan(out), np.isnan(want))
     np.testing.assert_array_equal(np.isposinf(out), np.isposinf(want))
     np.testing.assert_array_equal(np.isneginf(out), np.isneginf(want))
@@ -127,7 +138,12 @@ def test_avx2_non_finite_like_the_reference(where, special, fused, rng, avx2_eve
 
 @needs_avx2
 def test_avx2_results_do_not_depend_on_threads(rng, avx2_everywhere):
-    x, Wt, b, stride, pad = operands(rng, (7, 5, 12, 11, 40, 3, 3, 1, 1))
+    check_thread_independence(rng, (7, 5, 12, 11, 40, 3, 3, 1, 1))
+    assert avx2_everywhere
+
+
+def check_thread_independence(rng, case):
+    x, Wt, b, stride, pad = operands(rng, case)
     previous = cnncore.get_num_threads()
     try:
         results = []
@@ -182,15 +198,7 @@ def rows_everywhere(monkeypatch):
     its calls are recorded (x.shape, W.shape)."""
     monkeypatch.setattr(K, "AVX2_MIN_TAPS", 1 << 30)
     monkeypatch.setattr(K, "WINOGRAD_MIN_CHANNELS", 1 << 30)
-    calls = []
-    kernel = K._avx2_rows_forward
-
-    def counted(x, W, *args):
-        calls.append((x.shape, W.shape))
-        return kernel(x, W, *args)
-
-    monkeypatch.setattr(K, "_avx2_rows_forward", counted)
-    return calls
+    return record_calls(monkeypatch, "_avx2_rows_forward")
 
 
 # (N, C, H, W, FN, FH, FW, stride, pad): output rows of 8 (one vector), 9, 15, 17 (a last vector
@@ -241,33 +249,14 @@ def test_rows_property(N, C, H, W, FN, FH, FW, pad, fused, seed):
 @pytest.mark.parametrize("where", ["x", "W", "b"])
 def test_rows_non_finite_like_the_reference(where, special, fused, rng, rows_everywhere):
     """As for the other layout, on rows whose last vector overlaps its neighbour."""
-    x, Wt, b, stride, pad = operands(rng, (2, 3, 6, 13, 6, 3, 3, 1, 1))
-    {"x": x[1, 2], "W": Wt[5, 1], "b": b[3:4]}[where].flat[0] = special
-    fwd, rfwd = ((K.conv_bias_relu_forward, R.conv_bias_relu_forward) if fused
-                 else (K.conv_forward, R.conv_forward))
-    out, want = fwd(x, Wt, b, stride, pad), rfwd(x, Wt, b, stride, pad)
+    check_non_finite(rng, (2, 3, 6, 13, 6, 3, 3, 1, 1), where, special, fused)
     assert rows_everywhere
-    np.testing.assert_array_equal(np.isnan(out), np.isnan(want))
-    np.testing.assert_array_equal(np.isposinf(out), np.isposinf(want))
-    np.testing.assert_array_equal(np.isneginf(out), np.isneginf(want))
-    finite = np.isfinite(want)
-    np.testing.assert_allclose(out[finite], want[finite], **tol(np.abs(want[finite]).max() + 1))
 
 
 @needs_avx2
 def test_rows_results_do_not_depend_on_threads(rng, rows_everywhere):
-    x, Wt, b, stride, pad = operands(rng, (7, 2, 12, 19, 9, 3, 3, 1, 1))
-    previous = cnncore.get_num_threads()
-    try:
-        results = []
-        for n in (1, 2, 3):
-            cnncore.set_num_threads(n)
-            results.append(K.conv_bias_relu_forward(x, Wt, b, stride, pad))
-    finally:
-        cnncore.set_num_threads(previous)
+    check_thread_independence(rng, (7, 2, 12, 19, 9, 3, 3, 1, 1))
     assert rows_everywhere
-    for r in results[1:]:
-        np.testing.assert_array_equal(r, results[0])
 
 
 @pytest.mark.parametrize("dtype, C, FN, FH, H, stride, taken", [
