@@ -211,6 +211,11 @@ def adam_update(param, grad, m, v, lr_t, beta1, beta2):
     if not adam_fits(param, grad, m, v):
         raise ValueError("adam_update needs param, grad, m and v as separate C-contiguous arrays of "
                          "one shape and one float dtype (float32 or float64), param, m, v writeable")
+    _adam_pass(param, grad, m, v, lr_t, beta1, beta2)
+
+
+def _adam_pass(param, grad, m, v, lr_t, beta1, beta2):
+    """adam_update without the check, for callers that ran adam_fits (optimizer.Adam)."""
     _adam.adam_update(param.reshape(-1), grad.reshape(-1), m.reshape(-1), v.reshape(-1),
                       float(lr_t), float(beta1), float(beta2), get_num_threads(param.size))
 
@@ -369,29 +374,33 @@ def _avx2_rows_fits(dtype, W_shape, stride, out_w):
             and 8 <= out_w <= _conv_avx2.ROWS_MAX_WIDTH)
 
 
+def _padded_images(n_threads, x_shape, pad):
+    """The AVX2 kernels' scratch: one zero-padded float32 image per thread (its borders stay zero)."""
+    N, C, H, W = x_shape
+    return np.zeros((n_threads, C * (H + 2 * pad) * (W + 2 * pad)), np.float32)
+
+
 def _avx2_rows_forward(x, W, b, pad, relu, out):
     """out = act(conv(x, W) + b), stride 1, by pyext/conv_avx2.pyx's forward_rows: one zero-padded
     image buffer per thread."""
-    N, C, H, Wd = x.shape
-    FN = W.shape[0]
+    N, FN = x.shape[0], W.shape[0]
     n_threads = min(get_num_threads(N * FN * out.shape[2] * out.shape[3]), N)
-    padded = np.zeros((n_threads, C * (H + 2 * pad) * (Wd + 2 * pad)), np.float32)
-    _conv_avx2.forward_rows(x, W.reshape(FN, -1), b, out, padded, W.shape[2], W.shape[3], pad,
-                            relu, n_threads)
+    _conv_avx2.forward_rows(x, W.reshape(FN, -1), b, out, _padded_images(n_threads, x.shape, pad),
+                            W.shape[2], W.shape[3], pad, relu, n_threads)
 
 
 def _avx2_forward(x, W, b, stride, pad, relu, out):
     """out = act(conv(x, W) + b) by pyext/conv_avx2.pyx: the filters packed in blocks of 16, one
     zero-padded image buffer per thread."""
-    N, C, H, Wd = x.shape
+    N, C = x.shape[:2]
     FN = W.shape[0]
     n_blocks = -(-FN // 16)
     w = np.zeros((n_blocks * 16, C * W.shape[2] * W.shape[3]), np.float32)
     w[:FN] = W.reshape(FN, -1)
     w = np.ascontiguousarray(w.reshape(n_blocks, 16, -1).transpose(0, 2, 1)).reshape(n_blocks, -1)
     n_threads = min(get_num_threads(N * FN * out.shape[2] * out.shape[3]), N * n_blocks)
-    padded = np.zeros((n_threads, C * (H + 2 * pad) * (Wd + 2 * pad)), np.float32)
-    _conv_avx2.forward(x, w, b, out, padded, W.shape[2], W.shape[3], stride, pad, relu, n_threads)
+    _conv_avx2.forward(x, w, b, out, _padded_images(n_threads, x.shape, pad), W.shape[2],
+                       W.shape[3], stride, pad, relu, n_threads)
 
 
 # ------------------------------------------------------------------- Winograd F(2x2, 3x3) convolution

@@ -185,8 +185,8 @@ class Adam:
         for key in params.keys():
             if self.compiled and _kernels.adam_fits(params[key], grads[key], self.m[key],
                                                     self.v[key]):
-                _kernels.adam_update(params[key], grads[key], self.m[key], self.v[key], lr_t,
-                                     self.beta1, self.beta2)
+                _kernels._adam_pass(params[key], grads[key], self.m[key], self.v[key], lr_t,
+                                    self.beta1, self.beta2)
                 continue
             self.m[key] += (1 - self.beta1) * (grads[key] - self.m[key])
             self.v[key] += (1 - self.beta2) * (grads[key] ** 2 - self.v[key])

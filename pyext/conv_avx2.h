@@ -15,6 +15,9 @@
  */
 #include <string.h>
 
+/* Most vectors of 8 outputs in an output row of cnncore_avx2_rows_image: 32 * 8 = 256 outputs. */
+#define CNNCORE_AVX2_ROWS_MAX_VECTORS 32
+
 #if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
 
 typedef float cnncore_v8f __attribute__((vector_size(32), aligned(4)));
@@ -173,9 +176,6 @@ cnncore_avx2_rows_block(const float* x, Py_ssize_t PHW, Py_ssize_t PW, const flo
         } \
     }
 
-/* Most vectors of 8 outputs in an output row: 32 * 8 = 256 outputs. */
-#define CNNCORE_AVX2_ROWS_MAX_VECTORS 32
-
 /* out (FN, OH, OW) = act(conv(xp, w) + bias), stride 1, for one zero-padded image xp (C, PH, PW)
  * and the filters w (FN, C*FH*FW), 8 <= OW <= 8 * CNNCORE_AVX2_ROWS_MAX_VECTORS. A row's vectors
  * start at 0, 8, 16, ... and the last at OW - 8, overlapping its neighbour when 8 does not divide
@@ -212,8 +212,6 @@ static void cnncore_avx2_image(const float* xp, Py_ssize_t C, Py_ssize_t PH, Py_
                                float* out, Py_ssize_t nf, Py_ssize_t OH, Py_ssize_t OW)
 {
 }
-
-#define CNNCORE_AVX2_ROWS_MAX_VECTORS 32
 
 static void cnncore_avx2_rows_image(const float* xp, Py_ssize_t C, Py_ssize_t PH, Py_ssize_t PW,
                                     const float* w, Py_ssize_t FH, Py_ssize_t FW,

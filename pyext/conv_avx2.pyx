@@ -27,6 +27,15 @@ cdef extern from "conv_avx2.h":
     enum: CNNCORE_AVX2_ROWS_MAX_VECTORS
 
 
+cdef inline void _copy_into_padded(const float* image, float* xp, Py_ssize_t C, Py_ssize_t H,
+                                   Py_ssize_t W, Py_ssize_t pad) noexcept nogil:
+    # The interior of xp (C, H + 2*pad, W + 2*pad), whose borders stay zero, from image (C, H, W).
+    cdef Py_ssize_t c, y, PH = H + 2 * pad, PW = W + 2 * pad
+    for c in range(C):
+        for y in range(H):
+            memcpy(xp + (c * PH + y + pad) * PW + pad, image + (c * H + y) * W, W * sizeof(float))
+
+
 def supported():
     """Whether this build and this CPU run the direct kernel (x86 with AVX2 and FMA)."""
     return bool(cnncore_avx2_supported())
@@ -46,7 +55,7 @@ def forward(const float[:, :, :, ::1] x,      # IN  (n, C, H, W)
     cdef Py_ssize_t n = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t FN = out.shape[1], OH = out.shape[2], OW = out.shape[3]
     cdef Py_ssize_t PH = H + 2 * pad, PW = W + 2 * pad
-    cdef Py_ssize_t n_blocks = w.shape[0], task, i, k, c, y, nf
+    cdef Py_ssize_t n_blocks = w.shape[0], task, i, k, nf
     cdef float* xp
     if n == 0 or FN == 0 or OH == 0 or OW == 0:
         return
@@ -55,9 +64,7 @@ def forward(const float[:, :, :, ::1] x,      # IN  (n, C, H, W)
             i = task // n_blocks
             k = task % n_blocks
             xp = &padded[threadid(), 0]
-            for c in range(C):
-                for y in range(H):
-                    memcpy(xp + (c * PH + y + pad) * PW + pad, &x[i, c, y, 0], W * sizeof(float))
+            _copy_into_padded(&x[i, 0, 0, 0], xp, C, H, W, pad)
             nf = FN - 16 * k
             if nf > 16:
                 nf = 16
@@ -80,15 +87,13 @@ def forward_rows(const float[:, :, :, ::1] x,      # IN  (n, C, H, W)
     cdef Py_ssize_t n = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t FN = out.shape[1], OH = out.shape[2], OW = out.shape[3]
     cdef Py_ssize_t PH = H + 2 * pad, PW = W + 2 * pad
-    cdef Py_ssize_t i, c, y
+    cdef Py_ssize_t i
     cdef float* xp
     if n == 0 or FN == 0 or OH == 0:
         return
     with nogil:
         for i in prange(n, schedule="guided", num_threads=n_threads):
             xp = &padded[threadid(), 0]
-            for c in range(C):
-                for y in range(H):
-                    memcpy(xp + (c * PH + y + pad) * PW + pad, &x[i, c, y, 0], W * sizeof(float))
+            _copy_into_padded(&x[i, 0, 0, 0], xp, C, H, W, pad)
             cnncore_avx2_rows_image(xp, C, PH, PW, &w[0, 0], filter_h, filter_w, &b[0], relu,
                                     &out[i, 0, 0, 0], FN, OH, OW)

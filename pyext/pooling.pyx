@@ -389,7 +389,8 @@ cdef inline void _fill_strided(floating* row, const floating* d, floating scale,
 
 cdef inline void _avg_plane_backward_2x2(const floating* dout, floating* dx,
                                          Window g) noexcept nogil:
-    # _avg_plane_backward_tiled for 2x2 windows on an even width, both rows in one pass.
+    # 2x2 windows, stride 2, no padding: _avg_plane_backward_tiled with both rows of a window in
+    # one pass. An odd last column or row lies in no window.
     cdef Py_ssize_t oy, i
     cdef floating v, zero = 0, quarter = 0.25
     cdef floating* q0
@@ -405,6 +406,9 @@ cdef inline void _avg_plane_backward_2x2(const floating* dout, floating* dx,
             q0[2 * i + 1] = v
             q1[2 * i] = v
             q1[2 * i + 1] = v
+        if g.W > 2 * g.out_w:
+            q0[g.W - 1] = 0
+            q1[g.W - 1] = 0
     memset(dx + 2 * g.out_h * g.W, 0, (g.H - 2 * g.out_h) * g.W * sizeof(floating))
 
 
@@ -416,9 +420,6 @@ cdef inline void _avg_plane_backward_tiled(const floating* dout, floating* dx,
     cdef Py_ssize_t oy, ky, s = g.stride, covered_w = g.out_w * g.stride
     cdef floating scale = 1.0 / (g.pool_h * g.pool_w)
     cdef floating* row
-    if s == 2 and covered_w == g.W:
-        _avg_plane_backward_2x2(dout, dx, g)
-        return
     for oy in range(g.out_h):
         for ky in range(s):
             row = dx + (oy * s + ky) * g.W
@@ -435,6 +436,9 @@ cdef inline void _avg_plane_backward(const floating* dout, floating* dx, Window 
     cdef floating scale = 1.0 / (g.pool_h * g.pool_w)
     cdef floating* row
     cdef const floating* d
+    if g.pool_h == 2 and g.pool_w == 2 and g.stride == 2 and g.pad == 0:
+        _avg_plane_backward_2x2(dout, dx, g)
+        return
     if g.pool_h == g.stride and g.pool_w == g.stride and g.pad == 0:
         _avg_plane_backward_tiled(dout, dx, g)
         return
