@@ -14,6 +14,12 @@ from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.string cimport memset
 
+cdef extern from "pooling_2x2.h":
+    void cnncore_max_backward_row_2x2_float(const float* d, const Py_ssize_t* arg,
+                                            float* q0, float* q1, Py_ssize_t n) noexcept nogil
+    void cnncore_max_backward_row_2x2_double(const double* d, const Py_ssize_t* arg,
+                                             double* q0, double* q1, Py_ssize_t n) noexcept nogil
+
 
 cdef struct Window:
     Py_ssize_t H, W, out_h, out_w, pool_h, pool_w, stride, pad
@@ -227,6 +233,26 @@ cdef enum:
     MAX_TABLE = 64
 
 
+cdef inline void _max_plane_backward_2x2(const floating* dout, const Py_ssize_t* arg_max,
+                                         floating* dx, Window g) noexcept nogil:
+    # 2x2 windows, stride 2, no padding: each output row's two dx rows in one pass (pooling_2x2.h),
+    # every cell written once. An odd last column or row lies in no window.
+    cdef Py_ssize_t oy
+    cdef floating* q0
+    for oy in range(g.out_h):
+        q0 = dx + 2 * oy * g.W
+        if floating is float:
+            cnncore_max_backward_row_2x2_float(dout + oy * g.out_w, arg_max + oy * g.out_w,
+                                               q0, q0 + g.W, g.out_w)
+        else:
+            cnncore_max_backward_row_2x2_double(dout + oy * g.out_w, arg_max + oy * g.out_w,
+                                                q0, q0 + g.W, g.out_w)
+        if g.W > 2 * g.out_w:
+            q0[g.W - 1] = 0
+            q0[2 * g.W - 1] = 0
+    memset(dx + 2 * g.out_h * g.W, 0, (g.H - 2 * g.out_h) * g.W * sizeof(floating))
+
+
 cdef inline void _max_plane_backward(const floating* dout, const Py_ssize_t* arg_max,
                                      floating* dx, Window g) noexcept nogil:
     # The window index k of each winner becomes an offset through a table (ky*W + kx for each k)
@@ -235,6 +261,9 @@ cdef inline void _max_plane_backward(const floating* dout, const Py_ssize_t* arg
     cdef Py_ssize_t offset[MAX_TABLE]
     cdef const floating* d
     cdef const Py_ssize_t* arg
+    if g.pool_h == 2 and g.pool_w == 2 and g.stride == 2 and g.pad == 0:
+        _max_plane_backward_2x2(dout, arg_max, dx, g)
+        return
     memset(dx, 0, g.H * g.W * sizeof(floating))
     if g.pool_h * g.pool_w <= MAX_TABLE:
         for k in range(g.pool_h * g.pool_w):

@@ -127,11 +127,13 @@ def test_avg_pool_matches_reference(case, dtype, rng):
     np.testing.assert_allclose(dx, R.avg_pool_backward(dout, x.shape, PH, PW, s, p), **tol(dtype))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("stride", [2, 1])   # tiled windows, overlapping windows
-def test_max_pool_backward_gives_positive_zeros_like_the_reference(stride):
-    x = np.arange(2 * 7 * 7, dtype=np.float64).reshape(1, 2, 7, 7)
+def test_max_pool_backward_gives_positive_zeros_like_the_reference(stride, dtype, rng):
+    x = rng.permutation(2 * 9 * 11).astype(dtype).reshape(1, 2, 9, 11)   # odd sizes, no ties
     out, arg = K.max_pool_forward(x, 2, 2, stride, 0)
-    dout = np.full(out.shape, -0.0)
+    assert set(np.unique(arg)) == {0, 1, 2, 3}
+    dout = np.full(out.shape, -0.0, dtype)
     got = K.max_pool_backward(dout, arg, x.shape, 2, 2, stride, 0)
     want = R.max_pool_backward(dout, R.max_pool_forward(x, 2, 2, stride, 0)[1], x.shape, 2, 2,
                                stride, 0)
