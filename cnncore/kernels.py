@@ -146,7 +146,7 @@ def avg_pool_backward(dout, input_shape, pool_h, pool_w, stride=2, pad=0):
     dtype = v.compute_dtype(dout)
     dx = np.empty(shape, dtype)
     n_threads = get_num_threads(dx.size)
-    scratch = _row_per_thread(n_threads, shape[3], dtype)       # a row of shares
+    scratch = _row_per_thread(n_threads, dout.shape[3] + 2, dtype)  # shares of a row's windows
     _pooling.avg_pool_backward(v.as_kernel_input(dout, dtype), dx, scratch, *params, n_threads)
     return dx
 

@@ -318,19 +318,19 @@ cdef inline void _add_strided(floating* acc, const floating* row, Py_ssize_t n,
             acc[i] += row[i * stride]
 
 
-cdef inline void _spread_strided(floating* row, const floating* d, floating scale, Py_ssize_t n,
-                                 Py_ssize_t stride) noexcept nogil:
-    # row[i*stride] += d[i] * scale, specialised like _add_strided.
+cdef inline void _add_spread(floating* row, const floating* share, Py_ssize_t n,
+                             Py_ssize_t stride) noexcept nogil:
+    # row[i*stride] += share[i], specialised like _add_strided.
     cdef Py_ssize_t i
     if stride == 2:
         for i in range(n):
-            row[2 * i] += d[i] * scale
+            row[2 * i] += share[i]
     elif stride == 1:
         for i in range(n):
-            row[i] += d[i] * scale
+            row[i] += share[i]
     else:
         for i in range(n):
-            row[i * stride] += d[i] * scale
+            row[i * stride] += share[i]
 
 
 cdef inline void _avg_border_cell(const floating* row, floating* o, Window g,
@@ -457,13 +457,38 @@ cdef inline void _avg_plane_backward_tiled(const floating* dout, floating* dx,
     memset(dx + g.out_h * s * g.W, 0, (g.H - g.out_h * s) * g.W * sizeof(floating))
 
 
+cdef inline void _covering(Py_ssize_t t, Py_ssize_t window, Py_ssize_t stride, Py_ssize_t n,
+                           Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
+    # The windows o in [lo, hi), 0 <= o < n, that cover position t of the padded input:
+    # o*stride <= t < o*stride + window.
+    cdef Py_ssize_t h = t // stride + 1
+    lo[0] = 0 if t < window else (t - window) // stride + 1
+    hi[0] = h if h < n else n
+
+
+cdef inline void _spread_3_2(floating* row, const floating* col, Py_ssize_t n) noexcept nogil:
+    # n cells of a dx row in 3-wide windows at stride 2, starting at an even padded column 2m:
+    # col[j] = the share of window m + j - 1. Column 2(m + j) lies in windows m + j - 1 and m + j,
+    # column 2(m + j) + 1 in window m + j only.
+    cdef Py_ssize_t j
+    cdef floating zero = 0
+    for j in range(n // 2):
+        row[2 * j] = zero + col[j] + col[j + 1]
+        row[2 * j + 1] = zero + col[j + 1]
+    if n % 2:
+        row[n - 1] = zero + col[n // 2] + col[n // 2 + 1]
+
+
 cdef inline void _avg_plane_backward(const floating* dout, floating* dx, Window g,
-                                     floating* spread) noexcept nogil:
-    # The adjoint of _avg_plane, separable in the same way: spread (W) = each output's share
-    # spread over its window's columns, then added to the window's rows (whole rows, contiguous).
-    cdef Py_ssize_t oy, ox, ky, kx, y0, i, ox_a, ox_b
-    cdef floating scale = 1.0 / (g.pool_h * g.pool_w)
+                                     floating* col) noexcept nogil:
+    # The adjoint of _avg_plane, gathered one dx row at a time, so that each cell is written once:
+    # col[1 + ox] = the shares of the windows covering the row, summed down each output column
+    # (col[0] and col[out_w + 1] stay zero: the windows before the first and after the last), then
+    # spread along the row.
+    cdef Py_ssize_t y, oy, oy_lo, oy_hi, ox, kx, i, ox_a, ox_b
+    cdef floating scale = 1.0 / (g.pool_h * g.pool_w), zero = 0
     cdef floating* row
+    cdef floating* share = col + 1
     cdef const floating* d
     if g.pool_h == 2 and g.pool_w == 2 and g.stride == 2 and g.pad == 0:
         _avg_plane_backward_2x2(dout, dx, g)
@@ -472,22 +497,37 @@ cdef inline void _avg_plane_backward(const floating* dout, floating* dx, Window 
         _avg_plane_backward_tiled(dout, dx, g)
         return
     _interior(g, &ox_a, &ox_b)
-    memset(dx, 0, g.H * g.W * sizeof(floating))
-    for oy in range(g.out_h):
-        y0 = oy * g.stride - g.pad
-        d = dout + oy * g.out_w
-        memset(spread, 0, g.W * sizeof(floating))
-        for kx in range(g.pool_w if ox_b > ox_a else 0):
-            _spread_strided(spread + ox_a * g.stride - g.pad + kx, d + ox_a, scale, ox_b - ox_a,
-                            g.stride)
-        for ox in range(ox_a):
-            _avg_border_spread(spread, d[ox] * scale, g, ox)
-        for ox in range(ox_b, g.out_w):
-            _avg_border_spread(spread, d[ox] * scale, g, ox)
-        for ky in range(_lo(y0), _hi(y0, g.pool_h, g.H)):
-            row = dx + (y0 + ky) * g.W
+    col[0] = 0
+    col[g.out_w + 1] = 0
+    for y in range(g.H):
+        row = dx + y * g.W
+        _covering(y + g.pad, g.pool_h, g.stride, g.out_h, &oy_lo, &oy_hi)
+        if oy_hi <= oy_lo:
             for i in range(g.W):
-                row[i] += spread[i]
+                row[i] = 0
+            continue
+        d = dout + oy_lo * g.out_w
+        for ox in range(g.out_w):
+            share[ox] = d[ox] * scale
+        for oy in range(oy_lo + 1, oy_hi):
+            d = dout + oy * g.out_w
+            for ox in range(g.out_w):
+                share[ox] += d[ox] * scale
+        if g.pool_w == 3 and g.stride == 2:   # padded column x + pad; an odd one starts alone
+            if g.pad % 2:
+                row[0] = zero + col[(g.pad + 1) // 2]
+                _spread_3_2(row + 1, col + (g.pad + 1) // 2, g.W - 1)
+            else:
+                _spread_3_2(row, col + g.pad // 2, g.W)
+            continue
+        for i in range(g.W):
+            row[i] = zero
+        for kx in range(g.pool_w if ox_b > ox_a else 0):
+            _add_spread(row + ox_a * g.stride - g.pad + kx, share + ox_a, ox_b - ox_a, g.stride)
+        for ox in range(ox_a):
+            _avg_border_spread(row, share[ox], g, ox)
+        for ox in range(ox_b, g.out_w):
+            _avg_border_spread(row, share[ox], g, ox)
 
 
 cdef inline Window _window(Py_ssize_t H, Py_ssize_t W, Py_ssize_t out_h, Py_ssize_t out_w,
@@ -549,7 +589,7 @@ def avg_pool_forward(const floating[:, :, :, ::1] x,     # IN  (N, C, H, W)
 
 def avg_pool_backward(const floating[:, :, :, ::1] dout,  # IN  (N, C, OH, OW)
                       floating[:, :, :, ::1] dx,          # OUT (N, C, H, W), overwritten
-                      floating[:, ::1] scratch,           # (n_threads, W)
+                      floating[:, ::1] scratch,           # (n_threads, >= OW + 2)
                       Py_ssize_t pool_h, Py_ssize_t pool_w,
                       Py_ssize_t stride, Py_ssize_t pad, int n_threads):
     cdef Py_ssize_t N = dx.shape[0], C = dx.shape[1], nc

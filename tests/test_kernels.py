@@ -28,6 +28,15 @@ CASES = [
 POOL_CASES = [c for c in CASES if c[7] < min(c[4], c[5])] + [
     (2, 3, 24, 24, 2, 2, 2, 0),
     (1, 2, 9, 9, 3, 3, 2, 1),   # overlapping windows
+    # 3-wide windows at stride 2 (their own backward row pass): without padding, odd widths, whose
+    # last column lies in one window, even ones, whose last lies in none, a single window; with
+    # padding 1 and 2, odd and even widths
+    (2, 2, 9, 11, 3, 3, 2, 0),
+    (1, 3, 10, 8, 3, 3, 2, 0),
+    (1, 1, 3, 3, 3, 3, 2, 0),
+    (1, 2, 5, 8, 3, 3, 2, 1),
+    (1, 2, 7, 9, 4, 3, 2, 2),
+    (2, 1, 6, 6, 3, 3, 2, 2),
     (2, 1, 8, 7, 3, 2, 1, 1),
     # windows that tile the plane (stride == window, no pad), with rows and columns left over
     (2, 2, 7, 9, 2, 2, 2, 0),
@@ -141,7 +150,7 @@ def test_max_pool_backward_gives_positive_zeros_like_the_reference(stride, dtype
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("window, stride", [(2, 2), (3, 3), (2, 1)])   # tiling, tiling, overlapping
+@pytest.mark.parametrize("window, stride", [(2, 2), (3, 3), (2, 1), (3, 2)])  # tiling; overlapping
 def test_avg_pool_backward_gives_positive_zeros_like_the_reference(window, stride, dtype):
     dout = np.full((1, 2, 3, 3), -0.0, dtype)
     left_over = 1 if stride == window else 0    # a row no tiling window covers
