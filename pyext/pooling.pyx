@@ -204,26 +204,98 @@ cdef inline void _max_plane_2x2(const floating* x, floating* out, Py_ssize_t* ar
             ox0 += RUN
 
 
+# 3x3 windows at stride 2 (overlapping pooling) get the same treatment for output rows whose
+# windows lie inside the image vertically: the nine cells compared in scan order in registers,
+# instead of nine passes through best/arg buffers in memory.
+
+ctypedef fused window_index:
+    int             # float32: as wide as the value, so that GCC vectorises the selects
+    Py_ssize_t      # float64 (stays scalar)
+
+
+cdef inline void _take(floating v, window_index k, floating* best, window_index* arg,
+                       floating* bad) noexcept nogil:
+    # One cell of a window in scan order: the later of equal values never wins.
+    cdef window_index gt = -<window_index>(v > best[0])
+    arg[0] = (arg[0] & ~gt) | (k & gt)
+    best[0] = v if v > best[0] else best[0]
+    bad[0] += v - v
+
+
+cdef inline void _max_row_3x3(const floating* r0, const floating* r1, const floating* r2,
+                              floating* out, window_index* arg, floating* bad,
+                              Py_ssize_t n) noexcept nogil:
+    # Window i covers columns 2i .. 2i+2 of rows r0, r1, r2.
+    cdef Py_ssize_t i
+    cdef floating best, b
+    cdef window_index a
+    for i in range(n):
+        best, a = r0[2 * i], 0
+        b = best - best
+        _take(r0[2 * i + 1], 1, &best, &a, &b)
+        _take(r0[2 * i + 2], 2, &best, &a, &b)
+        _take(r1[2 * i], 3, &best, &a, &b)
+        _take(r1[2 * i + 1], 4, &best, &a, &b)
+        _take(r1[2 * i + 2], 5, &best, &a, &b)
+        _take(r2[2 * i], 6, &best, &a, &b)
+        _take(r2[2 * i + 1], 7, &best, &a, &b)
+        _take(r2[2 * i + 2], 8, &best, &a, &b)
+        out[i] = best
+        arg[i] = a
+        bad[i] = b
+
+
+cdef inline void _max_run_3x3(const floating* x, floating* out, Py_ssize_t* arg_max, Window g,
+                              Py_ssize_t oy, Py_ssize_t ox0, Py_ssize_t n) noexcept nogil:
+    # _max_run for 3x3 windows at stride 2 lying wholly inside the image.
+    cdef floating bad[RUN]
+    cdef int arg[RUN]
+    cdef Py_ssize_t i, j
+    cdef const floating* r0 = x + (oy * 2 - g.pad) * g.W + ox0 * 2 - g.pad
+    if floating is float:
+        _max_row_3x3(r0, r0 + g.W, r0 + 2 * g.W, out + oy * g.out_w + ox0, arg, bad, n)
+    else:
+        _max_row_3x3(r0, r0 + g.W, r0 + 2 * g.W, out + oy * g.out_w + ox0,
+                     arg_max + oy * g.out_w + ox0, bad, n)
+    for i in range(n):
+        if bad[i] != 0:
+            for j in range(n):
+                _max_window(x, out, arg_max, g, oy, ox0 + j)
+            return
+    if floating is float:
+        for i in range(n):
+            arg_max[oy * g.out_w + ox0 + i] = arg[i]
+
+
 cdef inline void _max_plane(const floating* x, floating* out, Py_ssize_t* arg_max,
                             Window g) noexcept nogil:
-    # float32: border columns (windows clipped by the padding) cell by cell, the interior in runs.
-    # float64 goes cell by cell: GCC 12 vectorised no float64 form of the runs' pass with plain
-    # SSE2 (the wheels' baseline), and unvectorised runs were no faster (measured).
-    cdef Py_ssize_t oy, ox, ox_a, ox_b
+    # Border columns (windows clipped by the padding) cell by cell, the interior in runs: 3x3
+    # stride-2 windows inside the image in one pass (1.2-1.5x faster than the runs, both dtypes),
+    # other float32 windows cell pass by cell pass. Other float64 windows go cell by cell: GCC 12
+    # vectorised no float64 form of the runs' pass with plain SSE2 (the wheels' baseline), and
+    # unvectorised runs were no faster (measured).
+    cdef Py_ssize_t oy, ox, ox_a, ox_b, n, i
+    cdef bint three = g.pool_h == 3 and g.pool_w == 3 and g.stride == 2
     if g.pool_h == 2 and g.pool_w == 2 and g.stride == 2 and g.pad == 0:
         _max_plane_2x2(x, out, arg_max, g)
         return
     _interior(g, &ox_a, &ox_b)
-    if floating is double or g.pool_h * g.pool_w > (1 << 30):   # (window indices are C ints)
+    if g.pool_h * g.pool_w > (1 << 30):   # (the runs' window indices are C ints)
         ox_b = ox_a
     for oy in range(g.out_h):
         for ox in range(ox_a):
             _max_window(x, out, arg_max, g, oy, ox)
-        if floating is float:
-            ox = ox_a
-            while ox < ox_b:
-                _max_run(x, out, arg_max, g, oy, ox, RUN if ox_b - ox > RUN else ox_b - ox)
-                ox += RUN
+        ox = ox_a
+        while ox < ox_b:
+            n = RUN if ox_b - ox > RUN else ox_b - ox
+            if three and 0 <= oy * 2 - g.pad <= g.H - 3:
+                _max_run_3x3(x, out, arg_max, g, oy, ox, n)
+            elif floating is float:
+                _max_run(x, out, arg_max, g, oy, ox, n)
+            else:
+                for i in range(ox, ox + n):
+                    _max_window(x, out, arg_max, g, oy, i)
+            ox += RUN
         for ox in range(ox_b, g.out_w):
             _max_window(x, out, arg_max, g, oy, ox)
 

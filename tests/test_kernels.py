@@ -45,10 +45,11 @@ POOL_CASES = [c for c in CASES if c[7] < min(c[4], c[5])] + [
     (1, 2, 12, 11, 9, 8, 2, 1),  # more cells (72) than max pooling backward's offset table holds
 ]
 
-# Rows wider than one of the max-pool kernel's float32 runs (64 output cells), at strides 2, 1 and 3.
+# Rows wider than one of the max-pool kernel's runs (64 output cells), at strides 2, 1, 2 (3x3) and 3.
 WIDE_POOL_CASES = [
     (1, 2, 5, 203, 2, 2, 2, 0),
     (1, 1, 4, 131, 3, 3, 1, 1),
+    (1, 2, 7, 205, 3, 3, 2, 1),
     (2, 1, 6, 400, 3, 2, 3, 1),
 ]
 
@@ -202,6 +203,22 @@ def test_max_pool_2x2_every_window_of_ties_and_non_finite_values(dtype, rows):
     x = np.concatenate([x, x[..., ::-1]] * rows, axis=2)[:, :, :2 * rows]
     out, arg = K.max_pool_forward(x, 2, 2, 2, 0)
     out_r, arg_r = R.max_pool_forward(x, 2, 2, 2, 0)
+    np.testing.assert_array_equal(arg, arg_r)
+    np.testing.assert_array_equal(out, out_r)
+    np.testing.assert_array_equal(np.signbit(out), np.signbit(out_r))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("pad", [0, 1])
+def test_max_pool_3x3_stride_2_ties_signed_zeros_and_non_finite_values(dtype, pad, rng):
+    # The 3x3 stride-2 pass compares the nine cells in registers: windows drawn from a few values
+    # with ties, signed zeros, NaN and infinities (rare enough that most runs stay on that pass).
+    values = np.array([-1.0, -0.0, 0.0, 1.0, np.nan, np.inf, -np.inf], dtype)
+    x = rng.choice(values[:4], size=(2, 3, 21, 141)).astype(dtype)
+    rare = rng.random(x.shape) < 0.002
+    x[rare] = rng.choice(values[4:], size=rare.sum())
+    out, arg = K.max_pool_forward(x, 3, 3, 2, pad)
+    out_r, arg_r = R.max_pool_forward(x, 3, 3, 2, pad)
     np.testing.assert_array_equal(arg, arg_r)
     np.testing.assert_array_equal(out, out_r)
     np.testing.assert_array_equal(np.signbit(out), np.signbit(out_r))
