@@ -177,10 +177,26 @@ cdef inline void _max_row_2x2_double(const double* r0, const double* r1, double*
         bad[i] = (a - a) + (b - b) + (c - c) + (d - d)
 
 
+cdef inline void _run_done(const floating* x, floating* out, Py_ssize_t* arg_max, Window g,
+                           Py_ssize_t oy, Py_ssize_t ox0, Py_ssize_t n, const int* arg,
+                           const floating* bad) noexcept nogil:
+    # After a fused pass over outputs (oy, ox0 .. ox0+n-1): float32's window indices (C ints) into
+    # arg_max, or, where a NaN or an infinity went by (bad), the whole run again cell by cell.
+    cdef Py_ssize_t i
+    for i in range(n):
+        if bad[i] != 0:
+            for i in range(n):
+                _max_window(x, out, arg_max, g, oy, ox0 + i)
+            return
+    if floating is float:
+        for i in range(n):
+            arg_max[oy * g.out_w + ox0 + i] = arg[i]
+
+
 cdef inline void _max_plane_2x2(const floating* x, floating* out, Py_ssize_t* arg_max,
                                 Window g) noexcept nogil:
     # Rows go RUN output cells at a time; bad[i] turned NaN if a NaN or an infinity went by.
-    cdef Py_ssize_t oy, ox0, i, n
+    cdef Py_ssize_t oy, ox0, n
     cdef floating bad[RUN]
     cdef int arg[RUN]
     cdef const floating* r0
@@ -191,16 +207,10 @@ cdef inline void _max_plane_2x2(const floating* x, floating* out, Py_ssize_t* ar
             r0 = x + 2 * oy * g.W + 2 * ox0
             if floating is float:
                 _max_row_2x2_float(r0, r0 + g.W, out + oy * g.out_w + ox0, arg, bad, n)
-                for i in range(n):
-                    arg_max[oy * g.out_w + ox0 + i] = arg[i]
             else:
                 _max_row_2x2_double(r0, r0 + g.W, out + oy * g.out_w + ox0,
                                     arg_max + oy * g.out_w + ox0, bad, n)
-            for i in range(n):
-                if bad[i] != 0:
-                    for i in range(n):
-                        _max_window(x, out, arg_max, g, oy, ox0 + i)
-                    break
+            _run_done(x, out, arg_max, g, oy, ox0, n, arg, bad)
             ox0 += RUN
 
 
@@ -250,21 +260,13 @@ cdef inline void _max_run_3x3(const floating* x, floating* out, Py_ssize_t* arg_
     # _max_run for 3x3 windows at stride 2 lying wholly inside the image.
     cdef floating bad[RUN]
     cdef int arg[RUN]
-    cdef Py_ssize_t i, j
     cdef const floating* r0 = x + (oy * 2 - g.pad) * g.W + ox0 * 2 - g.pad
     if floating is float:
         _max_row_3x3(r0, r0 + g.W, r0 + 2 * g.W, out + oy * g.out_w + ox0, arg, bad, n)
     else:
         _max_row_3x3(r0, r0 + g.W, r0 + 2 * g.W, out + oy * g.out_w + ox0,
                      arg_max + oy * g.out_w + ox0, bad, n)
-    for i in range(n):
-        if bad[i] != 0:
-            for j in range(n):
-                _max_window(x, out, arg_max, g, oy, ox0 + j)
-            return
-    if floating is float:
-        for i in range(n):
-            arg_max[oy * g.out_w + ox0 + i] = arg[i]
+    _run_done(x, out, arg_max, g, oy, ox0, n, arg, bad)
 
 
 cdef inline void _max_plane(const floating* x, floating* out, Py_ssize_t* arg_max,
@@ -437,6 +439,22 @@ cdef inline void _avg_plane_2x2(const floating* x, floating* out, Window g) noex
             o[i] = ((((zero + r0[2 * i]) + r0[2 * i + 1]) + r1[2 * i]) + r1[2 * i + 1]) * quarter
 
 
+cdef inline void _add_windows_of_row(floating* o, const floating* row, Window g, Py_ssize_t ox_a,
+                                     Py_ssize_t ox_b) noexcept nogil:
+    # o[ox] += the cells of window ox in row (interior windows [ox_a, ox_b) pass by pass, 3-wide
+    # windows at stride 2 in one pass, the clipped border windows cell by cell).
+    cdef Py_ssize_t ox, kx
+    if g.pool_w == 3 and g.stride == 2 and ox_b > ox_a:
+        _add_3_2(o + ox_a, row + 2 * ox_a - g.pad, ox_b - ox_a)
+    else:
+        for kx in range(g.pool_w if ox_b > ox_a else 0):  # (no pointer past the row)
+            _add_strided(o + ox_a, row + ox_a * g.stride - g.pad + kx, ox_b - ox_a, g.stride)
+    for ox in range(ox_a):
+        _avg_border_cell(row, o, g, ox)
+    for ox in range(ox_b, g.out_w):
+        _avg_border_cell(row, o, g, ox)
+
+
 cdef inline void _avg_plane(const floating* x, floating* out, Window g,
                             floating* col) noexcept nogil:
     # Separable, output row by output row: col (W) = the sum of the window's rows inside the image
@@ -444,7 +462,7 @@ cdef inline void _avg_plane(const floating* x, floating* out, Window g,
     # whose windows are clipped, go cell by cell. 2x2 stride-2 windows take _avg_plane_2x2. 3-wide
     # windows at stride 2 add each row's triples straight into the outputs instead: reading col
     # right after writing it, at offsets 1 and 2, stalled on store forwarding (1.1-1.3x, perf).
-    cdef Py_ssize_t oy, ox, ky, kx, y0, ky_lo, ky_hi, i, ox_a, ox_b
+    cdef Py_ssize_t oy, ox, ky, y0, ky_lo, ky_hi, i, ox_a, ox_b
     cdef floating scale = 1.0 / (g.pool_h * g.pool_w), zero = 0
     cdef const floating* row
     cdef floating* o
@@ -461,28 +479,15 @@ cdef inline void _avg_plane(const floating* x, floating* out, Window g,
             o[ox] = zero
         if g.pool_w == 3 and g.stride == 2:
             for ky in range(ky_lo, ky_hi):
-                row = x + (y0 + ky) * g.W
-                if ox_b > ox_a:
-                    _add_3_2(o + ox_a, row + 2 * ox_a - g.pad, ox_b - ox_a)
-                for ox in range(ox_a):
-                    _avg_border_cell(row, o, g, ox)
-                for ox in range(ox_b, g.out_w):
-                    _avg_border_cell(row, o, g, ox)
-            for ox in range(g.out_w):
-                o[ox] = o[ox] * scale
-            continue
-        for i in range(g.W):
-            col[i] = zero
-        for ky in range(ky_lo, ky_hi):
-            row = x + (y0 + ky) * g.W
+                _add_windows_of_row(o, x + (y0 + ky) * g.W, g, ox_a, ox_b)
+        else:
             for i in range(g.W):
-                col[i] += row[i]
-        for kx in range(g.pool_w if ox_b > ox_a else 0):  # (no pointer past the row)
-            _add_strided(o + ox_a, col + ox_a * g.stride - g.pad + kx, ox_b - ox_a, g.stride)
-        for ox in range(ox_a):
-            _avg_border_cell(col, o, g, ox)
-        for ox in range(ox_b, g.out_w):
-            _avg_border_cell(col, o, g, ox)
+                col[i] = zero
+            for ky in range(ky_lo, ky_hi):
+                row = x + (y0 + ky) * g.W
+                for i in range(g.W):
+                    col[i] += row[i]
+            _add_windows_of_row(o, col, g, ox_a, ox_b)
         for ox in range(g.out_w):
             o[ox] = o[ox] * scale
 
