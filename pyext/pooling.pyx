@@ -145,33 +145,22 @@ cdef inline void _max_run(const float* x, float* out, Py_ssize_t* arg_max, Windo
 # select on a mask as wide as the value: no branches (random data defeats branch prediction), and
 # for float32 the form GCC vectorises with plain SSE2 (float64 stays scalar; 2x faster all the same).
 
-cdef inline void _max_row_2x2_float(const float* r0, const float* r1, float* out, int* arg,
-                                    float* bad, Py_ssize_t n) noexcept nogil:
-    cdef Py_ssize_t i
-    cdef float a, b, c, d, top, bottom
-    cdef int right_top, right_bottom, lower
-    for i in range(n):
-        a, b, c, d = r0[2 * i], r0[2 * i + 1], r1[2 * i], r1[2 * i + 1]
-        right_top, right_bottom = -<int>(b > a), -<int>(d > c)
-        top = b if b > a else a
-        bottom = d if d > c else c
-        lower = -<int>(bottom > top)
-        out[i] = bottom if bottom > top else top
-        arg[i] = ((2 | (right_bottom & 1)) & lower) | (right_top & 1 & ~lower)
-        bad[i] = (a - a) + (b - b) + (c - c) + (d - d)
+ctypedef fused window_index:
+    int             # float32: as wide as the value, so that GCC vectorises the selects
+    Py_ssize_t      # float64 (stays scalar)
 
 
-cdef inline void _max_row_2x2_double(const double* r0, const double* r1, double* out,
-                                     Py_ssize_t* arg, double* bad, Py_ssize_t n) noexcept nogil:
+cdef inline void _max_row_2x2(const floating* r0, const floating* r1, floating* out,
+                              window_index* arg, floating* bad, Py_ssize_t n) noexcept nogil:
     cdef Py_ssize_t i
-    cdef double a, b, c, d, top, bottom
-    cdef Py_ssize_t right_top, right_bottom, lower
+    cdef floating a, b, c, d, top, bottom
+    cdef window_index right_top, right_bottom, lower
     for i in range(n):
         a, b, c, d = r0[2 * i], r0[2 * i + 1], r1[2 * i], r1[2 * i + 1]
-        right_top, right_bottom = -<Py_ssize_t>(b > a), -<Py_ssize_t>(d > c)
+        right_top, right_bottom = -<window_index>(b > a), -<window_index>(d > c)
         top = b if b > a else a
         bottom = d if d > c else c
-        lower = -<Py_ssize_t>(bottom > top)
+        lower = -<window_index>(bottom > top)
         out[i] = bottom if bottom > top else top
         arg[i] = ((2 | (right_bottom & 1)) & lower) | (right_top & 1 & ~lower)
         bad[i] = (a - a) + (b - b) + (c - c) + (d - d)
@@ -206,10 +195,10 @@ cdef inline void _max_plane_2x2(const floating* x, floating* out, Py_ssize_t* ar
             n = RUN if g.out_w - ox0 > RUN else g.out_w - ox0
             r0 = x + 2 * oy * g.W + 2 * ox0
             if floating is float:
-                _max_row_2x2_float(r0, r0 + g.W, out + oy * g.out_w + ox0, arg, bad, n)
+                _max_row_2x2(r0, r0 + g.W, out + oy * g.out_w + ox0, arg, bad, n)
             else:
-                _max_row_2x2_double(r0, r0 + g.W, out + oy * g.out_w + ox0,
-                                    arg_max + oy * g.out_w + ox0, bad, n)
+                _max_row_2x2(r0, r0 + g.W, out + oy * g.out_w + ox0, arg_max + oy * g.out_w + ox0,
+                             bad, n)
             _run_done(x, out, arg_max, g, oy, ox0, n, arg, bad)
             ox0 += RUN
 
@@ -217,11 +206,6 @@ cdef inline void _max_plane_2x2(const floating* x, floating* out, Py_ssize_t* ar
 # 3x3 windows at stride 2 (overlapping pooling) get the same treatment for output rows whose
 # windows lie inside the image vertically: the nine cells compared in scan order in registers,
 # instead of nine passes through best/arg buffers in memory.
-
-ctypedef fused window_index:
-    int             # float32: as wide as the value, so that GCC vectorises the selects
-    Py_ssize_t      # float64 (stays scalar)
-
 
 cdef inline void _take(floating v, window_index k, floating* best, window_index* arg,
                        floating* bad) noexcept nogil:
@@ -474,7 +458,8 @@ cdef inline void _avg_plane(const floating* x, floating* out, Window g,
         y0 = oy * g.stride - g.pad
         ky_lo, ky_hi = _lo(y0), _hi(y0, g.pool_h, g.H)
         o = out + oy * g.out_w
-        # (loops, not memset: a libc call per short row cost a quarter of the time)
+        # (loops, not memset: in the backward, libc calls on rows this short took a quarter of
+        # the time)
         for ox in range(g.out_w):
             o[ox] = zero
         if g.pool_w == 3 and g.stride == 2:
