@@ -24,13 +24,20 @@ cdef extern from "conv_avx2.h":
                                  const float* w, Py_ssize_t FH, Py_ssize_t FW,
                                  const float* bias, int relu,
                                  float* out, Py_ssize_t FN, Py_ssize_t OH, Py_ssize_t OW) noexcept nogil
+    void cnncore_avx2_rows_wgrad_image(const float* xp, Py_ssize_t PW, const Py_ssize_t* tap,
+                                       Py_ssize_t K, const float* d, Py_ssize_t FN,
+                                       Py_ssize_t OH, Py_ssize_t n_vec, float* sums) noexcept nogil
+    void cnncore_avx2_rows_grad_lines(const float* dout, const float* out, int relu,
+                                      Py_ssize_t FN, Py_ssize_t OH, Py_ssize_t OW,
+                                      Py_ssize_t n_vec, float* d, float* db) noexcept nogil
     enum: CNNCORE_AVX2_ROWS_MAX_VECTORS
 
 
 cdef inline void _copy_into_padded(const float* image, float* xp, Py_ssize_t C, Py_ssize_t H,
-                                   Py_ssize_t W, Py_ssize_t pad) noexcept nogil:
-    # The interior of xp (C, H + 2*pad, W + 2*pad), whose borders stay zero, from image (C, H, W).
-    cdef Py_ssize_t c, y, PH = H + 2 * pad, PW = W + 2 * pad
+                                   Py_ssize_t W, Py_ssize_t pad, Py_ssize_t PW) noexcept nogil:
+    # The interior of xp (C, H + 2*pad, PW), PW >= W + 2*pad, whose borders stay zero, from image
+    # (C, H, W).
+    cdef Py_ssize_t c, y, PH = H + 2 * pad
     for c in range(C):
         for y in range(H):
             memcpy(xp + (c * PH + y + pad) * PW + pad, image + (c * H + y) * W, W * sizeof(float))
@@ -64,7 +71,7 @@ def forward(const float[:, :, :, ::1] x,      # IN  (n, C, H, W)
             i = task // n_blocks
             k = task % n_blocks
             xp = &padded[threadid(), 0]
-            _copy_into_padded(&x[i, 0, 0, 0], xp, C, H, W, pad)
+            _copy_into_padded(&x[i, 0, 0, 0], xp, C, H, W, pad, PW)
             nf = FN - 16 * k
             if nf > 16:
                 nf = 16
@@ -94,6 +101,40 @@ def forward_rows(const float[:, :, :, ::1] x,      # IN  (n, C, H, W)
     with nogil:
         for i in prange(n, schedule="guided", num_threads=n_threads):
             xp = &padded[threadid(), 0]
-            _copy_into_padded(&x[i, 0, 0, 0], xp, C, H, W, pad)
+            _copy_into_padded(&x[i, 0, 0, 0], xp, C, H, W, pad, PW)
             cnncore_avx2_rows_image(xp, C, PH, PW, &w[0, 0], filter_h, filter_w, &b[0], relu,
                                     &out[i, 0, 0, 0], FN, OH, OW)
+
+
+def weight_grad_rows(const float[:, :, :, ::1] x,      # IN  (N, C, H, W)
+                     const float[:, :, :, ::1] dout,   # IN  (N, FN, OH, OW), stride 1
+                     const float[:, :, :, ::1] out,    # IN  (N, FN, OH, OW), read when relu
+                     const Py_ssize_t[::1] tiles,      # IN  (n_tiles + 1,) first image of each tile, then N
+                     const Py_ssize_t[::1] tap,        # IN  (C*FH*FW,) offset of (c, ky, kx) in a padded image
+                     float[:, :, ::1] sums,            # OUT (n_tiles, FN*C*FH*FW + FN, 8), zeros
+                     float[:, ::1] padded,             # scratch (n_threads, C*(H + 2*pad)*PW), zeros
+                     float[:, ::1] lines,              # scratch (n_threads, FN*OH*n_vec*8)
+                     Py_ssize_t pad, bint relu, int n_threads):
+    """Per tile of images, the lane sums of dW (FN, C*FH*FW) then of db (FN), as in conv_avx2.h:
+    dW[f, (c, ky, kx)] = sum of d[i, f, oy, ox] * x_padded[i, c, oy + ky, ox + kx] over the tile, d =
+    dout masked where out <= 0 when relu. n_vec = ceil(OW / 8); a padded image's rows are
+    PW = n_vec*8 + FW - 1 long and its borders must be zero. Threads own whole tiles, so the sums
+    do not depend on the thread count."""
+    cdef Py_ssize_t C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t FN = dout.shape[1], OH = dout.shape[2], OW = dout.shape[3]
+    cdef Py_ssize_t K = tap.shape[0], n_vec = (OW + 7) // 8
+    cdef Py_ssize_t n_tiles = tiles.shape[0] - 1, t, i, PW
+    cdef float* xp
+    cdef float* d
+    if FN == 0 or OH == 0 or OW == 0 or K == 0 or C == 0:
+        return
+    PW = padded.shape[1] // (C * (H + 2 * pad))
+    with nogil:
+        for t in prange(n_tiles, schedule="dynamic", num_threads=n_threads):
+            xp = &padded[threadid(), 0]
+            d = &lines[threadid(), 0]
+            for i in range(tiles[t], tiles[t + 1]):
+                _copy_into_padded(&x[i, 0, 0, 0], xp, C, H, W, pad, PW)
+                cnncore_avx2_rows_grad_lines(&dout[i, 0, 0, 0], &out[i, 0, 0, 0], relu, FN, OH, OW,
+                                             n_vec, d, &sums[t, FN * K, 0])
+                cnncore_avx2_rows_wgrad_image(xp, PW, &tap[0], K, d, FN, OH, n_vec, &sums[t, 0, 0])
