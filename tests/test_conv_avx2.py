@@ -128,12 +128,16 @@ def check_non_finite(rng, case, where, special, fused):
     {"x": x[-1, -1], "W": Wt[-1, 1 % Wt.shape[1]], "b": b[3:4]}[where].flat[0] = special
     fwd, rfwd = ((K.conv_bias_relu_forward, R.conv_bias_relu_forward) if fused
                  else (K.conv_forward, R.conv_forward))
-    out, want = fwd(x, Wt, b, stride, pad), rfwd(x, Wt, b, stride, pad)
-    np.testing.assert_array_equal(np.isnan(out), np.isnan(want))
-    np.testing.assert_array_equal(np.isposinf(out), np.isposinf(want))
-    np.testing.assert_array_equal(np.isneginf(out), np.isneginf(want))
+    assert_like_reference(fwd(x, Wt, b, stride, pad), rfwd(x, Wt, b, stride, pad))
+
+
+def assert_like_reference(got, want):
+    """NaN, +inf and -inf exactly where want has them, the finite values close."""
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_array_equal(np.isposinf(got), np.isposinf(want))
+    np.testing.assert_array_equal(np.isneginf(got), np.isneginf(want))
     finite = np.isfinite(want)
-    np.testing.assert_allclose(out[finite], want[finite], **tol(np.abs(want[finite]).max() + 1))
+    np.testing.assert_allclose(got[finite], want[finite], **tol(np.abs(want[finite]).max() + 1))
 
 
 @needs_avx2
@@ -319,11 +323,7 @@ def check_backward(rng, case, fused, need_dx, special=None, where=None):
         if w is None:
             continue
         assert g.dtype == np.float32 and g.shape == w.shape
-        np.testing.assert_array_equal(np.isnan(g), np.isnan(w))
-        np.testing.assert_array_equal(np.isposinf(g), np.isposinf(w))
-        np.testing.assert_array_equal(np.isneginf(g), np.isneginf(w))
-        finite = np.isfinite(w)
-        np.testing.assert_allclose(g[finite], w[finite], **tol(np.abs(w[finite]).max() + 1))
+        assert_like_reference(g, w)
 
 
 # ROWS_CASES (every block of 1-4 filters, tap blocks of 1-3, overlapping last vectors), and 11
