@@ -394,7 +394,7 @@ def _avx2_rows_weight_grad(x, dout, out, W, pad):
         _conv_avx2.weight_grad_rows(x, dout, dout if out is None else out, starts, tap, sums,
                                     np.zeros((n_threads, C * PH * PW), np.float32),
                                     np.empty((n_threads, FN * OH * n_vec * 8), np.float32),
-                                    pad, out is not None, n_threads)
+                                    pad, PW, out is not None, n_threads)
     total = sums.sum(axis=2).sum(axis=0)
     if not np.isfinite(total).all():
         return None

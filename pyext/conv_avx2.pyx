@@ -107,14 +107,14 @@ def forward_rows(const float[:, :, :, ::1] x,      # IN  (n, C, H, W)
 
 
 def weight_grad_rows(const float[:, :, :, ::1] x,      # IN  (N, C, H, W)
-                     const float[:, :, :, ::1] dout,   # IN  (N, FN, OH, OW), stride 1
+                     const float[:, :, :, ::1] dout,   # IN  (N, FN, OH, OW), stride 1, OW >= 8
                      const float[:, :, :, ::1] out,    # IN  (N, FN, OH, OW), read when relu
                      const Py_ssize_t[::1] tiles,      # IN  (n_tiles + 1,) first image of each tile, then N
                      const Py_ssize_t[::1] tap,        # IN  (C*FH*FW,) offset of (c, ky, kx) in a padded image
                      float[:, :, ::1] sums,            # OUT (n_tiles, FN*C*FH*FW + FN, 8), zeros
                      float[:, ::1] padded,             # scratch (n_threads, C*(H + 2*pad)*PW), zeros
                      float[:, ::1] lines,              # scratch (n_threads, FN*OH*n_vec*8)
-                     Py_ssize_t pad, bint relu, int n_threads):
+                     Py_ssize_t pad, Py_ssize_t PW, bint relu, int n_threads):
     """Per tile of images, the lane sums of dW (FN, C*FH*FW) then of db (FN), as in conv_avx2.h:
     dW[f, (c, ky, kx)] = sum of d[i, f, oy, ox] * x_padded[i, c, oy + ky, ox + kx] over the tile, d =
     dout masked where out <= 0 when relu. n_vec = ceil(OW / 8); a padded image's rows are
@@ -123,12 +123,11 @@ def weight_grad_rows(const float[:, :, :, ::1] x,      # IN  (N, C, H, W)
     cdef Py_ssize_t C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t FN = dout.shape[1], OH = dout.shape[2], OW = dout.shape[3]
     cdef Py_ssize_t K = tap.shape[0], n_vec = (OW + 7) // 8
-    cdef Py_ssize_t n_tiles = tiles.shape[0] - 1, t, i, PW
+    cdef Py_ssize_t n_tiles = tiles.shape[0] - 1, t, i
     cdef float* xp
     cdef float* d
     if FN == 0 or OH == 0 or OW == 0 or K == 0 or C == 0:
         return
-    PW = padded.shape[1] // (C * (H + 2 * pad))
     with nogil:
         for t in prange(n_tiles, schedule="dynamic", num_threads=n_threads):
             xp = &padded[threadid(), 0]
