@@ -374,31 +374,44 @@ def _avx2_rows_fits(dtype, W_shape, stride, out_w):
             and 8 <= out_w <= _conv_avx2.ROWS_MAX_WIDTH)
 
 
-def _avx2_rows_weight_grad(x, dout, out, W, pad):
-    """(dW, db) of a stride-1 float32 layer by pyext/conv_avx2.pyx's weight_grad_rows, summed tile by
-    tile (out: the forward's output when fused with ReLU, else None). None when a value is not
-    finite: the zero lanes past a row's last output meet image cells outside its windows, so an
-    infinity there gives NaN where the reference has none; im2col + GEMM then computes it again."""
+def _avx2_rows_dx_fits(W, in_w):
+    """Whether the row layout's backward (for a layer _avx2_rows_fits) also takes dx: rows of 8 to
+    ROWS_MAX_WIDTH cells, and finite filters. The sums multiply the zeros around d by the weights
+    too, which an infinite weight would make NaN where the reference adds nothing."""
+    return 8 <= in_w <= _conv_avx2.ROWS_MAX_WIDTH and bool(np.isfinite(W).all())
+
+
+def _avx2_rows_backward(x, dout, out, W, pad, need_dx):
+    """(dx, dW, db) of a stride-1 float32 layer by pyext/conv_avx2.pyx's backward_rows, dW and db
+    summed tile by tile (out: the forward's output when fused with ReLU, else None; dx None unless
+    need_dx). None when dW or db is not finite: the zero lanes past a row's last output meet image
+    cells outside its windows, so an infinity there gives NaN where the reference has none; im2col +
+    GEMM then computes the gradients again."""
     N, C, H, Wd = x.shape
     FN, FH, FW = W.shape[0], W.shape[2], W.shape[3]
     OH, OW = dout.shape[2:]
     n_vec = -(-OW // 8)
     PH, PW, K = H + 2 * pad, n_vec * 8 + FW - 1, C * FH * FW
+    # d's planes: rows of n_vec*8 (zeros past OW) for dW; dx also reads the zeros around d
+    top, left = (max(0, FH - 1 - pad), max(0, FW - 1 - pad)) if need_dx else (0, 0)
+    DH, DW = OH + 2 * top, left + max(n_vec * 8, OW + left)
     tap = ((np.arange(C, dtype=np.intp)[:, None, None] * PH + np.arange(FH)[:, None]) * PW
            + np.arange(FW)).reshape(-1)
     tiles = _tiles(N, K * OH * OW * x.dtype.itemsize)
     starts = np.array([t.start for t in tiles] + [N], np.intp)
     n_threads = _conv_workers(tiles, N * K * OH * OW)
     sums = np.zeros((len(tiles), FN * K + FN, 8), np.float32)
+    dx = np.empty(x.shape, np.float32) if need_dx else None
+    w = np.ascontiguousarray(W.transpose(1, 0, 2, 3)).reshape(C, -1) if need_dx else None
     if tiles:
-        _conv_avx2.weight_grad_rows(x, dout, dout if out is None else out, starts, tap, sums,
-                                    np.zeros((n_threads, C * PH * PW), np.float32),
-                                    np.empty((n_threads, FN * OH * n_vec * 8), np.float32),
-                                    pad, PW, out is not None, n_threads)
+        _conv_avx2.backward_rows(x, dout, dout if out is None else out, w, starts, tap, sums, dx,
+                                 np.zeros((n_threads, C * PH * PW), np.float32),
+                                 np.zeros((n_threads, FN * DH * DW), np.float32),
+                                 FH, FW, pad, PW, top, left, DH, DW, out is not None, n_threads)
     total = sums.sum(axis=2).sum(axis=0)
     if not np.isfinite(total).all():
         return None
-    return total[:FN * K].reshape(W.shape), total[FN * K:]
+    return dx, total[:FN * K].reshape(W.shape), total[FN * K:]
 
 
 def _padded_images(n_threads, x_shape, pad):
@@ -568,14 +581,12 @@ def _backward(dout, x, W, out, stride, pad, need_dx):
     dout = v.as_kernel_input(dout, dtype)
     out = v.as_kernel_input(out, dtype) if relu else dout   # read only when relu
     W = v.as_kernel_input(W, dtype)
-    # A layer the forward runs in the AVX2 row layout takes dW and db from that layout when dx is not
-    # wanted (a network's first layer). With dx, the tiles below gather d for its GEMM anyway and
-    # share it with dW's: measured here (SimpleConvNet's layer and DeepConvNet conv1, batch 100, 2
-    # threads) 0.96x and 1.09x for forward + backward, against 1.42x and 1.85x without dx.
-    if not need_dx and _avx2_rows_fits(dtype, W.shape, stride, out_w):
-        grads = _avx2_rows_weight_grad(x, dout, out if relu else None, W, pad)
+    # A layer the forward runs in the AVX2 row layout takes its gradients from that layout too.
+    if (_avx2_rows_fits(dtype, W.shape, stride, out_w)
+            and (not need_dx or _avx2_rows_dx_fits(W, Wd))):
+        grads = _avx2_rows_backward(x, dout, out if relu else None, W, pad, need_dx)
         if grads is not None:
-            return (None,) + grads
+            return grads
     W2T = np.ascontiguousarray(W.reshape(FN, -1).T)
     K, L = W2T.shape[0], out_h * out_w
     dx = np.empty(x.shape, dtype) if need_dx else None

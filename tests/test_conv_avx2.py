@@ -285,32 +285,33 @@ def test_rows_default_rule(dtype, C, FN, FH, H, stride, taken, rng, monkeypatch)
     assert bool(calls) == (taken and K.AVX2_KERNEL)
 
 
-# ------------------------------------------------------- weight gradient in the row layout
+# ------------------------------------------------------- gradients in the row layout
 
 @pytest.fixture
 def rows_grad_calls(monkeypatch):
-    """Records the calls of the row layout's weight gradient (None results included)."""
+    """Records the calls of the row layout's backward as (need_dx, result is not None)."""
     calls = []
-    kernel = K._avx2_rows_weight_grad
+    kernel = K._avx2_rows_backward
 
     def counted(*args):
         result = kernel(*args)
-        calls.append(result is not None)
+        calls.append((args[-1], result is not None))
         return result
 
-    monkeypatch.setattr(K, "_avx2_rows_weight_grad", counted)
+    monkeypatch.setattr(K, "_avx2_rows_backward", counted)
     return calls
 
 
 def check_backward(rng, case, fused, need_dx, special=None, where=None):
     """conv_backward (conv_bias_relu_backward when fused) against the reference: dx, dW and db
     close, and NaN / +inf / -inf exactly where the reference's are. special is put in x (its first or
-    last cell), dout or, when fused, out."""
+    last cell), W (its first or last weight), dout or, when fused, out."""
     x, Wt, b, stride, pad = operands(rng, case)
     out = R.conv_bias_relu_forward(x, Wt, b, stride, pad)
     dout = rng.standard_normal(out.shape).astype(np.float32)
     if special is not None:
-        {"x first": x, "x last": x[::-1, ::-1, ::-1, ::-1], "dout": dout[-1, -1, ::-1],
+        {"x first": x, "x last": x[::-1, ::-1, ::-1, ::-1], "W first": Wt,
+         "W last": Wt[::-1, ::-1, ::-1, ::-1], "dout": dout[-1, -1, ::-1],
          "out": out[-1, -1, ::-1]}[where].flat[0] = special
     if fused:
         got = K.conv_bias_relu_backward(dout, x, Wt, out, stride, pad, need_dx=need_dx)
@@ -322,50 +323,66 @@ def check_backward(rng, case, fused, need_dx, special=None, where=None):
     for g, w in zip(got, want):
         if w is None:
             continue
-        assert g.dtype == np.float32 and g.shape == w.shape
+        assert g.dtype == np.float32 and g.shape == w.shape and g.flags.c_contiguous
         assert_like_reference(g, w)
 
 
-# ROWS_CASES (every block of 1-4 filters, tap blocks of 1-3, overlapping last vectors), and 11
-# images: tiles of several images, whose sums carry from one image to the next
+# ROWS_CASES (every block of 1-4 filters, tap blocks of 1-3, overlapping last vectors; dx rows of 8
+# to 256, blocks of 1-4 rows and 1-3 vectors), 11 images (tiles of several images, whose sums carry
+# from one image to the next), and pads larger than the filter's reach (pad > FH - 1: no zero rows
+# or columns around d)
+BACKWARD_CASES = ROWS_CASES + [
+    (11, 2, 7, 13, 6, 3, 3, 1, 1),
+    (2, 2, 5, 12, 3, 1, 3, 1, 1),
+    (1, 1, 4, 10, 2, 3, 3, 1, 3),
+    (1, 3, 13, 35, 7, 2, 5, 1, 0),
+]
+
+
 @needs_avx2
 @pytest.mark.parametrize("need_dx", [False, True], ids=["dW", "dx_dW"])
 @pytest.mark.parametrize("fused", [False, True], ids=["conv", "fused"])
-@pytest.mark.parametrize("case", ROWS_CASES + [(11, 2, 7, 13, 6, 3, 3, 1, 1)], ids=case_id)
-def test_rows_weight_grad_matches_reference(case, fused, need_dx, rng, rows_grad_calls):
+@pytest.mark.parametrize("case", BACKWARD_CASES, ids=case_id)
+def test_rows_backward_matches_reference(case, fused, need_dx, rng, rows_grad_calls):
     check_backward(rng, case, fused, need_dx)
-    assert rows_grad_calls == ([] if need_dx else [True])   # with dx: im2col + GEMM
+    assert rows_grad_calls == [(need_dx, True)]
 
 
 @needs_avx2
 @given(st.integers(1, 3), st.integers(1, 4), st.integers(1, 9), st.integers(8, 70),
-       st.integers(1, 11), st.integers(1, 5), st.integers(1, 5), st.integers(0, 2),
+       st.integers(1, 11), st.integers(1, 5), st.integers(1, 5), st.integers(0, 3),
        st.booleans(), st.booleans(), st.integers(0, 2**32 - 1))
-def test_rows_weight_grad_property(N, C, H, W, FN, FH, FW, pad, fused, need_dx, seed):
+def test_rows_backward_property(N, C, H, W, FN, FH, FW, pad, fused, need_dx, seed):
     if FH > H + 2 * pad or W + 2 * pad - FW + 1 < 8:
         return
     check_backward(np.random.default_rng(seed), (N, C, H, W, FN, FH, FW, 1, pad), fused, need_dx)
 
 
 @needs_avx2
+@pytest.mark.parametrize("need_dx", [False, True], ids=["dW", "dx_dW"])
 @pytest.mark.parametrize("fused", [False, True], ids=["conv", "fused"])
 @pytest.mark.parametrize("special", [np.nan, np.inf, -np.inf])
-@pytest.mark.parametrize("where", ["x first", "x last", "dout", "out"])
-def test_rows_weight_grad_non_finite_like_the_reference(where, special, fused, rng,
-                                                        rows_grad_calls):
+@pytest.mark.parametrize("where", ["x first", "x last", "W first", "W last", "dout", "out"])
+def test_rows_backward_non_finite_like_the_reference(where, special, fused, need_dx, rng,
+                                                     rows_grad_calls):
     """Rows of 13 outputs: the second vector's 3 lanes past the row meet the image's last columns, so
     an infinity there makes NaN in the fast sums where the reference has none: the call returns None
-    and im2col + GEMM computes the gradients again."""
+    and im2col + GEMM computes the gradients again. dx's sums multiply the zeros around d by every
+    weight, so a layer whose weights are not all finite takes im2col + GEMM for dx."""
     if where == "out" and not fused:
         return
-    check_backward(rng, (2, 3, 6, 15, 6, 3, 3, 1, 0), fused, False, special, where)
-    assert len(rows_grad_calls) == 1
-    if where == "x last":
-        assert rows_grad_calls == [False]
+    check_backward(rng, (2, 3, 6, 15, 6, 3, 3, 1, 0), fused, need_dx, special, where)
+    if need_dx and where.startswith("W"):
+        assert rows_grad_calls == []
+    elif where == "x last":
+        assert rows_grad_calls == [(need_dx, False)]
+    else:
+        assert len(rows_grad_calls) == 1
 
 
 @needs_avx2
-def test_rows_weight_grad_does_not_depend_on_threads(rng, rows_grad_calls):
+@pytest.mark.parametrize("need_dx", [False, True], ids=["dW", "dx_dW"])
+def test_rows_backward_does_not_depend_on_threads(need_dx, rng, rows_grad_calls):
     x, Wt, b, stride, pad = operands(rng, (9, 2, 12, 19, 9, 3, 3, 1, 1))
     out = K.conv_bias_relu_forward(x, Wt, b, stride, pad)
     dout = rng.standard_normal(out.shape).astype(np.float32)
@@ -375,29 +392,36 @@ def test_rows_weight_grad_does_not_depend_on_threads(rng, rows_grad_calls):
         for n in (1, 2, 3):
             cnncore.set_num_threads(n)
             results.append(K.conv_bias_relu_backward(dout, x, Wt, out, stride, pad,
-                                                     need_dx=False))
+                                                     need_dx=need_dx))
     finally:
         cnncore.set_num_threads(previous)
     for r in results[1:]:
-        for got, first in zip(r[1:], results[0][1:]):
-            np.testing.assert_array_equal(got, first)
-    assert rows_grad_calls == [True] * 3
+        for got, first in zip(r, results[0]):
+            if first is not None:
+                np.testing.assert_array_equal(got, first)
+    assert rows_grad_calls == [(need_dx, True)] * 3
 
 
-@pytest.mark.parametrize("dtype, C, FN, FH, H, stride, taken", [
-    (np.float32, 1, 30, 5, 28, 1, True),     # SimpleConvNet's conv
-    (np.float32, 1, 16, 3, 28, 1, True),     # DeepConvNet conv1
-    (np.float32, 16, 16, 3, 28, 1, False),   # DeepConvNet conv2: im2col + GEMM
-    (np.float32, 1, 16, 3, 28, 2, False),    # stride 2
-    (np.float32, 1, 16, 3, 7, 1, False),     # rows of 7 outputs
-    (np.float64, 1, 16, 3, 28, 1, False),    # float32 only
+@pytest.mark.parametrize("need_dx", [False, True], ids=["dW", "dx_dW"])
+@pytest.mark.parametrize("dtype, C, FN, FH, H, stride, pad, taken", [
+    (np.float32, 1, 30, 5, 28, 1, 0, True),     # SimpleConvNet's conv
+    (np.float32, 1, 16, 3, 28, 1, 1, True),     # DeepConvNet conv1
+    (np.float32, 16, 16, 3, 28, 1, 1, False),   # DeepConvNet conv2: im2col + GEMM
+    (np.float32, 1, 16, 3, 28, 2, 1, False),    # stride 2
+    (np.float32, 1, 16, 3, 7, 1, 1, False),     # rows of 7 outputs
+    (np.float32, 1, 4, 1, 6, 1, 1, "dW"),       # rows of 8 outputs but of 6 input cells: dx by GEMM
+    (np.float64, 1, 16, 3, 28, 1, 1, False),    # float32 only
 ])
-def test_rows_weight_grad_default_rule(dtype, C, FN, FH, H, stride, taken, rng, rows_grad_calls):
+def test_rows_backward_default_rule(dtype, C, FN, FH, H, stride, pad, taken, need_dx, rng,
+                                    rows_grad_calls):
     x = rng.standard_normal((2, C, H, H)).astype(dtype)
     Wt = rng.standard_normal((FN, C, FH, FH)).astype(dtype)
-    dout = rng.standard_normal(R.conv_forward(x, Wt, np.zeros(FN), stride, 1).shape).astype(dtype)
-    got = K.conv_backward(dout, x, Wt, stride, 1, need_dx=False)
-    want = R.conv_backward(dout, x, Wt, stride, 1, need_dx=False)
-    np.testing.assert_allclose(got[1], want[1], rtol=2e-4, atol=2e-3)
-    np.testing.assert_allclose(got[2], want[2], rtol=2e-4, atol=2e-3)
+    dout = rng.standard_normal(R.conv_forward(x, Wt, np.zeros(FN), stride, pad).shape).astype(dtype)
+    got = K.conv_backward(dout, x, Wt, stride, pad, need_dx=need_dx)
+    want = R.conv_backward(dout, x, Wt, stride, pad, need_dx=need_dx)
+    for g, w in zip(got, want):
+        if w is not None:
+            np.testing.assert_allclose(g, w, rtol=2e-4, atol=2e-3)
+    if taken == "dW":
+        taken = not need_dx
     assert bool(rows_grad_calls) == (taken and K.AVX2_KERNEL)
