@@ -662,8 +662,9 @@ def conv_backward(dout, x, W, stride=1, pad=0, *, need_dx=True):
 
     need_dx=False skips dx (returned as None): a network's first layer has no use for it. dW and dx
     take the Winograd path when the layer is 3x3, stride 1, pad <= 2 with C and FN >=
-    WINOGRAD_MIN_CHANNELS and H*W >= WINOGRAD_BACKWARD_MIN_PIXELS. Without dx, float32 layers that
-    the forward runs in the AVX2 row layout (see _avx2_rows_fits) take dW from that layout too.
+    WINOGRAD_MIN_CHANNELS and H*W >= WINOGRAD_BACKWARD_MIN_PIXELS. Float32 layers that the forward
+    runs in the AVX2 row layout (see _avx2_rows_fits) take dW, db and dx from that layout too (dx
+    when _avx2_rows_dx_fits).
     """
     return _backward(dout, x, W, None, stride, pad, need_dx)
 
