@@ -1,5 +1,6 @@
 /* Direct convolution of one float32 image, for pyext/conv_avx2.pyx: 16 filters at a time
- * (cnncore_avx2_image), or 8 neighbouring outputs at a time (cnncore_avx2_rows_image, below).
+ * (cnncore_avx2_image), or 8 neighbouring outputs at a time (cnncore_avx2_rows_image, below, with
+ * that layout's gradients after it).
  *
  * With few input channels, im2col + GEMM moves as many bytes as it multiplies: the columns are
  * written, packed by the BLAS and read again for a product with M = FN of 8-32 and K = C*FH*FW of
