@@ -143,10 +143,14 @@ def backward_rows(const float[:, :, :, ::1] x,      # IN  (N, C, H, W)
     cdef bint need_dx = dx is not None
     cdef float* xp
     cdef float* d
+    # The caller (kernels._avx2_rows_backward) sends only layers that fit; these guard the C loops.
+    if OW < 8 or OW > ROWS_MAX_WIDTH:
+        raise ValueError(f"backward_rows: rows of {OW} outputs, not 8 to {ROWS_MAX_WIDTH}")
     if need_dx and (w is None or w.shape[0] != C or w.shape[1] != FN * FH * FW
                     or dx.shape[0] != x.shape[0] or dx.shape[1] != C or dx.shape[2] != H
-                    or dx.shape[3] != W):
-        raise ValueError("backward_rows: dx must have x's shape and w (C, FN*FH*FW)")
+                    or dx.shape[3] != W or W < 8 or W > ROWS_MAX_WIDTH):
+        raise ValueError("backward_rows: dx must have x's shape, rows of 8 to ROWS_MAX_WIDTH, "
+                         "and w (C, FN*FH*FW)")
     if FN == 0 or OH == 0 or OW == 0 or K == 0 or C == 0:
         return
     with nogil:

@@ -410,6 +410,7 @@ def test_rows_backward_does_not_depend_on_threads(need_dx, rng, rows_grad_calls)
     (np.float32, 1, 16, 3, 28, 2, 1, False),    # stride 2
     (np.float32, 1, 16, 3, 7, 1, 1, False),     # rows of 7 outputs
     (np.float32, 1, 4, 1, 6, 1, 1, "dW"),       # rows of 8 outputs but of 6 input cells: dx by GEMM
+    (np.float32, 1, 2, 5, 260, 1, 0, "dW"),     # rows of 256 outputs but of 260 input cells: likewise
     (np.float64, 1, 16, 3, 28, 1, 1, False),    # float32 only
 ])
 def test_rows_backward_default_rule(dtype, C, FN, FH, H, stride, pad, taken, need_dx, rng,
