@@ -114,7 +114,7 @@ def forward_rows(const float[:, :, :, ::1] x,      # IN  (n, C, H, W)
 
 
 def backward_rows(const float[:, :, :, ::1] x,      # IN  (N, C, H, W)
-                  const float[:, :, :, ::1] dout,   # IN  (N, FN, OH, OW), stride 1, OW >= 8
+                  const float[:, :, :, ::1] dout,   # IN  (N, FN, OH, OW), stride 1, 8 <= OW <= ROWS_MAX_WIDTH
                   const float[:, :, :, ::1] out,    # IN  (N, FN, OH, OW), read when relu
                   const float[:, ::1] w,            # IN  (C, FN*FH*FW): W with FN and C swapped; None: no dx
                   const Py_ssize_t[::1] tiles,      # IN  (n_tiles + 1,) first image of each tile, then N
@@ -135,7 +135,8 @@ def backward_rows(const float[:, :, :, ::1] x,      # IN  (N, C, H, W)
     zero. Each image's d is copied into a zero plane of DH x DW at row top, column left, with at
     least n_vec*8 - OW zero columns right of it; for dx, top and left at least max(0, FH - 1 - pad)
     and max(0, FW - 1 - pad), as many rows below it and columns right of it. Threads own whole
-    tiles, so the sums do not depend on the thread count."""
+    tiles, so the sums do not depend on the thread count. Unchecked, like every kernel here: the
+    row widths are kernels._avx2_rows_fits's and _avx2_rows_dx_fits's to ensure."""
     cdef Py_ssize_t C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t FN = dout.shape[1], OH = dout.shape[2], OW = dout.shape[3]
     cdef Py_ssize_t K = tap.shape[0], n_vec = (OW + 7) // 8, plane = DH * DW
@@ -143,14 +144,6 @@ def backward_rows(const float[:, :, :, ::1] x,      # IN  (N, C, H, W)
     cdef bint need_dx = dx is not None
     cdef float* xp
     cdef float* d
-    # The caller (kernels._avx2_rows_backward) sends only layers that fit; these guard the C loops.
-    if OW < 8 or OW > ROWS_MAX_WIDTH:
-        raise ValueError(f"backward_rows: rows of {OW} outputs, not 8 to {ROWS_MAX_WIDTH}")
-    if need_dx and (w is None or w.shape[0] != C or w.shape[1] != FN * FH * FW
-                    or dx.shape[0] != x.shape[0] or dx.shape[1] != C or dx.shape[2] != H
-                    or dx.shape[3] != W or W < 8 or W > ROWS_MAX_WIDTH):
-        raise ValueError("backward_rows: dx must have x's shape, rows of 8 to ROWS_MAX_WIDTH, "
-                         "and w (C, FN*FH*FW)")
     if FN == 0 or OH == 0 or OW == 0 or K == 0 or C == 0:
         return
     with nogil:

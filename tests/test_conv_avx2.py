@@ -1,6 +1,6 @@
-"""The direct float32 convolution forward on AVX2 + FMA (cnncore/kernels.py, pyext/conv_avx2.pyx)
-against the NumPy references: plain and fused forward over many shapes, non-finite values, thread
-independence, and which layers take it by default.
+"""The direct float32 convolution on AVX2 + FMA (cnncore/kernels.py, pyext/conv_avx2.pyx) against
+the NumPy references: plain and fused forward, and the row layout's gradients (dx, dW, db), over many
+shapes, non-finite values, thread independence, and which layers take them by default.
 
 Most tests widen the rule (AVX2_MIN_TAPS = 1, any number of filters, no Winograd) so that every float32
 forward takes the kernel; on a CPU without AVX2 and FMA they are skipped, and one test checks that
