@@ -19,6 +19,7 @@ from cnncore import bench
 
 BUDGET_SECONDS = {False: 0.5, True: 0.15}   # timing per benchmark, full / --quick
 MIN_SAMPLE_SECONDS = {False: 0.01, True: 0.002}
+WARMUP_SECONDS = {False: bench.WARMUP_SECONDS, True: bench.WARMUP_SECONDS / 4}
 
 
 def pytest_addoption(parser):
@@ -55,7 +56,9 @@ def run_case(benchmark, request):
                                         MIN_SAMPLE_SECONDS[quick])
         benchmark.group = case.group.name
         benchmark.extra_info.update(shape=case.shape.label, dtype=case.dtype.name, impl=impl)
+        runner = prepared.runner(impl)
         time.sleep(bench.SETTLE_SECONDS)   # let the previous benchmark's thread pools go idle
-        benchmark.pedantic(prepared.runner(impl), rounds=rounds, iterations=iterations,
-                           warmup_rounds=0 if prepared.seconds[impl] > 0.2 else 1)
+        if prepared.seconds[impl] < 0.2:   # a longer call is its own warm-up
+            bench.warm_up(runner, WARMUP_SECONDS[quick])
+        benchmark.pedantic(runner, rounds=rounds, iterations=iterations)
     return run

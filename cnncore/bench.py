@@ -494,10 +494,25 @@ def plan(seconds, budget, min_sample=0.005):
 # the reference, cnncore would pay for the reference's spinning BLAS threads.
 SETTLE_SECONDS = 0.25
 
+# Seconds of untimed calls after the pause. One call is not enough on this guest: after a 0.25 s
+# pause, calls of a few milliseconds ran up to 2x slower for the next 40 ms or more (SimpleConvNet's
+# float32 conv forward + backward: 4.6 ms median after one warm-up call, 3.8 ms after 0.2 s of calls,
+# alternating in one process), while the reference's longer calls hardly changed.
+WARMUP_SECONDS = 0.2
 
-def time_blocks(runners, repeat, iterations, settle=SETTLE_SECONDS):
+
+def warm_up(fn, seconds=WARMUP_SECONDS):
+    """Call fn once, then again until `seconds` have passed since the first call started."""
+    start = time.perf_counter()
+    fn()
+    while time.perf_counter() - start < seconds:
+        fn()
+
+
+def time_blocks(runners, repeat, iterations, settle=SETTLE_SECONDS, warmup=WARMUP_SECONDS):
     """Median seconds per call of each runner (dict name -> callable): for each in turn, wait settle
-    seconds, make one untimed call, then take repeat samples of iterations[name] calls each.
+    seconds, call it untimed for warmup seconds (at least once), then take repeat samples of
+    iterations[name] calls each.
 
     Each case takes a second or two, far shorter than this machine's throttling swings (tens of
     seconds), so timing in blocks compares the implementations under the same conditions.
@@ -508,7 +523,7 @@ def time_blocks(runners, repeat, iterations, settle=SETTLE_SECONDS):
     try:
         for name, fn in runners.items():
             time.sleep(settle)
-            fn()
+            warm_up(fn, warmup)
             n = iterations[name]
             for _ in range(repeat):
                 start = time.perf_counter()
@@ -782,10 +797,11 @@ def run(quick=False, repeat=None, filters=None, torch=None, memory=True, shapes=
     """
     repeat = repeat or (3 if quick else 7)
     min_sample = 0.002 if quick else 0.01
+    warmup = WARMUP_SECONDS / 4 if quick else WARMUP_SECONDS
     torch_mod = _torch_module() if torch is None or torch else None
     say = log or (lambda line: None)
     result = {"machine": machine_info(), "settings": {"quick": quick, "repeat": repeat,
-                                                      "threads": get_num_threads(),
+                                                      "threads": get_num_threads(), "warmup_s": warmup,
                                                       "torch": getattr(torch_mod, "__version__", None)}}
     bw = copy_bandwidth(64 << 20 if quick else 256 << 20)
     result["copy_bandwidth_GBs"] = bw / 1e9
@@ -800,7 +816,7 @@ def run(quick=False, repeat=None, filters=None, torch=None, memory=True, shapes=
         ref_out = prepared.check(torch=use_torch)
         runners = {impl: prepared.runner(impl) for impl in IMPLS + (("torch",) if use_torch else ())}
         iterations = {impl: plan(prepared.seconds[impl], 0, min_sample)[1] for impl in runners}
-        med, samples = time_blocks(runners, repeat, iterations)
+        med, samples = time_blocks(runners, repeat, iterations, warmup=warmup)
         row = {"group": case.group.name, "shape": case.shape.label, "dtype": case.dtype.name,
                "numpy_ms": med["numpy"] * 1e3, "cython_ms": med["cython"] * 1e3,
                "speedup": med["numpy"] / med["cython"],
@@ -837,6 +853,11 @@ def _fmt(value, spec, width):
     return f"{value:{width}{spec}}" if value is not None else " " * (width - 1) + "-"
 
 
+def _warmup_text(settings):
+    warmup = settings.get("warmup_s")   # absent from runs before the timed warm-up: one call
+    return "one untimed call" if warmup is None else f"{warmup:g} s of untimed calls"
+
+
 def format_table(result):
     """The result of run() as text: a header on the machine, the timing table, the memory table."""
     m = result["machine"]
@@ -846,7 +867,8 @@ def format_table(result):
         f"threads: kernels {result['settings']['threads']}, OMP_NUM_THREADS={m['OMP_NUM_THREADS']}, "
         f"OMP_WAIT_POLICY={m['OMP_WAIT_POLICY']}, OPENBLAS_CORETYPE={m['OPENBLAS_CORETYPE']}, "
         f"OPENBLAS_NUM_THREADS={m['OPENBLAS_NUM_THREADS']}; torch {result['settings']['torch']}",
-        f"medians of {result['settings']['repeat']} samples, timed in blocks after a {SETTLE_SECONDS} s pause; copy bandwidth "
+        f"medians of {result['settings']['repeat']} samples, timed in blocks after a {SETTLE_SECONDS} s "
+        f"pause and {_warmup_text(result['settings'])}; copy bandwidth "
         f"{result['copy_bandwidth_GBs']:.1f} GB/s (np.copyto, read + write)"
         + "".join(f"; matmul 2048^3 {d} {g:.0f} GFLOP/s"
                   for d, g in result.get("matmul_2048_GFLOPs", {}).items()),

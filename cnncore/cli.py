@@ -157,7 +157,7 @@ def compare_with_reference(network, x, t, batch_size, steps):
     RNG as they were, so a seeded run trains exactly as it would without the comparison."""
     import copy
 
-    from .bench import SETTLE_SECONDS, use_reference
+    from .bench import SETTLE_SECONDS, use_reference, warm_up
     from .optimizer import Adam
 
     state = np.random.get_state()
@@ -165,16 +165,16 @@ def compare_with_reference(network, x, t, batch_size, steps):
         times = {}
         for name, net in (("reference", use_reference(copy.deepcopy(network))),
                           ("cnncore", copy.deepcopy(network))):
-            np.random.seed(0)
             optimizer, samples = Adam(), []
             optimizer.compiled = name == "cnncore"   # the reference: the textbook's NumPy statements
             time.sleep(SETTLE_SECONDS)   # let the previous run's BLAS threads stop spinning
-            for i in range(steps + 1):  # the first step warms up and is not counted
+            warm_up(lambda: optimizer.update(net.params, net.gradient(x[:batch_size], t[:batch_size])))
+            np.random.seed(0)
+            for _ in range(steps):
                 batch = np.random.choice(len(x), batch_size)
                 start = time.perf_counter()
                 optimizer.update(net.params, net.gradient(x[batch], t[batch]))
-                if i:
-                    samples.append(time.perf_counter() - start)
+                samples.append(time.perf_counter() - start)
             times[name] = 1e3 * float(np.median(samples))
     finally:
         np.random.set_state(state)

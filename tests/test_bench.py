@@ -2,6 +2,7 @@
 agreement check stops a fast wrong kernel. Tiny shapes and one sample each, so a few seconds."""
 import json
 import re
+import time
 
 import numpy as np
 import pytest
@@ -123,7 +124,24 @@ def test_train_step_check_names_the_wrong_layer(monkeypatch, kernel, patch, wher
 def test_time_blocks_times_each_runner_in_its_own_block():
     calls = []
     runners = {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}
-    medians, samples = bench.time_blocks(runners, repeat=3, iterations={"a": 2, "b": 1}, settle=0)
+    medians, samples = bench.time_blocks(runners, repeat=3, iterations={"a": 2, "b": 1}, settle=0,
+                                         warmup=0)
     assert calls == ["a"] * 7 + ["b"] * 4            # one untimed call, then repeat * iterations
     assert set(medians) == {"a", "b"} and [len(samples[k]) for k in "ab"] == [3, 3]
     assert all(m >= 0 for m in medians.values())
+
+
+def test_time_blocks_warms_each_runner_up_for_the_given_seconds():
+    calls = []
+
+    def slow(name):
+        return lambda: calls.append((name, time.perf_counter())) or time.sleep(0.01)
+
+    bench.time_blocks({"a": slow("a"), "b": slow("b")}, repeat=2, iterations={"a": 1, "b": 1},
+                      settle=0, warmup=0.05)
+    for name in "ab":
+        starts = [t for n, t in calls if n == name]
+        untimed = starts[:-2]                        # the last two calls are the samples
+        assert len(untimed) >= 2                     # 10 ms each, for 50 ms
+        assert starts[-2] - starts[0] >= 0.05
+        assert len(untimed) < 50                     # and then it stops
