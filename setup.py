@@ -125,13 +125,22 @@ def extensions():
         "cdivision": True,
         "embedsignature": True,
     }
-    # Kernels use typed memoryviews only (no ``cimport numpy``): no NumPy headers at build time.
+    # Kernels use typed memoryviews only (no ``cimport numpy``): no NumPy headers for them.
     modules = [
         Extension(f"cnncore._ext.{name}", [f"pyext/{name}.pyx"],
                   depends=glob.glob("pyext/*.h"),   # rebuild when a C header changes
                   **_limited_api_kwargs())
         for name in KERNELS
     ]
+    # The output cache is a NumPy memory handler: it needs NumPy's C API (PyDataMem_SetHandler).
+    import numpy
+
+    kwargs = _limited_api_kwargs()
+    kwargs["define_macros"] = kwargs.get("define_macros", []) + [
+        ("NPY_NO_DEPRECATED_API", "NPY_1_22_API_VERSION"), ("NPY_TARGET_VERSION", "NPY_1_22_API_VERSION")]
+    modules.append(Extension("cnncore._ext.output_cache", ["pyext/output_cache.pyx"],
+                             include_dirs=[numpy.get_include()],
+                             depends=["pyext/output_cache.h"], **kwargs))
     return cythonize(
         modules,
         compiler_directives=directives,

@@ -11,6 +11,8 @@ import numpy as np
 
 from . import _validate as v
 from . import reference as _reference
+from ._memory import empty as _output
+from ._memory import zeros as _output_zeros
 from ._ext import activation as _activation
 from ._ext import adam as _adam
 from ._ext import conv as _conv
@@ -64,7 +66,7 @@ def im2col(input_data, filter_h, filter_w, stride=1, pad=0):
     shape = (N * out_h * out_w, C * filter_h * filter_w)
     v.check_total_size(shape, "the im2col matrix")
     dtype = v.compute_dtype(x)
-    col = np.empty(shape, dtype)
+    col = _output(shape, dtype)
     _im2col.im2col(v.as_kernel_input(x, dtype), col, filter_h, filter_w, stride, pad,
                    get_num_threads(col.size))
     return col
@@ -88,7 +90,7 @@ def col2im(col, input_shape, filter_h, filter_w, stride=1, pad=0):
             f"{filter_h}x{filter_w}, stride={stride}, pad={pad}), got {col.shape}"
         )
     dtype = v.compute_dtype(col)
-    x = np.empty((N, C, H, W), dtype)
+    x = _output((N, C, H, W), dtype)
     _im2col.col2im(v.as_kernel_input(col, dtype).reshape(shape), x, filter_h, filter_w, stride,
                    pad, get_num_threads(col.size))
     return x
@@ -104,8 +106,8 @@ def max_pool_forward(x, pool_h, pool_w, stride=2, pad=0):
     """
     x, params, out_shape = v.pool_setup(x, pool_h, pool_w, stride, pad)
     dtype = v.compute_dtype(x)
-    out = np.empty(out_shape, dtype)
-    arg_max = np.empty(out_shape, np.intp)
+    out = _output(out_shape, dtype)
+    arg_max = _output(out_shape, np.intp)
     _pooling.max_pool_forward(v.as_kernel_input(x, dtype), out, arg_max, *params,
                               get_num_threads(x.size))
     return out, arg_max
@@ -116,7 +118,7 @@ def max_pool_backward(dout, arg_max, input_shape, pool_h, pool_w, stride=2, pad=
     dout, shape, params = v.pool_backward_setup(dout, input_shape, pool_h, pool_w, stride, pad)
     arg_max = v.pool_arg_max(arg_max, dout.shape, shape, params)
     dtype = v.compute_dtype(dout)
-    dx = np.empty(shape, dtype)
+    dx = _output(shape, dtype)
     _pooling.max_pool_backward(v.as_kernel_input(dout, dtype), arg_max, dx, *params,
                                get_num_threads(dx.size))
     return dx
@@ -133,7 +135,7 @@ def avg_pool_forward(x, pool_h, pool_w, stride=2, pad=0):
     """Mean over each window, padding counted as zeros: x (N, C, H, W) -> (N, C, OH, OW)."""
     x, params, out_shape = v.pool_setup(x, pool_h, pool_w, stride, pad)
     dtype = v.compute_dtype(x)
-    out = np.empty(out_shape, dtype)
+    out = _output(out_shape, dtype)
     n_threads = get_num_threads(x.size)
     scratch = _row_per_thread(n_threads, x.shape[3], dtype)     # the window sums of a row
     _pooling.avg_pool_forward(v.as_kernel_input(x, dtype), out, scratch, *params, n_threads)
@@ -144,7 +146,7 @@ def avg_pool_backward(dout, input_shape, pool_h, pool_w, stride=2, pad=0):
     """Spread each dout evenly over its window: -> dx (N, C, H, W); overlaps add up."""
     dout, shape, params = v.pool_backward_setup(dout, input_shape, pool_h, pool_w, stride, pad)
     dtype = v.compute_dtype(dout)
-    dx = np.empty(shape, dtype)
+    dx = _output(shape, dtype)
     n_threads = get_num_threads(dx.size)
     scratch = _row_per_thread(n_threads, dout.shape[3] + 2, dtype)  # shares of a row's windows
     _pooling.avg_pool_backward(v.as_kernel_input(dout, dtype), dx, scratch, *params, n_threads)
@@ -162,8 +164,8 @@ def relu_forward(x):
     x = v.as_array(x, "x")
     if x.dtype not in v.FLOAT_DTYPES:
         return _reference.relu_forward(x)
-    out = np.empty(x.shape, x.dtype)
-    mask = np.empty(x.shape, np.bool_)
+    out = _output(x.shape, x.dtype)
+    mask = _output(x.shape, np.bool_)
     _activation.relu_forward(v.as_kernel_input(x, x.dtype).reshape(-1), out.reshape(-1),
                              mask.reshape(-1).view(np.uint8), get_num_threads(x.size))
     return out, mask
@@ -175,7 +177,7 @@ def relu_backward(dout, mask):
     mask = v.relu_mask(mask, dout.shape)
     if dout.dtype not in v.FLOAT_DTYPES:
         return _reference.relu_backward(dout, mask)
-    dx = np.empty(dout.shape, dout.dtype)
+    dx = _output(dout.shape, dout.dtype)
     _activation.relu_backward(v.as_kernel_input(dout, dout.dtype).reshape(-1),
                               np.ascontiguousarray(mask).reshape(-1).view(np.uint8),
                               dx.reshape(-1), get_num_threads(dx.size))
@@ -247,7 +249,7 @@ def matmul(a, b):
     """
     a, b = v.matmul_operands(a, b)
     (M, K), N = a.shape, b.shape[1]
-    out = np.empty((M, N), a.dtype)
+    out = _output((M, N), a.dtype)
     n_chunks = MATMUL_CHUNKS if M * N * K >= MATMUL_CHUNKS * MATMUL_WORK_PER_CHUNK else 1
     n_chunks = max(1, min(n_chunks, max(M, N)))
     along_rows = M >= N
@@ -285,7 +287,7 @@ class _Scratch:
 
     def get(self, worker, n):
         if self.buffers[worker] is None:
-            self.buffers[worker] = [np.empty(r * self.most * self.L, self.dtype) for r in self.rows]
+            self.buffers[worker] = [_output(r * self.most * self.L, self.dtype) for r in self.rows]
         return [b[:r * n * self.L].reshape(r, n * self.L) for b, r in zip(self.buffers[worker], self.rows)]
 
 
@@ -300,7 +302,7 @@ def _forward(x, W, b, stride, pad, relu):
     b = v.bias_vector(b, FN, dtype)
     x = v.as_kernel_input(x, dtype)
     W = v.as_kernel_input(W, dtype)
-    out = np.empty(out_shape, dtype)
+    out = _output(out_shape, dtype)
     if _winograd_fits(W.shape, stride, pad, W.shape[1]):
         _winograd_forward(x, W, b, pad, relu, out)
     elif _avx2_rows_fits(dtype, W.shape, stride, out_shape[3]):
@@ -400,13 +402,13 @@ def _avx2_rows_backward(x, dout, out, W, pad, need_dx):
     tiles = _tiles(N, K * OH * OW * x.dtype.itemsize)
     starts = np.array([t.start for t in tiles] + [N], np.intp)
     n_threads = _conv_workers(tiles, N * K * OH * OW)
-    sums = np.zeros((len(tiles), FN * K + FN, 8), np.float32)
-    dx = np.empty(x.shape, np.float32) if need_dx else None
+    sums = _output_zeros((len(tiles), FN * K + FN, 8), np.float32)
+    dx = _output(x.shape, np.float32) if need_dx else None
     w = np.ascontiguousarray(W.transpose(1, 0, 2, 3)).reshape(C, -1) if need_dx else None
     if tiles:
         _conv_avx2.backward_rows(x, dout, dout if out is None else out, w, starts, tap, sums, dx,
-                                 np.zeros((n_threads, C * PH * PW), np.float32),
-                                 np.zeros((n_threads, FN * DH * DW), np.float32),
+                                 _output_zeros((n_threads, C * PH * PW), np.float32),
+                                 _output_zeros((n_threads, FN * DH * DW), np.float32),
                                  FH, FW, pad, PW, top, left, DH, DW, out is not None, n_threads)
     total = sums.sum(axis=2).sum(axis=0)
     if not np.isfinite(total).all():
@@ -417,7 +419,7 @@ def _avx2_rows_backward(x, dout, out, W, pad, need_dx):
 def _padded_images(n_threads, x_shape, pad):
     """The AVX2 kernels' scratch: one zero-padded float32 image per thread (its borders stay zero)."""
     N, C, H, W = x_shape
-    return np.zeros((n_threads, C * (H + 2 * pad) * (W + 2 * pad)), np.float32)
+    return _output_zeros((n_threads, C * (H + 2 * pad) * (W + 2 * pad)), np.float32)
 
 
 def _avx2_rows_forward(x, W, b, pad, relu, out):
@@ -515,7 +517,7 @@ class _WinogradScratch:
         """For n images: nT (their tiles), V (16, >= C*nT), M (16, >= FN*nT) and the transforms'
         scratch, (1, input_work_size) and (1, output_work_size)."""
         if self.buffers[worker] is None:
-            self.buffers[worker] = [np.empty(size, self.dtype) for size in self.sizes]
+            self.buffers[worker] = [_output(size, self.dtype) for size in self.sizes]
         v_buf, m_buf, work_in, work_out = self.buffers[worker]
         nT, itemsize = n * self.tiles_per_image, self.dtype.itemsize
         V = v_buf[:16 * _xi_stride(self.C * nT, itemsize)].reshape(16, -1)
@@ -589,10 +591,10 @@ def _backward(dout, x, W, out, stride, pad, need_dx):
             return grads
     W2T = np.ascontiguousarray(W.reshape(FN, -1).T)
     K, L = W2T.shape[0], out_h * out_w
-    dx = np.empty(x.shape, dtype) if need_dx else None
+    dx = _output(x.shape, dtype) if need_dx else None
     tiles = _tiles(N, K * L * dtype.itemsize)
     most = max((t.stop - t.start for t in tiles), default=0)
-    dWT = np.zeros((len(tiles), K, FN), dtype)     # per tile, summed in tile order at the end
+    dWT = _output_zeros((len(tiles), K, FN), dtype)     # per tile, summed in tile order at the end
     db = np.zeros((len(tiles), FN), dtype)
     n_workers = _conv_workers(tiles, N * K * L)
     scratch = _Scratch(n_workers, (K, FN), tiles, L, dtype)
@@ -603,7 +605,7 @@ def _backward(dout, x, W, out, stride, pad, need_dx):
                 and H * Wd >= WINOGRAD_BACKWARD_MIN_PIXELS)
     direct_dw = []     # tiles whose Winograd dW was not finite, computed directly instead
     if winograd:
-        dUT = np.zeros((len(tiles), 16, C, FN), dtype)
+        dUT = _output_zeros((len(tiles), 16, C, FN), dtype)
         wino_dw = _WinogradScratch(n_workers, most, C, FN, H, Wd, pad, dtype)
     if winograd and need_dx:
         U = _winograd_weights(W, flip=True)

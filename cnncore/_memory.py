@@ -1,0 +1,53 @@
+"""How much freed output memory cnncore keeps for reuse.
+
+The kernels' outputs (and the convolution's scratch tiles) take their data from a NumPy memory
+handler (pyext/output_cache.h) that keeps freed blocks of 128 KiB or more, up to a limit, and hands
+one out again for an array of exactly its size. A training loop allocates the same sizes at every
+step, so its outputs reuse pages already mapped instead of faulting in new ones (on this machine a
+first touch ran at about 7.5 GB/s). The limit is CNNCORE_OUTPUT_CACHE_MB when it is set (0 turns
+the cache off), else DEFAULT_LIMIT_MB; set_output_cache_limit overrides it.
+"""
+import os
+import warnings
+
+from ._ext import output_cache as _cache
+from ._validate import check_int
+
+DEFAULT_LIMIT_MB = 256
+
+_limit = None
+
+
+def _default_limit():
+    env = os.environ.get("CNNCORE_OUTPUT_CACHE_MB")
+    if env is not None:
+        if env.strip().isdigit():
+            return int(env) << 20
+        warnings.warn(f"CNNCORE_OUTPUT_CACHE_MB must be a whole number of MiB >= 0, got {env!r}; "
+                      f"using {DEFAULT_LIMIT_MB}", RuntimeWarning, stacklevel=2)
+    return DEFAULT_LIMIT_MB << 20
+
+
+def set_output_cache_limit(nbytes):
+    """Keep at most nbytes of freed output memory for reuse (0: none; None: the default).
+    Blocks over the new limit are released at once."""
+    global _limit
+    nbytes = _default_limit() if nbytes is None else check_int(nbytes, "nbytes", 0)
+    _cache.set_limit(nbytes)
+    _limit = nbytes
+
+
+def get_output_cache_limit():
+    """Bytes of freed output memory cnncore may keep for reuse."""
+    return _limit
+
+
+def output_cache_bytes():
+    """Bytes of freed output memory kept for reuse right now."""
+    return _cache.held()
+
+
+empty = _cache.empty
+zeros = _cache.zeros
+
+set_output_cache_limit(None)
