@@ -15,8 +15,6 @@ from ._validate import check_int
 
 DEFAULT_LIMIT_MB = 256
 
-_limit = None
-
 
 def _default_limit():
     env = os.environ.get("CNNCORE_OUTPUT_CACHE_MB")
@@ -31,15 +29,12 @@ def _default_limit():
 def set_output_cache_limit(nbytes):
     """Keep at most nbytes of freed output memory for reuse (0: none; None: the default).
     Blocks over the new limit are released at once."""
-    global _limit
-    nbytes = _default_limit() if nbytes is None else check_int(nbytes, "nbytes", 0)
-    _cache.set_limit(nbytes)
-    _limit = nbytes
+    _cache.set_limit(_default_limit() if nbytes is None else check_int(nbytes, "nbytes", 0))
 
 
 def get_output_cache_limit():
     """Bytes of freed output memory cnncore may keep for reuse."""
-    return _limit
+    return _cache.limit()
 
 
 def output_cache_bytes():

@@ -130,6 +130,17 @@ static size_t cnncore_cache_held(void)
     return held;
 }
 
+static size_t cnncore_cache_limit(void)
+{
+    size_t limit;
+    if (cnncore_cache.lock == NULL)
+        return 0;
+    PyThread_acquire_lock(cnncore_cache.lock, WAIT_LOCK);
+    limit = cnncore_cache.limit;
+    PyThread_release_lock(cnncore_cache.lock);
+    return limit;
+}
+
 static void cnncore_advise_huge_pages(void *ptr, size_t size)
 {
 #if defined(__linux__) && defined(MADV_HUGEPAGE)

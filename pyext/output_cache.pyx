@@ -19,6 +19,7 @@ cdef extern from "output_cache.h":
     int cnncore_cache_after_fork() nogil
     void cnncore_cache_set_limit(size_t limit) nogil
     size_t cnncore_cache_held() nogil
+    size_t cnncore_cache_limit() nogil
     size_t CNNCORE_CACHE_MIN_BYTES
     int CNNCORE_CACHE_SLOTS
 
@@ -30,29 +31,37 @@ MIN_BYTES = CNNCORE_CACHE_MIN_BYTES
 SLOTS = CNNCORE_CACHE_SLOTS
 
 
-def empty(shape, dtype):
-    """np.empty(shape, dtype), its data from the cache when a freed block of its size is there."""
+def _through_cache(make, shape, dtype):
     old = PyDataMem_SetHandler(_handler)
     try:
-        return np.empty(shape, dtype)
+        return make(shape, dtype)
     finally:
         PyDataMem_SetHandler(old)
+
+
+def empty(shape, dtype):
+    """np.empty(shape, dtype), its data from the cache when a freed block of its size is there."""
+    return _through_cache(np.empty, shape, dtype)
 
 
 def zeros(shape, dtype):
     """np.zeros(shape, dtype), its data from the cache (cleared) when a freed block of its size is
     there."""
-    old = PyDataMem_SetHandler(_handler)
-    try:
-        return np.zeros(shape, dtype)
-    finally:
-        PyDataMem_SetHandler(old)
+    return _through_cache(np.zeros, shape, dtype)
 
 
 def set_limit(size_t nbytes):
     """Keep at most nbytes of freed blocks (0: none); blocks over the new limit are freed now."""
     with nogil:
         cnncore_cache_set_limit(nbytes)
+
+
+def limit():
+    """The most bytes of freed blocks kept."""
+    cdef size_t n
+    with nogil:
+        n = cnncore_cache_limit()
+    return n
 
 
 def held():
