@@ -119,26 +119,16 @@ static void cnncore_cache_set_limit(size_t limit)
         free(dropped[i]);
 }
 
-static size_t cnncore_cache_held(void)
+/* The limit and the bytes kept now, read together (0 and 0 without a lock). */
+static void cnncore_cache_state(size_t *limit, size_t *held)
 {
-    size_t held;
+    *limit = *held = 0;
     if (cnncore_cache.lock == NULL)
-        return 0;
+        return;
     PyThread_acquire_lock(cnncore_cache.lock, WAIT_LOCK);
-    held = cnncore_cache.held;
+    *limit = cnncore_cache.limit;
+    *held = cnncore_cache.held;
     PyThread_release_lock(cnncore_cache.lock);
-    return held;
-}
-
-static size_t cnncore_cache_limit(void)
-{
-    size_t limit;
-    if (cnncore_cache.lock == NULL)
-        return 0;
-    PyThread_acquire_lock(cnncore_cache.lock, WAIT_LOCK);
-    limit = cnncore_cache.limit;
-    PyThread_release_lock(cnncore_cache.lock);
-    return limit;
 }
 
 static void cnncore_advise_huge_pages(void *ptr, size_t size)

@@ -18,8 +18,7 @@ cdef extern from "output_cache.h":
     int cnncore_cache_init(size_t limit) except -1
     int cnncore_cache_after_fork() nogil
     void cnncore_cache_set_limit(size_t limit) nogil
-    size_t cnncore_cache_held() nogil
-    size_t cnncore_cache_limit() nogil
+    void cnncore_cache_state(size_t *limit, size_t *held) nogil
     size_t CNNCORE_CACHE_MIN_BYTES
     int CNNCORE_CACHE_SLOTS
 
@@ -58,18 +57,19 @@ def set_limit(size_t nbytes):
 
 def limit():
     """The most bytes of freed blocks kept."""
-    cdef size_t n
-    with nogil:
-        n = cnncore_cache_limit()
-    return n
+    return _state()[0]
 
 
 def held():
     """Bytes of freed blocks kept now."""
-    cdef size_t n
+    return _state()[1]
+
+
+cdef tuple _state():
+    cdef size_t limit, held
     with nogil:
-        n = cnncore_cache_held()
-    return n
+        cnncore_cache_state(&limit, &held)
+    return limit, held
 
 
 def _after_fork_in_child():
