@@ -27,27 +27,51 @@ from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.string cimport memcpy, memset
 
+# Elements the AVX2 input transform reads past the end of its split plane (see winograd_loops.h).
+cdef enum:
+    VECTOR_SLACK = 8
+
+
+cdef inline void _split_line(const floating* src, Py_ssize_t w, Py_ssize_t pad,
+                             floating* even, floating* odd, Py_ssize_t half) noexcept nogil:
+    # even[j] = padded[2j], odd[j] = padded[2j + 1] for j < half, where padded is the line src[:w]
+    # with pad zeros before it and zeros after it.
+    cdef Py_ssize_t j, x
+    # the j whose two columns are both inside src[:w]: x = 2j - pad in [0, w - 1)
+    cdef Py_ssize_t lo = (pad + 1) // 2, hi = (w - 2 + pad) // 2 + 1 if w - 2 + pad >= 0 else 0
+    if hi > half:
+        hi = half
+    if hi < lo:
+        hi = lo
+    if lo > half:
+        lo = hi = half
+    for j in range(lo):
+        x = 2 * j - pad
+        even[j] = src[x] if 0 <= x < w else 0
+        odd[j] = src[x + 1] if 0 <= x + 1 < w else 0
+    for j in range(lo, hi):
+        even[j] = src[2 * j - pad]
+        odd[j] = src[2 * j + 1 - pad]
+    for j in range(hi, half):
+        x = 2 * j - pad
+        even[j] = src[x] if 0 <= x < w else 0
+        odd[j] = src[x + 1] if 0 <= x + 1 < w else 0
 
 
 cdef inline void _split_plane(const floating* plane, Py_ssize_t H, Py_ssize_t W, Py_ssize_t pad,
-                              floating* line, floating* even, floating* odd,
+                              floating* even, floating* odd,
                               Py_ssize_t PH, Py_ssize_t half) noexcept nogil:
     # The zero-padded plane's first PH lines, cut at 2*half columns, split by column parity:
-    # even[r*half + j] = padded[r, 2j], odd[r*half + j] = padded[r, 2j + 1]. line: scratch (2*half,).
-    cdef Py_ssize_t r, j, iy, w = W
-    if w > 2 * half - pad:
-        w = 2 * half - pad
-    memset(line, 0, 2 * half * sizeof(floating))
+    # even[r*half + j] = padded[r, 2j], odd[r*half + j] = padded[r, 2j + 1], read straight from the
+    # plane (no padded copy of each line), so the split plane is all the scratch there is.
+    cdef Py_ssize_t r, iy
     for r in range(PH):
         iy = r - pad
         if iy < 0 or iy >= H:
             memset(even + r * half, 0, half * sizeof(floating))
             memset(odd + r * half, 0, half * sizeof(floating))
-            continue
-        memcpy(line + pad, plane + iy * W, w * sizeof(floating))
-        for j in range(half):
-            even[r * half + j] = line[2 * j]
-            odd[r * half + j] = line[2 * j + 1]
+        else:
+            _split_line(plane + iy * W, W, pad, even + r * half, odd + r * half, half)
 
 
 cdef extern from *:
@@ -72,14 +96,25 @@ cdef extern from *:
     void _grad_row_d "cnncore_winograd_grad_row_d"(const double* e, const double* o,
                                                    Py_ssize_t half, double* v, Py_ssize_t xs,
                                                    Py_ssize_t TW) nogil
-    void _out_plane_f "cnncore_winograd_out_plane_f"(const float* m, Py_ssize_t xs, Py_ssize_t Tp,
-                                                     float* y) nogil
-    void _out_plane_d "cnncore_winograd_out_plane_d"(const double* m, Py_ssize_t xs,
-                                                     Py_ssize_t Tp, double* y) nogil
+    float _out_plane_f "cnncore_winograd_out_plane_f"(const float* m, Py_ssize_t xs,
+                                                      Py_ssize_t Tp, float bias, int relu,
+                                                      float* y) nogil
+    double _out_plane_d "cnncore_winograd_out_plane_d"(const double* m, Py_ssize_t xs,
+                                                       Py_ssize_t Tp, double bias, int relu,
+                                                       double* y) nogil
+    int cnncore_winograd_avx2() nogil
+    void _in_plane_avx2_f "cnncore_winograd_in_plane_avx2_f"(const float* e, const float* o,
+                                                             Py_ssize_t half, float* v,
+                                                             Py_ssize_t xs, Py_ssize_t TH,
+                                                             Py_ssize_t TW) nogil
+    void _in_plane_avx2_d "cnncore_winograd_in_plane_avx2_d"(const double* e, const double* o,
+                                                             Py_ssize_t half, double* v,
+                                                             Py_ssize_t xs, Py_ssize_t TH,
+                                                             Py_ssize_t TW) nogil
     void _interleave_f "cnncore_winograd_interleave_f"(const float* left, const float* right,
-                                                       Py_ssize_t TW, float* line) nogil
+                                                       Py_ssize_t OW, float* dst) nogil
     void _interleave_d "cnncore_winograd_interleave_d"(const double* left, const double* right,
-                                                       Py_ssize_t TW, double* line) nogil
+                                                       Py_ssize_t OW, double* dst) nogil
 
 
 cdef inline void _in_row(const floating* e, const floating* o, Py_ssize_t half, floating* v,
@@ -98,20 +133,34 @@ cdef inline void _grad_row(const floating* e, const floating* o, Py_ssize_t half
         _grad_row_d(e, o, half, v, xs, TW)
 
 
-cdef inline void _out_plane(const floating* m, Py_ssize_t xs, Py_ssize_t Tp,
-                            floating* y) noexcept nogil:
+cdef inline void _in_plane_avx2(const floating* e, const floating* o, Py_ssize_t half,
+                                floating* v, Py_ssize_t xs, Py_ssize_t TH,
+                                Py_ssize_t TW) noexcept nogil:
     if floating is float:
-        _out_plane_f(m, xs, Tp, y)
+        _in_plane_avx2_f(e, o, half, v, xs, TH, TW)
     else:
-        _out_plane_d(m, xs, Tp, y)
+        _in_plane_avx2_d(e, o, half, v, xs, TH, TW)
 
 
-cdef inline void _interleave(const floating* left, const floating* right, Py_ssize_t TW,
-                             floating* line) noexcept nogil:
+def avx2_supported():
+    """Whether input_transform may be called with avx2=True (this CPU and compiler have AVX2)."""
+    return bool(cnncore_winograd_avx2())
+
+
+cdef inline floating _out_plane(const floating* m, Py_ssize_t xs, Py_ssize_t Tp, floating bias,
+                                bint relu, floating* y) noexcept nogil:
     if floating is float:
-        _interleave_f(left, right, TW, line)
+        return _out_plane_f(m, xs, Tp, bias, relu, y)
     else:
-        _interleave_d(left, right, TW, line)
+        return _out_plane_d(m, xs, Tp, bias, relu, y)
+
+
+cdef inline void _interleave(const floating* left, const floating* right, Py_ssize_t OW,
+                             floating* dst) noexcept nogil:
+    if floating is float:
+        _interleave_f(left, right, OW, dst)
+    else:
+        _interleave_d(left, right, OW, dst)
 
 
 def input_transform(const floating[::1] x,            # IN  n images of C planes H x W (see below)
@@ -119,11 +168,12 @@ def input_transform(const floating[::1] x,            # IN  n images of C planes
                     Py_ssize_t image_stride, Py_ssize_t channel_stride,
                     floating[:, ::1] V,                 # OUT (16, >= C*T), T = n*TH*TW
                     floating[:, ::1] work,              # scratch (n_threads, input_work_size(...))
-                    Py_ssize_t pad, int n_threads):
+                    Py_ssize_t pad, int n_threads, bint avx2):
     """V[xi, c*T + t] = (B^T d B)[xi], d the 4x4 patch of tile t of channel c (zero padding pad).
 
     Plane (i, c) is the H*W elements of x from i*image_stride + c*channel_stride: an (n, C, H, W)
-    array has strides C*H*W and H*W; a (C, n*H*W) one has H*W and n*H*W.
+    array has strides C*H*W and H*W; a (C, n*H*W) one has H*W and n*H*W. avx2: take the AVX2
+    loops (only where avx2_supported()).
     """
     cdef Py_ssize_t TH = (H + 2 * pad - 1) // 2, TW = (W + 2 * pad - 1) // 2
     cdef Py_ssize_t PH = 2 * TH + 2, half = TW + 1, T = n * TH * TW
@@ -138,36 +188,22 @@ def input_transform(const floating[::1] x,            # IN  n images of C planes
             odd = even + PH * half
             i = ic // C
             c = ic % C
-            _split_plane(&x[i * image_stride + c * channel_stride], H, W, pad,
-                         odd + PH * half, even, odd, PH, half)
-            for ty in range(TH):
-                _in_row(even + 2 * ty * half, odd + 2 * ty * half, half,
-                        &V[0, c * T + (i * TH + ty) * TW], V.shape[1], TW)
+            _split_plane(&x[i * image_stride + c * channel_stride], H, W, pad, even, odd, PH,
+                         half)
+            if avx2:
+                memset(odd + PH * half, 0, VECTOR_SLACK * sizeof(floating))
+                _in_plane_avx2(even, odd, half, &V[0, c * T + i * TH * TW], V.shape[1], TH, TW)
+            else:
+                for ty in range(TH):
+                    _in_row(even + 2 * ty * half, odd + 2 * ty * half, half,
+                            &V[0, c * T + (i * TH + ty) * TW], V.shape[1], TW)
 
 
 def input_work_size(Py_ssize_t H, Py_ssize_t W, Py_ssize_t pad):
     """Scratch elements input_transform needs per thread: the padded plane split by column parity,
-    and one padded line."""
+    and what the AVX2 loops read past it."""
     cdef Py_ssize_t TH = (H + 2 * pad - 1) // 2, TW = (W + 2 * pad - 1) // 2
-    return (2 * (2 * TH + 2) + 2) * (TW + 1)
-
-
-cdef inline floating _output_line(const floating* y, floating* dst, Py_ssize_t OW, floating bias,
-                                  bint relu) noexcept nogil:
-    # dst[:OW] = act(y[:OW] + bias); returns the sum of (v - v), NaN if any v is not finite.
-    cdef Py_ssize_t ox
-    cdef floating v, bad = 0
-    if relu:
-        for ox in range(OW):
-            v = y[ox] + bias
-            bad += v - v
-            dst[ox] = 0 if v <= 0 else v
-    else:
-        for ox in range(OW):
-            v = y[ox] + bias
-            bad += v - v
-            dst[ox] = v
-    return bad
+    return 2 * (2 * TH + 2) * (TW + 1) + VECTOR_SLACK
 
 
 def output_transform(const floating[:, ::1] M,        # IN  (16, >= FN*T) the GEMMs' results
@@ -185,35 +221,32 @@ def output_transform(const floating[:, ::1] M,        # IN  (16, >= FN*T) the GE
     cdef Py_ssize_t TH = (OH + 1) // 2, TW = (OW + 1) // 2, Tp = TH * TW, T = n * Tp
     cdef Py_ssize_t jf, j, f, ty, k
     cdef floating* y
-    cdef floating* line
-    cdef floating bias, bad
+    cdef floating bad
     cdef Py_ssize_t n_bad = 0
     if n == 0 or FN == 0 or OH == 0 or OW == 0:
         return 0
     with nogil:
         for jf in prange(n * FN, schedule="guided", num_threads=n_threads):
             y = &work[threadid(), 0]
-            line = y + 4 * Tp
             j = jf // FN
             f = jf % FN
-            bias = b[f]
-            bad = 0
-            _out_plane(&M[0, f * T + j * Tp], M.shape[1], Tp, y)
+            # The check covers the whole tiles, also their outputs past an odd edge: a value there
+            # that is not finite only sends the plane to the direct path.
+            bad = _out_plane(&M[0, f * T + j * Tp], M.shape[1], Tp, b[f], relu, y)
             for ty in range(TH):
                 for k in range(2):
                     if 2 * ty + k < OH:
-                        _interleave(y + 2 * k * Tp + ty * TW, y + (2 * k + 1) * Tp + ty * TW, TW,
-                                    line)
-                        bad = bad + _output_line(line, &out[j, f, 2 * ty + k, 0], OW, bias, relu)
+                        _interleave(y + 2 * k * Tp + ty * TW, y + (2 * k + 1) * Tp + ty * TW, OW,
+                                    &out[j, f, 2 * ty + k, 0])
             if bad != 0:
                 n_bad += 1
     return n_bad
 
 
 def output_work_size(Py_ssize_t OH, Py_ssize_t OW):
-    """Scratch elements output_transform needs per thread: a plane's 2x2 outputs, one line."""
+    """Scratch elements output_transform needs per thread: a plane's 2x2 outputs."""
     cdef Py_ssize_t TH = (OH + 1) // 2, TW = (OW + 1) // 2
-    return 4 * TH * TW + 2 * TW
+    return 4 * TH * TW
 
 
 def grad_transform(const floating[::1] d,             # IN  n images of FN planes OH x OW
@@ -237,8 +270,8 @@ def grad_transform(const floating[::1] d,             # IN  n images of FN plane
             odd = even + 2 * TH * TW
             j = jf // FN
             f = jf % FN
-            _split_plane(&d[j * image_stride + f * channel_stride], OH, OW, 0,
-                         odd + 2 * TH * TW, even, odd, 2 * TH, TW)
+            _split_plane(&d[j * image_stride + f * channel_stride], OH, OW, 0, even, odd, 2 * TH,
+                         TW)
             for ty in range(TH):
                 _grad_row(even + 2 * ty * TW, odd + 2 * ty * TW, TW,
                           &dM[0, f * T + (j * TH + ty) * TW], dM.shape[1], TW)

@@ -6,6 +6,7 @@
  * it vectorises the loops over tiles; with this many possibly-aliased pointers it does not try.
  * Without OpenMP the pragma is ignored and the loop runs as written.
  */
+#include <string.h>
 
 /* The 16 rows of a transform's output, xi = 0..15, each its own restrict pointer v0..v15. */
 #ifndef CNNCORE_WG_ROWS
@@ -50,6 +51,87 @@ static void WG_NAME(in_row)(const WG_T* __restrict e, const WG_T* __restrict o, 
     }
 }
 
+/* in_row for a whole plane of TH tile rows (even and odd hold its 2*TH + 2 lines, stride half), in
+ * vectors of 8 tiles compiled for AVX2. A tile row of 7 (DeepConvNet's 14x14 planes) gives
+ * `omp simd` one 4-wide vector and 3 tiles one by one; here it is one vector with a spare lane. A
+ * vector's spare lanes write the next tile row's first tiles, which that row then writes again;
+ * where no such row follows, the vector goes through a buffer. They also read up to 8 elements past
+ * the end of odd (the caller's scratch has them, zeroed). cnncore_winograd_avx2() says at run time
+ * whether this may be called. */
+#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+
+#ifndef CNNCORE_WG_AVX2
+#define CNNCORE_WG_AVX2 1
+static int cnncore_winograd_avx2(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2");
+}
+#endif
+
+typedef WG_T WG_NAME(v8) __attribute__((vector_size(8 * sizeof(WG_T)), aligned(sizeof(WG_T))));
+
+static inline __attribute__((always_inline, target("avx2"))) void
+WG_NAME(in_vector)(const WG_T* e, const WG_T* o, Py_ssize_t half, WG_T* v, Py_ssize_t xs)
+{
+    typedef WG_NAME(v8) vec;
+    #define WG_AT(p, k) (*(const vec*)((p) + (k)))
+    vec e0 = WG_AT(e, 0), e1 = WG_AT(e, half), e2 = WG_AT(e, 2 * half), e3 = WG_AT(e, 3 * half);
+    vec f0 = WG_AT(e, 1), f1 = WG_AT(e, half + 1), f2 = WG_AT(e, 2 * half + 1), f3 = WG_AT(e, 3 * half + 1);
+    vec o0 = WG_AT(o, 0), o1 = WG_AT(o, half), o2 = WG_AT(o, 2 * half), o3 = WG_AT(o, 3 * half);
+    vec p0 = WG_AT(o, 1), p1 = WG_AT(o, half + 1), p2 = WG_AT(o, 2 * half + 1), p3 = WG_AT(o, 3 * half + 1);
+    #undef WG_AT
+    /* as in in_row: columns 0..3 of the patch are e, o, f, p (even, odd, next even, next odd) */
+    vec a00 = e0 - e2, a01 = o0 - o2, a02 = f0 - f2, a03 = p0 - p2;
+    vec a10 = e1 + e2, a11 = o1 + o2, a12 = f1 + f2, a13 = p1 + p2;
+    vec a20 = e2 - e1, a21 = o2 - o1, a22 = f2 - f1, a23 = p2 - p1;
+    vec a30 = e1 - e3, a31 = o1 - o3, a32 = f1 - f3, a33 = p1 - p3;
+    *(vec*)(v + 0 * xs) = a00 - a02;  *(vec*)(v + 1 * xs) = a01 + a02;
+    *(vec*)(v + 2 * xs) = a02 - a01;  *(vec*)(v + 3 * xs) = a01 - a03;
+    *(vec*)(v + 4 * xs) = a10 - a12;  *(vec*)(v + 5 * xs) = a11 + a12;
+    *(vec*)(v + 6 * xs) = a12 - a11;  *(vec*)(v + 7 * xs) = a11 - a13;
+    *(vec*)(v + 8 * xs) = a20 - a22;  *(vec*)(v + 9 * xs) = a21 + a22;
+    *(vec*)(v + 10 * xs) = a22 - a21; *(vec*)(v + 11 * xs) = a21 - a23;
+    *(vec*)(v + 12 * xs) = a30 - a32; *(vec*)(v + 13 * xs) = a31 + a32;
+    *(vec*)(v + 14 * xs) = a32 - a31; *(vec*)(v + 15 * xs) = a31 - a33;
+}
+
+__attribute__((target("avx2"))) static void
+WG_NAME(in_plane_avx2)(const WG_T* e, const WG_T* o, Py_ssize_t half, WG_T* v, Py_ssize_t xs,
+                       Py_ssize_t TH, Py_ssize_t TW)
+{
+    WG_T buf[16 * 8];
+    Py_ssize_t ty, tx, lanes, spare, xi;
+    for (ty = 0; ty < TH; ty++) {
+        const WG_T* er = e + 2 * ty * half;
+        const WG_T* orow = o + 2 * ty * half;
+        WG_T* vr = v + ty * TW;
+        for (tx = 0; tx < TW; tx += 8) {
+            lanes = TW - tx < 8 ? TW - tx : 8;
+            spare = 8 - lanes;
+            if (spare <= (TH - 1 - ty) * TW) {
+                WG_NAME(in_vector)(er + tx, orow + tx, half, vr + tx, xs);
+            } else {
+                WG_NAME(in_vector)(er + tx, orow + tx, half, buf, 8);
+                for (xi = 0; xi < 16; xi++)
+                    memcpy(vr + xi * xs + tx, buf + 8 * xi, lanes * sizeof(WG_T));
+            }
+        }
+    }
+}
+
+#else
+
+#ifndef CNNCORE_WG_AVX2
+#define CNNCORE_WG_AVX2 1
+static int cnncore_winograd_avx2(void) { return 0; }
+#endif
+
+static void WG_NAME(in_plane_avx2)(const WG_T* e, const WG_T* o, Py_ssize_t half, WG_T* v,
+                                   Py_ssize_t xs, Py_ssize_t TH, Py_ssize_t TW) {}
+
+#endif
+
 /* One tile row of an output gradient, from its 2 lines' even columns e and odd columns o (line
  * stride half): v[xi*xs + tx] = (A g A^T)[xi] for the 2x2 gradients g of the TW tiles of the row. */
 static void WG_NAME(grad_row)(const WG_T* __restrict e, const WG_T* __restrict o, Py_ssize_t half,
@@ -74,33 +156,50 @@ static void WG_NAME(grad_row)(const WG_T* __restrict e, const WG_T* __restrict o
     }
 }
 
-/* A plane's Tp tiles: m[xi*xs + q] -> y[k*Tp + q] = (A^T m A)[k], k = 2*row + column of the 2x2
- * output tile. */
-static void WG_NAME(out_plane)(const WG_T* __restrict m, Py_ssize_t xs, Py_ssize_t Tp,
-                               WG_T* __restrict y)
+/* A plane's Tp tiles: m[xi*xs + q] -> y[k*Tp + q] = act((A^T m A)[k] + bias), k = 2*row + column
+ * of the 2x2 output tile, act = ReLU (v <= 0 -> 0, NaN stays NaN) or identity. Returns the sum of
+ * (v - v) over the v before act: 0, or NaN if one is not finite. That sum is only compared with 0,
+ * so its order does not matter, and `reduction` lets it run in vectors: summed in order, element by
+ * element, it was a third of output_transform's time. */
+static WG_T WG_NAME(out_plane)(const WG_T* __restrict m, Py_ssize_t xs, Py_ssize_t Tp, WG_T bias,
+                               int relu, WG_T* __restrict y)
 {
+    WG_T bad = 0;
     Py_ssize_t q;
+    #pragma omp simd reduction(+:bad)
     for (q = 0; q < Tp; q++) {
         /* A across each row a of m: s_a0 = m_a0 + m_a1 + m_a2, s_a1 = m_a1 - m_a2 - m_a3 */
         WG_T s00 = m[0 * xs + q] + m[1 * xs + q] + m[2 * xs + q], s01 = m[1 * xs + q] - m[2 * xs + q] - m[3 * xs + q];
         WG_T s10 = m[4 * xs + q] + m[5 * xs + q] + m[6 * xs + q], s11 = m[5 * xs + q] - m[6 * xs + q] - m[7 * xs + q];
         WG_T s20 = m[8 * xs + q] + m[9 * xs + q] + m[10 * xs + q], s21 = m[9 * xs + q] - m[10 * xs + q] - m[11 * xs + q];
         WG_T s30 = m[12 * xs + q] + m[13 * xs + q] + m[14 * xs + q], s31 = m[13 * xs + q] - m[14 * xs + q] - m[15 * xs + q];
-        /* A^T down */
-        y[q] = s00 + s10 + s20;
-        y[Tp + q] = s01 + s11 + s21;
-        y[2 * Tp + q] = s10 - s20 - s30;
-        y[3 * Tp + q] = s11 - s21 - s31;
+        /* A^T down, then the bias */
+        WG_T y0 = s00 + s10 + s20 + bias, y1 = s01 + s11 + s21 + bias;
+        WG_T y2 = s10 - s20 - s30 + bias, y3 = s11 - s21 - s31 + bias;
+        bad += ((y0 - y0) + (y1 - y1)) + ((y2 - y2) + (y3 - y3));
+        if (relu) {
+            y0 = y0 <= 0 ? 0 : y0;
+            y1 = y1 <= 0 ? 0 : y1;
+            y2 = y2 <= 0 ? 0 : y2;
+            y3 = y3 <= 0 ? 0 : y3;
+        }
+        y[q] = y0;
+        y[Tp + q] = y1;
+        y[2 * Tp + q] = y2;
+        y[3 * Tp + q] = y3;
     }
+    return bad;
 }
 
-/* line[2*tx] = left[tx], line[2*tx + 1] = right[tx]. */
+/* dst[2*tx] = left[tx], dst[2*tx + 1] = right[tx]: the OW outputs of one line. */
 static void WG_NAME(interleave)(const WG_T* __restrict left, const WG_T* __restrict right,
-                                Py_ssize_t TW, WG_T* __restrict line)
+                                Py_ssize_t OW, WG_T* __restrict dst)
 {
-    Py_ssize_t tx;
-    for (tx = 0; tx < TW; tx++) {
-        line[2 * tx] = left[tx];
-        line[2 * tx + 1] = right[tx];
+    Py_ssize_t tx, pairs = OW / 2;
+    for (tx = 0; tx < pairs; tx++) {
+        dst[2 * tx] = left[tx];
+        dst[2 * tx + 1] = right[tx];
     }
+    if (OW % 2)
+        dst[OW - 1] = left[pairs];
 }

@@ -27,10 +27,14 @@ def make(rng, shape, dtype):
     return rng.standard_normal(shape).astype(dtype)
 
 
-@pytest.fixture
-def winograd_everywhere(monkeypatch):
-    """Every 3x3 stride-1 convolution with pad <= 2 takes the Winograd path; calls that fall back to
-    the direct forward are counted."""
+AVX2 = [True, False] if K._winograd.avx2_supported() else [False]
+
+
+@pytest.fixture(params=AVX2, ids=lambda a: "avx2" if a else "baseline")
+def winograd_everywhere(request, monkeypatch):
+    """Every 3x3 stride-1 convolution with pad <= 2 takes the Winograd path, with the AVX2 input
+    transform and without; calls that fall back to the direct forward are counted."""
+    monkeypatch.setattr(K, "WINOGRAD_AVX2", request.param)
     monkeypatch.setattr(K, "WINOGRAD_MIN_CHANNELS", 1)
     monkeypatch.setattr(K, "WINOGRAD_BACKWARD_MIN_PIXELS", 1)
     fallbacks = []
@@ -95,13 +99,36 @@ def test_winograd_matches_reference(case, dtype, fused, rng, winograd_everywhere
 
 @given(st.integers(1, 3), st.integers(1, 5), st.integers(1, 13), st.integers(1, 13),
        st.integers(1, 5), st.integers(0, 2), st.sampled_from(DTYPES), st.booleans(),
-       st.integers(0, 2**32 - 1))
-def test_winograd_property(N, C, H, W, FN, pad, dtype, fused, seed):
+       st.sampled_from(AVX2), st.integers(0, 2**32 - 1))
+def test_winograd_property(N, C, H, W, FN, pad, dtype, fused, avx2, seed):
     H, W = max(H, 3 - 2 * pad), max(W, 3 - 2 * pad)
     with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(K, "WINOGRAD_AVX2", avx2)
         mp.setattr(K, "WINOGRAD_MIN_CHANNELS", 1)
         mp.setattr(K, "WINOGRAD_BACKWARD_MIN_PIXELS", 1)
         check_against_reference(np.random.default_rng(seed), (N, C, H, W, FN, pad), dtype, fused)
+
+
+@pytest.mark.skipif(AVX2 == [False], reason="this CPU or compiler has no AVX2")
+@given(st.integers(1, 3), st.integers(1, 3), st.integers(1, 20), st.integers(1, 40),
+       st.integers(0, 2), st.sampled_from(DTYPES), st.integers(0, 2**32 - 1))
+def test_avx2_input_transform_matches_the_baseline_loops(n, C, H, W, pad, dtype, seed):
+    """The AVX2 input transform works in vectors of 8 tiles whose spare lanes write the next tile
+    row (or a buffer, at a plane's end) and read past the split plane: its V must equal the
+    baseline loops' exactly, every entry written, nothing written past the planes' tiles."""
+    H, W = max(H, 3 - 2 * pad), max(W, 3 - 2 * pad)
+    TH, TW = K._winograd_tiles(H, W, pad)
+    T = n * TH * TW
+    x = np.random.default_rng(seed).standard_normal(n * C * H * W).astype(dtype)
+    results = []
+    for avx2 in (True, False):
+        V = np.full((16, C * T + 8), np.nan, dtype)
+        work = np.full((1, K._winograd.input_work_size(H, W, pad)), np.nan, dtype)
+        K._winograd.input_transform(x, n, C, H, W, C * H * W, H * W, V, work, pad, 1, avx2)
+        assert np.isfinite(V[:, :C * T]).all()
+        assert np.isnan(V[:, C * T:]).all()
+        results.append(V)
+    np.testing.assert_array_equal(results[0], results[1])
 
 
 def test_winograd_skips_the_direct_input_gradient(rng, winograd_everywhere, monkeypatch):
