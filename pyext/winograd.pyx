@@ -214,8 +214,9 @@ def output_transform(const floating[:, ::1] M,        # IN  (16, >= FN*T) the GE
     """out[i, f] = act(A^T M[:, f*T + t] A + b[f]) tile by tile, T = n*TH*TW; act = ReLU (x <= 0 -> 0)
     or identity.
 
-    Returns the number of (image, filter) planes holding a value that is not finite before the
-    activation (the caller then computes those directly).
+    Returns the number of (image, filter) planes whose 2x2 tiles hold a value that is not finite
+    before the activation, counting a tile's outputs past an odd edge (the caller then computes
+    those planes directly).
     """
     cdef Py_ssize_t n = out.shape[0], FN = out.shape[1], OH = out.shape[2], OW = out.shape[3]
     cdef Py_ssize_t TH = (OH + 1) // 2, TW = (OW + 1) // 2, Tp = TH * TW, T = n * Tp
