@@ -26,11 +26,14 @@ cdef extern from "pool_3x3_avx2.h":
     Py_ssize_t cnncore_max_row_3x3_avx2(const float* r0, const float* r1, const float* r2,
                                         float* out, int* arg, float* bad,
                                         Py_ssize_t n) noexcept nogil
+    Py_ssize_t cnncore_max_row_3x3_avx2_d(const double* r0, const double* r1, const double* r2,
+                                          double* out, Py_ssize_t* arg, double* bad,
+                                          Py_ssize_t n) noexcept nogil
 
 
 cdef struct Window:
     Py_ssize_t H, W, out_h, out_w, pool_h, pool_w, stride, pad
-    bint avx2       # float32 3x3 stride-2 max pooling may take pool_3x3_avx2.h
+    bint avx2       # 3x3 stride-2 max pooling may take pool_3x3_avx2.h
 
 
 # Window offsets k in [_lo(start), _hi(start, ...)) satisfy 0 <= start + k < size.
@@ -261,8 +264,13 @@ cdef inline void _max_run_3x3(const floating* x, floating* out, Py_ssize_t* arg_
         _max_row_3x3(r0 + 2 * done, r0 + g.W + 2 * done, r0 + 2 * g.W + 2 * done,
                      out + oy * g.out_w + ox0 + done, arg + done, bad + done, n - done)
     else:
-        _max_row_3x3(r0, r0 + g.W, r0 + 2 * g.W, out + oy * g.out_w + ox0,
-                     arg_max + oy * g.out_w + ox0, bad, n)
+        if g.avx2:
+            done = cnncore_max_row_3x3_avx2_d(r0, r0 + g.W, r0 + 2 * g.W,
+                                              out + oy * g.out_w + ox0,
+                                              arg_max + oy * g.out_w + ox0, bad, n)
+        _max_row_3x3(r0 + 2 * done, r0 + g.W + 2 * done, r0 + 2 * g.W + 2 * done,
+                     out + oy * g.out_w + ox0 + done, arg_max + oy * g.out_w + ox0 + done,
+                     bad + done, n - done)
     _run_done(x, out, arg_max, g, oy, ox0, n, arg, bad)
 
 
@@ -650,7 +658,7 @@ def max_pool_forward(const floating[:, :, :, ::1] x,     # IN  (N, C, H, W)
                      Py_ssize_t[:, :, :, ::1] arg_max,   # OUT (N, C, OH, OW) index in window
                      Py_ssize_t pool_h, Py_ssize_t pool_w,
                      Py_ssize_t stride, Py_ssize_t pad, int n_threads, bint avx2):
-    """avx2: float32 3x3 stride-2 windows take the AVX2 loop (only where avx2_supported())."""
+    """avx2: 3x3 stride-2 windows take the AVX2 loops (only where avx2_supported())."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], nc
     cdef Window g = _window(x.shape[2], x.shape[3], out.shape[2], out.shape[3],
                             pool_h, pool_w, stride, pad)

@@ -236,18 +236,20 @@ def test_max_pool_3x3_stride_2_ties_signed_zeros_and_non_finite_values(dtype, pa
 
 @pytest.mark.skipif(POOL_AVX2 == [False], reason="this CPU or compiler has no AVX2")
 @given(st.integers(1, 2), st.integers(1, 3), st.integers(3, 20), st.integers(3, 60),
-       st.integers(0, 2), st.sampled_from([None, np.nan, np.inf, -np.inf]), st.integers(0, 2**32 - 1))
-def test_avx2_3x3_max_pool_matches_the_baseline_loop(N, C, H, W, pad, special, seed):
-    """The AVX2 loop takes 8 outputs a step, its last step overlapping the one before: outputs,
-    window indices and the non-finite fallback must equal the baseline loop's exactly."""
+       st.integers(0, 2), st.sampled_from([None, np.nan, np.inf, -np.inf]), st.sampled_from(DTYPES),
+       st.integers(0, 2**32 - 1))
+def test_avx2_3x3_max_pool_matches_the_baseline_loop(N, C, H, W, pad, special, dtype, seed):
+    """The AVX2 loops take 8 (float32) or 4 (float64) outputs a step, the last step overlapping the
+    one before: outputs, window indices and the non-finite fallback must equal the baseline
+    loop's exactly."""
     rng = np.random.default_rng(seed)
-    x = rng.integers(-2, 3, (N, C, H, W)).astype(np.float32)
+    x = rng.integers(-2, 3, (N, C, H, W)).astype(dtype)
     if special is not None:
         x[rng.random(x.shape) < 0.01] = special
     results = []
     for avx2 in (True, False):
         OH, OW = (H + 2 * pad - 3) // 2 + 1, (W + 2 * pad - 3) // 2 + 1
-        out = np.full((N, C, OH, OW), 7.5, np.float32)
+        out = np.full((N, C, OH, OW), 7.5, dtype)
         arg = np.full((N, C, OH, OW), -1, np.intp)
         K._pooling.max_pool_forward(x, out, arg, 3, 3, 2, pad, 1, avx2)
         results.append((out, arg))
