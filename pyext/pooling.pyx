@@ -648,9 +648,14 @@ cdef inline Window _window(Py_ssize_t H, Py_ssize_t W, Py_ssize_t out_h, Py_ssiz
     return g
 
 
+# Whether this CPU and compiler have AVX2: max_pool_forward takes its AVX2 loops only then, whatever
+# its caller asks (they would stop the process with an illegal instruction).
+cdef bint _AVX2 = cnncore_pool_avx2()
+
+
 def avx2_supported():
-    """Whether max_pool_forward may be called with avx2=True (this CPU and compiler have AVX2)."""
-    return bool(cnncore_pool_avx2())
+    """Whether max_pool_forward's avx2=True takes the AVX2 loops (this CPU and compiler have AVX2)."""
+    return bool(_AVX2)
 
 
 def max_pool_forward(const floating[:, :, :, ::1] x,     # IN  (N, C, H, W)
@@ -658,11 +663,11 @@ def max_pool_forward(const floating[:, :, :, ::1] x,     # IN  (N, C, H, W)
                      Py_ssize_t[:, :, :, ::1] arg_max,   # OUT (N, C, OH, OW) index in window
                      Py_ssize_t pool_h, Py_ssize_t pool_w,
                      Py_ssize_t stride, Py_ssize_t pad, int n_threads, bint avx2):
-    """avx2: 3x3 stride-2 windows take the AVX2 loops (only where avx2_supported())."""
+    """avx2: 3x3 stride-2 windows take the AVX2 loops where avx2_supported() (else ignored)."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], nc
     cdef Window g = _window(x.shape[2], x.shape[3], out.shape[2], out.shape[3],
                             pool_h, pool_w, stride, pad)
-    g.avx2 = avx2
+    g.avx2 = avx2 and _AVX2
     if N * C == 0:
         return
     with nogil:

@@ -25,7 +25,7 @@ one across each tile. Threads own whole (image, channel) planes, so writes never
 """
 from cython cimport floating
 from cython.parallel cimport prange, threadid
-from libc.string cimport memcpy, memset
+from libc.string cimport memset
 
 # Elements the AVX2 input transform reads past the end of its split plane (see winograd_loops.h).
 cdef enum:
@@ -142,9 +142,14 @@ cdef inline void _in_plane_avx2(const floating* e, const floating* o, Py_ssize_t
         _in_plane_avx2_d(e, o, half, v, xs, TH, TW)
 
 
+# Whether this CPU and compiler have AVX2: input_transform takes its AVX2 loops only then, whatever
+# its caller asks (they would stop the process with an illegal instruction, or do nothing).
+cdef bint _AVX2 = cnncore_winograd_avx2()
+
+
 def avx2_supported():
-    """Whether input_transform may be called with avx2=True (this CPU and compiler have AVX2)."""
-    return bool(cnncore_winograd_avx2())
+    """Whether input_transform's avx2=True takes the AVX2 loops (this CPU and compiler have AVX2)."""
+    return bool(_AVX2)
 
 
 cdef inline floating _out_plane(const floating* m, Py_ssize_t xs, Py_ssize_t Tp, floating bias,
@@ -173,7 +178,7 @@ def input_transform(const floating[::1] x,            # IN  n images of C planes
 
     Plane (i, c) is the H*W elements of x from i*image_stride + c*channel_stride: an (n, C, H, W)
     array has strides C*H*W and H*W; a (C, n*H*W) one has H*W and n*H*W. avx2: take the AVX2
-    loops (only where avx2_supported()).
+    loops where avx2_supported() (else ignored).
     """
     cdef Py_ssize_t TH = (H + 2 * pad - 1) // 2, TW = (W + 2 * pad - 1) // 2
     cdef Py_ssize_t PH = 2 * TH + 2, half = TW + 1, T = n * TH * TW
@@ -190,7 +195,7 @@ def input_transform(const floating[::1] x,            # IN  n images of C planes
             c = ic % C
             _split_plane(&x[i * image_stride + c * channel_stride], H, W, pad, even, odd, PH,
                          half)
-            if avx2:
+            if avx2 and _AVX2:
                 memset(odd + PH * half, 0, VECTOR_SLACK * sizeof(floating))
                 _in_plane_avx2(even, odd, half, &V[0, c * T + i * TH * TW], V.shape[1], TH, TW)
             else:
