@@ -52,12 +52,12 @@ static void WG_NAME(in_row)(const WG_T* __restrict e, const WG_T* __restrict o, 
 }
 
 /* in_row for a whole plane of TH tile rows (even and odd hold its 2*TH + 2 lines, stride half), in
- * vectors of 8 tiles compiled for AVX2. A tile row of 7 (DeepConvNet's 14x14 planes) gives
- * `omp simd` one 4-wide vector and 3 tiles one by one; here it is one vector with a spare lane. A
- * vector's spare lanes write the next tile row's first tiles, which that row then writes again;
- * where no such row follows, the vector goes through a buffer. They also read up to 8 elements past
- * the end of odd (the caller's scratch has them, zeroed). cnncore_winograd_avx2() says at run time
- * whether this may be called. */
+ * AVX2 registers of WG_LANES tiles (8 float32, 4 float64). A float32 tile row of 7 (DeepConvNet's
+ * 14x14 planes) gives `omp simd` one 4-wide vector and 3 tiles one by one; here it is one register
+ * with a spare lane. A register's spare lanes write the next tile row's first tiles, which that row
+ * then writes again; where no such row follows, the register goes through a buffer. They also read
+ * up to 8 elements past the end of odd (the caller's scratch has them, zeroed).
+ * cnncore_winograd_avx2() says at run time whether this may be called. */
 #if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
 
 #ifndef CNNCORE_WG_AVX2
