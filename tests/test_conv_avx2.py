@@ -5,6 +5,8 @@ shapes, non-finite values, thread independence, and which layers take them by de
 Most tests widen the rule (AVX2_MIN_TAPS = 1, any number of filters, no Winograd) so that every float32
 forward takes the kernel; on a CPU without AVX2 and FMA they are skipped, and one test checks that
 the im2col + GEMM path is taken instead."""
+from unittest import mock
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -338,11 +340,23 @@ BACKWARD_CASES = ROWS_CASES + [
     (1, 3, 13, 35, 7, 2, 5, 1, 0),
 ]
 
+# Layers whose forward is not in the row layout but whose gradients are (few filters, many weights
+# per filter): DeepConvNet conv2 (16 -> 16, 144 taps, the most the rule takes for 16 filters), 8
+# filters of 64 channels (576 taps, several hundred tap blocks), 5x5 filters of 5 channels (125
+# taps) with 11 filters, odd non-square planes, pads 0-2, N = 1 and tiles of several images
+WIDE_BACKWARD_CASES = [
+    (2, 16, 28, 28, 16, 3, 3, 1, 1),
+    (3, 64, 9, 11, 8, 3, 3, 1, 1),
+    (1, 5, 13, 17, 11, 5, 5, 1, 2),
+    (11, 8, 7, 10, 16, 3, 2, 1, 0),
+    (1, 16, 3, 8, 1, 3, 3, 1, 1),
+]
+
 
 @needs_avx2
 @pytest.mark.parametrize("need_dx", [False, True], ids=["dW", "dx_dW"])
 @pytest.mark.parametrize("fused", [False, True], ids=["conv", "fused"])
-@pytest.mark.parametrize("case", BACKWARD_CASES, ids=case_id)
+@pytest.mark.parametrize("case", BACKWARD_CASES + WIDE_BACKWARD_CASES, ids=case_id)
 def test_rows_backward_matches_reference(case, fused, need_dx, rng, rows_grad_calls):
     check_backward(rng, case, fused, need_dx)
     assert rows_grad_calls == [(need_dx, True)]
@@ -356,6 +370,24 @@ def test_rows_backward_property(N, C, H, W, FN, FH, FW, pad, fused, need_dx, see
     if FH > H + 2 * pad or W + 2 * pad - FW + 1 < 8:
         return
     check_backward(np.random.default_rng(seed), (N, C, H, W, FN, FH, FW, 1, pad), fused, need_dx)
+
+
+@needs_avx2
+@given(st.integers(1, 3), st.integers(1, 40), st.integers(1, 9), st.integers(8, 40),
+       st.integers(1, 17), st.integers(1, 3), st.integers(1, 3), st.integers(0, 2),
+       st.booleans(), st.booleans(), st.integers(0, 2**32 - 1))
+def test_wide_rows_backward_property(N, C, H, W, FN, FH, FW, pad, fused, need_dx, seed):
+    """Any number of channels: the layers with few filters take the row layout's gradients whatever
+    their taps (FN <= 8, or FN <= 16 with at most ROWS_BACKWARD_MAX_TAPS), the others im2col + GEMM;
+    either way the reference's results."""
+    OW = W + 2 * pad - FW + 1
+    if FH > H + 2 * pad or OW < 8:
+        return
+    with mock.patch.object(K, "_avx2_rows_backward", wraps=K._avx2_rows_backward) as rows:
+        check_backward(np.random.default_rng(seed), (N, C, H, W, FN, FH, FW, 1, pad), fused,
+                       need_dx)
+    few_filters = FN <= 8 or (FN <= 16 and C * FH * FW <= K.ROWS_BACKWARD_MAX_TAPS)
+    assert rows.called == (few_filters or C * FH * FW < K.AVX2_MIN_TAPS)
 
 
 @needs_avx2
@@ -406,7 +438,11 @@ def test_rows_backward_does_not_depend_on_threads(need_dx, rng, rows_grad_calls)
 @pytest.mark.parametrize("dtype, C, FN, FH, H, stride, pad, taken", [
     (np.float32, 1, 30, 5, 28, 1, 0, True),     # SimpleConvNet's conv
     (np.float32, 1, 16, 3, 28, 1, 1, True),     # DeepConvNet conv1
-    (np.float32, 16, 16, 3, 28, 1, 1, False),   # DeepConvNet conv2: im2col + GEMM
+    (np.float32, 16, 16, 3, 28, 1, 1, True),    # DeepConvNet conv2: 16 filters of 144 taps
+    (np.float32, 17, 16, 3, 14, 1, 1, False),   # 16 filters of 153 taps: im2col + GEMM
+    (np.float32, 64, 8, 3, 14, 1, 1, True),     # 8 filters, any taps
+    (np.float32, 17, 9, 3, 14, 1, 1, False),    # 9 filters of 153 taps: im2col + GEMM
+    (np.float32, 8, 32, 3, 14, 1, 1, False),    # 32 filters: im2col + GEMM
     (np.float32, 1, 16, 3, 28, 2, 1, False),    # stride 2
     (np.float32, 1, 16, 3, 7, 1, 1, False),     # rows of 7 outputs
     (np.float32, 1, 4, 1, 6, 1, 1, "dW"),       # rows of 8 outputs but of 6 input cells: dx by GEMM
