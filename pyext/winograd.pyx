@@ -111,6 +111,14 @@ cdef extern from *:
                                                              Py_ssize_t half, double* v,
                                                              Py_ssize_t xs, Py_ssize_t TH,
                                                              Py_ssize_t TW) nogil
+    float _out_plane_avx2_f "cnncore_winograd_out_plane_avx2_f"(const float* m, Py_ssize_t xs,
+                                                                Py_ssize_t TH, Py_ssize_t TW,
+                                                                float bias, int relu, float* y,
+                                                                Py_ssize_t OH, Py_ssize_t OW) nogil
+    double _out_plane_avx2_d "cnncore_winograd_out_plane_avx2_d"(const double* m, Py_ssize_t xs,
+                                                                 Py_ssize_t TH, Py_ssize_t TW,
+                                                                 double bias, int relu, double* y,
+                                                                 Py_ssize_t OH, Py_ssize_t OW) nogil
     void _interleave_f "cnncore_winograd_interleave_f"(const float* left, const float* right,
                                                        Py_ssize_t OW, float* dst) nogil
     void _interleave_d "cnncore_winograd_interleave_d"(const double* left, const double* right,
@@ -158,6 +166,15 @@ cdef inline floating _out_plane(const floating* m, Py_ssize_t xs, Py_ssize_t Tp,
         return _out_plane_f(m, xs, Tp, bias, relu, y)
     else:
         return _out_plane_d(m, xs, Tp, bias, relu, y)
+
+
+cdef inline floating _out_plane_avx2(const floating* m, Py_ssize_t xs, Py_ssize_t TH,
+                                     Py_ssize_t TW, floating bias, bint relu, floating* y,
+                                     Py_ssize_t OH, Py_ssize_t OW) noexcept nogil:
+    if floating is float:
+        return _out_plane_avx2_f(m, xs, TH, TW, bias, relu, y, OH, OW)
+    else:
+        return _out_plane_avx2_d(m, xs, TH, TW, bias, relu, y, OH, OW)
 
 
 cdef inline void _interleave(const floating* left, const floating* right, Py_ssize_t OW,
@@ -213,11 +230,12 @@ def input_work_size(Py_ssize_t H, Py_ssize_t W, Py_ssize_t pad):
 
 def output_transform(const floating[:, ::1] M,        # IN  (16, >= FN*T) the GEMMs' results
                      const floating[::1] b,            # IN  (FN,)
-                     floating[:, :, :, ::1] out,       # OUT (n, FN, OH, OW)
+                     floating[:, :, :, ::1] out,       # OUT (n, FN, OH, OW), C-contiguous
                      floating[:, ::1] work,            # scratch (n_threads, output_work_size(...))
-                     bint relu, int n_threads):
+                     bint relu, int n_threads, bint avx2):
     """out[i, f] = act(A^T M[:, f*T + t] A + b[f]) tile by tile, T = n*TH*TW; act = ReLU (x <= 0 -> 0)
-    or identity.
+    or identity. avx2: take the AVX2 loop where avx2_supported() and tile rows fill half a register
+    or more (else ignored; work is then unused).
 
     Returns the number of (image, filter) planes whose 2x2 tiles hold a value that is not finite
     before the activation, counting a tile's outputs past an odd edge (the caller then computes
@@ -229,6 +247,9 @@ def output_transform(const floating[:, ::1] M,        # IN  (16, >= FN*T) the GE
     cdef floating* y
     cdef floating bad
     cdef Py_ssize_t n_bad = 0
+    # Tile rows of 4 float32 tiles or fewer would leave half of each AVX2 register idle: measured
+    # here on 8x8 planes (64 channels, batch 100, one thread), 0.97x of the baseline loop.
+    cdef bint wide_rows = avx2 and _AVX2 and 2 * TW > <Py_ssize_t>(32 // sizeof(floating))
     if n == 0 or FN == 0 or OH == 0 or OW == 0:
         return 0
     with nogil:
@@ -238,12 +259,16 @@ def output_transform(const floating[:, ::1] M,        # IN  (16, >= FN*T) the GE
             f = jf % FN
             # The check covers the whole tiles, also their outputs past an odd edge: a value there
             # that is not finite only sends the plane to the direct path.
-            bad = _out_plane(&M[0, f * T + j * Tp], M.shape[1], Tp, b[f], relu, y)
-            for ty in range(TH):
-                for k in range(2):
-                    if 2 * ty + k < OH:
-                        _interleave(y + 2 * k * Tp + ty * TW, y + (2 * k + 1) * Tp + ty * TW, OW,
-                                    &out[j, f, 2 * ty + k, 0])
+            if wide_rows:
+                bad = _out_plane_avx2(&M[0, f * T + j * Tp], M.shape[1], TH, TW, b[f], relu,
+                                      &out[j, f, 0, 0], OH, OW)
+            else:
+                bad = _out_plane(&M[0, f * T + j * Tp], M.shape[1], Tp, b[f], relu, y)
+                for ty in range(TH):
+                    for k in range(2):
+                        if 2 * ty + k < OH:
+                            _interleave(y + 2 * k * Tp + ty * TW, y + (2 * k + 1) * Tp + ty * TW,
+                                        OW, &out[j, f, 2 * ty + k, 0])
             if bad != 0:
                 n_bad += 1
     return n_bad

@@ -60,6 +60,8 @@ static void WG_NAME(in_row)(const WG_T* __restrict e, const WG_T* __restrict o, 
  * cnncore_winograd_avx2() says at run time whether this may be called. */
 #if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
 
+#include <immintrin.h>
+
 #ifndef CNNCORE_WG_AVX2
 #define CNNCORE_WG_AVX2 1
 static int cnncore_winograd_avx2(void)
@@ -123,6 +125,115 @@ WG_NAME(in_plane_avx2)(const WG_T* e, const WG_T* o, Py_ssize_t half, WG_T* v, P
     }
 }
 
+/* The first count (1..WG_LANES) lanes at p; the others read as 0 and are never touched, so that a
+ * tile row's last register neither reads past M nor writes past the output line. */
+static inline __attribute__((always_inline, target("avx2"))) WG_NAME(vec)
+WG_NAME(load_first)(const WG_T* p, Py_ssize_t count)
+{
+    if (count == WG_LANES)
+        return *(const WG_NAME(vec)*)p;
+    if (sizeof(WG_T) == 4)
+        return (WG_NAME(vec))_mm256_maskload_ps((const float*)p, _mm256_cmpgt_epi32(
+            _mm256_set1_epi32((int)count), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)));
+    return (WG_NAME(vec))_mm256_maskload_pd((const double*)p, _mm256_cmpgt_epi64(
+        _mm256_set1_epi64x(count), _mm256_setr_epi64x(0, 1, 2, 3)));
+}
+
+static inline __attribute__((always_inline, target("avx2"))) void
+WG_NAME(store_first)(WG_T* p, WG_NAME(vec) v, Py_ssize_t count)
+{
+    if (count >= WG_LANES)
+        *(WG_NAME(vec)*)p = v;
+    else if (sizeof(WG_T) == 4)
+        _mm256_maskstore_ps((float*)p, _mm256_cmpgt_epi32(_mm256_set1_epi32((int)count),
+                            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)), (__m256)v);
+    else
+        _mm256_maskstore_pd((double*)p, _mm256_cmpgt_epi64(_mm256_set1_epi64x(count),
+                            _mm256_setr_epi64x(0, 1, 2, 3)), (__m256d)v);
+}
+
+/* line[0..count) = left[0], right[0], left[1], right[1], ... (count <= 2 * WG_LANES). */
+static inline __attribute__((always_inline, target("avx2"))) void
+WG_NAME(store_pairs)(WG_T* line, WG_NAME(vec) left, WG_NAME(vec) right, Py_ssize_t count)
+{
+    WG_NAME(vec) lo, hi;
+    if (sizeof(WG_T) == 4) {
+        __m256 a = _mm256_unpacklo_ps((__m256)left, (__m256)right);   /* l0 r0 l1 r1 | l4 r4 l5 r5 */
+        __m256 b = _mm256_unpackhi_ps((__m256)left, (__m256)right);   /* l2 r2 l3 r3 | l6 r6 l7 r7 */
+        lo = (WG_NAME(vec))_mm256_permute2f128_ps(a, b, 0x20);
+        hi = (WG_NAME(vec))_mm256_permute2f128_ps(a, b, 0x31);
+    } else {
+        __m256d a = _mm256_unpacklo_pd((__m256d)left, (__m256d)right); /* l0 r0 | l2 r2 */
+        __m256d b = _mm256_unpackhi_pd((__m256d)left, (__m256d)right); /* l1 r1 | l3 r3 */
+        lo = (WG_NAME(vec))_mm256_permute2f128_pd(a, b, 0x20);
+        hi = (WG_NAME(vec))_mm256_permute2f128_pd(a, b, 0x31);
+    }
+    WG_NAME(store_first)(line, lo, count);
+    if (count > WG_LANES)
+        WG_NAME(store_first)(line + WG_LANES, hi, count - WG_LANES);
+}
+
+/* The lanes a register stores at y + at: count outputs, or when the plane has room, all
+ * 2 * WG_LANES, the outputs past the line's end landing on lines that registers still to come write
+ * afterwards. That holds for a tile row's odd line (the next tile
+ * row's lines come later), and for its even line only when one register covers the tile row (with
+ * more, the odd line's first registers are written before the even line's last). Masked stores
+ * (vmaskmovps) took a third of out_plane_avx2's time on 14x14 planes. */
+#define WG_STORE_COUNT(at, count, later) \
+    ((later) && (at) + 2 * WG_LANES <= OH * OW ? 2 * WG_LANES : (count))
+
+/* out_plane in AVX2 registers of WG_LANES tiles of one tile row, with the same sums in the same
+ * order (so the same results), each register's outputs interleaved in registers and stored straight
+ * into the plane y (OH x OW, C-contiguous) instead of through a buffer and a scalar
+ * interleave. A register whose tile row has fewer tiles left reads the next row's first tiles too
+ * (masked at the plane's end, so never past the plane's tiles). Returns what out_plane returns: 0,
+ * or NaN if a value before act is not finite (a tile's outputs past an odd edge included). */
+__attribute__((target("avx2"))) static WG_T
+WG_NAME(out_plane_avx2)(const WG_T* m, Py_ssize_t xs, Py_ssize_t TH, Py_ssize_t TW, WG_T bias,
+                        int relu, WG_T* y, Py_ssize_t OH, Py_ssize_t OW)
+{
+    typedef WG_NAME(vec) vec;
+    const vec zero = {0}, b = zero + bias;
+    typedef __typeof__(zero <= zero) ivec;   /* lanes of 0 / -1, as wide as WG_T */
+    const Py_ssize_t Tp = TH * TW;
+    vec bad = zero, r[16];
+    WG_T lane_sum = 0;
+    Py_ssize_t ty, tx, lanes, loaded, count, at, k;
+    for (ty = 0; ty < TH; ty++) {
+        for (tx = 0; tx < TW; tx += WG_LANES) {
+            lanes = TW - tx < WG_LANES ? TW - tx : WG_LANES;
+            loaded = Tp - (ty * TW + tx) < WG_LANES ? Tp - (ty * TW + tx) : WG_LANES;
+            for (k = 0; k < 16; k++)
+                r[k] = WG_NAME(load_first)(m + k * xs + ty * TW + tx, loaded);
+            vec s00 = r[0] + r[1] + r[2], s01 = r[1] - r[2] - r[3];
+            vec s10 = r[4] + r[5] + r[6], s11 = r[5] - r[6] - r[7];
+            vec s20 = r[8] + r[9] + r[10], s21 = r[9] - r[10] - r[11];
+            vec s30 = r[12] + r[13] + r[14], s31 = r[13] - r[14] - r[15];
+            vec y0 = s00 + s10 + s20 + b, y1 = s01 + s11 + s21 + b;
+            vec y2 = s10 - s20 - s30 + b, y3 = s11 - s21 - s31 + b;
+            bad += ((y0 - y0) + (y1 - y1)) + ((y2 - y2) + (y3 - y3));
+            if (relu) {   /* v <= 0 -> 0; NaN compares false and stays */
+                y0 = (vec)((ivec)y0 & ~(y0 <= zero));
+                y1 = (vec)((ivec)y1 & ~(y1 <= zero));
+                y2 = (vec)((ivec)y2 & ~(y2 <= zero));
+                y3 = (vec)((ivec)y3 & ~(y3 <= zero));
+            }
+            count = OW - 2 * tx < 2 * lanes ? OW - 2 * tx : 2 * lanes;
+            at = 2 * ty * OW + 2 * tx;
+            WG_NAME(store_pairs)(y + at, y0, y1, WG_STORE_COUNT(at, count, TW <= WG_LANES));
+            if (2 * ty + 1 < OH) {
+                at += OW;
+                WG_NAME(store_pairs)(y + at, y2, y3, WG_STORE_COUNT(at, count, 1));
+            }
+        }
+    }
+    for (k = 0; k < WG_LANES; k++)
+        lane_sum += bad[k];
+    return lane_sum;
+}
+
+#undef WG_STORE_COUNT
+
 #else
 
 #ifndef CNNCORE_WG_AVX2
@@ -132,6 +243,10 @@ static int cnncore_winograd_avx2(void) { return 0; }
 
 static void WG_NAME(in_plane_avx2)(const WG_T* e, const WG_T* o, Py_ssize_t half, WG_T* v,
                                    Py_ssize_t xs, Py_ssize_t TH, Py_ssize_t TW) {}
+
+static WG_T WG_NAME(out_plane_avx2)(const WG_T* m, Py_ssize_t xs, Py_ssize_t TH, Py_ssize_t TW,
+                                    WG_T bias, int relu, WG_T* y, Py_ssize_t OH,
+                                    Py_ssize_t OW) { return 0; }
 
 #endif
 

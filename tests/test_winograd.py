@@ -131,6 +131,37 @@ def test_avx2_input_transform_matches_the_baseline_loops(n, C, H, W, pad, dtype,
     np.testing.assert_array_equal(results[0], results[1])
 
 
+@pytest.mark.skipif(AVX2 == [False], reason="this CPU or compiler has no AVX2")
+@given(st.integers(1, 3), st.integers(1, 3), st.integers(1, 20), st.integers(1, 40),
+       st.sampled_from(DTYPES), st.booleans(), st.sampled_from([None, np.nan, np.inf, -np.inf]),
+       st.integers(0, 2**32 - 1))
+def test_avx2_output_transform_matches_the_baseline_loops(n, FN, OH, OW, dtype, relu, special,
+                                                          seed):
+    """The AVX2 output transform reads registers of 8 float32 or 4 float64 tiles across tile rows
+    (masked at the plane's end) and stores whole registers past a line's end where later lines
+    cover them: out must equal the baseline loops' exactly, and so must the count of planes with
+    a value that is not finite, with nothing written past the planes (the last plane's stores are
+    the ones that would reach past out)."""
+    rng = np.random.default_rng(seed)
+    TH, TW = (OH + 1) // 2, (OW + 1) // 2
+    T = n * TH * TW
+    M = rng.standard_normal((16, FN * T)).astype(dtype)
+    if special is not None:
+        M.flat[rng.integers(M.size)] = special
+    b = rng.standard_normal(FN).astype(dtype)
+    size, guard = n * FN * OH * OW, 40
+    results = []
+    for avx2 in (True, False):
+        buffer = np.full(size + 2 * guard, 7.0, dtype)
+        out = buffer[guard:guard + size].reshape(n, FN, OH, OW)
+        work = np.full((1, K._winograd.output_work_size(OH, OW)), np.nan, dtype)
+        n_bad = K._winograd.output_transform(M, b, out, work, relu, 1, avx2)
+        assert (buffer[:guard] == 7.0).all() and (buffer[guard + size:] == 7.0).all()
+        results.append((n_bad, out))
+    assert results[0][0] == results[1][0]
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+
+
 def test_winograd_skips_the_direct_input_gradient(rng, winograd_everywhere, monkeypatch):
     # The input gradient comes from the Winograd transforms: the direct path's fold never runs.
     x, Wt, b, pad = operands(rng, (2, 3, 9, 7, 4, 1), np.float64)
