@@ -119,6 +119,12 @@ cdef extern from *:
                                                                  Py_ssize_t TH, Py_ssize_t TW,
                                                                  double bias, int relu, double* y,
                                                                  Py_ssize_t OH, Py_ssize_t OW) nogil
+    void _split_plane_avx2_f "cnncore_winograd_split_plane_avx2_f"(
+        const float* plane, Py_ssize_t H, Py_ssize_t W, Py_ssize_t pad, float* even, float* odd,
+        Py_ssize_t PH, Py_ssize_t half, Py_ssize_t stride) nogil
+    void _split_plane_avx2_d "cnncore_winograd_split_plane_avx2_d"(
+        const double* plane, Py_ssize_t H, Py_ssize_t W, Py_ssize_t pad, double* even,
+        double* odd, Py_ssize_t PH, Py_ssize_t half, Py_ssize_t stride) nogil
     void _interleave_f "cnncore_winograd_interleave_f"(const float* left, const float* right,
                                                        Py_ssize_t OW, float* dst) nogil
     void _interleave_d "cnncore_winograd_interleave_d"(const double* left, const double* right,
@@ -148,6 +154,15 @@ cdef inline void _in_plane_avx2(const floating* e, const floating* o, Py_ssize_t
         _in_plane_avx2_f(e, o, half, v, xs, TH, TW)
     else:
         _in_plane_avx2_d(e, o, half, v, xs, TH, TW)
+
+
+cdef inline void _split_plane_avx2(const floating* plane, Py_ssize_t H, Py_ssize_t W,
+                                   Py_ssize_t pad, floating* even, floating* odd, Py_ssize_t PH,
+                                   Py_ssize_t half, Py_ssize_t stride) noexcept nogil:
+    if floating is float:
+        _split_plane_avx2_f(plane, H, W, pad, even, odd, PH, half, stride)
+    else:
+        _split_plane_avx2_d(plane, H, W, pad, even, odd, PH, half, stride)
 
 
 # Whether this CPU and compiler have AVX2: input_transform takes its AVX2 loops only then, whatever
@@ -199,6 +214,7 @@ def input_transform(const floating[::1] x,            # IN  n images of C planes
     """
     cdef Py_ssize_t TH = (H + 2 * pad - 1) // 2, TW = (W + 2 * pad - 1) // 2
     cdef Py_ssize_t PH = 2 * TH + 2, half = TW + 1, T = n * TH * TW
+    cdef Py_ssize_t stride = _split_stride(half)
     cdef Py_ssize_t ic, i, c, ty
     cdef floating* even
     cdef floating* odd
@@ -207,25 +223,33 @@ def input_transform(const floating[::1] x,            # IN  n images of C planes
     with nogil:
         for ic in prange(n * C, schedule="guided", num_threads=n_threads):
             even = &work[threadid(), 0]
-            odd = even + PH * half
             i = ic // C
             c = ic % C
-            _split_plane(&x[i * image_stride + c * channel_stride], H, W, pad, even, odd, PH,
-                         half)
             if avx2 and _AVX2:
-                memset(odd + PH * half, 0, VECTOR_SLACK * sizeof(floating))
-                _in_plane_avx2(even, odd, half, &V[0, c * T + i * TH * TW], V.shape[1], TH, TW)
+                odd = even + PH * stride
+                _split_plane_avx2(&x[i * image_stride + c * channel_stride], H, W, pad, even, odd,
+                                  PH, half, stride)
+                memset(odd + PH * stride, 0, VECTOR_SLACK * sizeof(floating))
+                _in_plane_avx2(even, odd, stride, &V[0, c * T + i * TH * TW], V.shape[1], TH, TW)
             else:
+                odd = even + PH * half
+                _split_plane(&x[i * image_stride + c * channel_stride], H, W, pad, even, odd, PH,
+                             half)
                 for ty in range(TH):
                     _in_row(even + 2 * ty * half, odd + 2 * ty * half, half,
                             &V[0, c * T + (i * TH + ty) * TW], V.shape[1], TW)
 
 
+cdef inline Py_ssize_t _split_stride(Py_ssize_t half) noexcept nogil:
+    # The AVX2 loops' split lines: half elements rounded up to whole registers (8 float32, 4 float64)
+    return (half + 7) // 8 * 8
+
+
 def input_work_size(Py_ssize_t H, Py_ssize_t W, Py_ssize_t pad):
-    """Scratch elements input_transform needs per thread: the padded plane split by column parity,
-    and what the AVX2 loops read past it."""
+    """Scratch elements input_transform needs per thread: the padded plane split by column parity
+    (in lines of whole AVX2 registers), and what the AVX2 loops read past it."""
     cdef Py_ssize_t TH = (H + 2 * pad - 1) // 2, TW = (W + 2 * pad - 1) // 2
-    return 2 * (2 * TH + 2) * (TW + 1) + VECTOR_SLACK
+    return 2 * (2 * TH + 2) * _split_stride(TW + 1) + VECTOR_SLACK
 
 
 def output_transform(const floating[:, ::1] M,        # IN  (16, >= FN*T) the GEMMs' results

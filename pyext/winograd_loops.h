@@ -125,6 +125,67 @@ WG_NAME(in_plane_avx2)(const WG_T* e, const WG_T* o, Py_ssize_t half, WG_T* v, P
     }
 }
 
+/* One zero-padded line split by column parity, in registers: even[j] = padded[2j] and
+ * odd[j] = padded[2j + 1] for j < half rounded up to whole registers (the caller's lines have room),
+ * padded being src[0..w) with pad zeros before it and zeros after it. Each register pair comes from
+ * two masked loads of src (lanes outside src[0..w) read as 0 and touch no memory, so the address
+ * may lie before src) and one deinterleave. The scalar split, branching at both edges of 14-element
+ * lines, took more time than the transform it feeds. */
+static inline __attribute__((always_inline, target("avx2"))) void
+WG_NAME(split_line_avx2)(const WG_T* src, Py_ssize_t w, Py_ssize_t pad, WG_T* even, WG_T* odd,
+                         Py_ssize_t half)
+{
+    typedef WG_NAME(vec) vec;
+    const vec zero = {0};
+    typedef __typeof__(zero <= zero) ivec;
+    ivec lane;
+    typedef __typeof__(lane[0]) elem;   /* int32 for float, int64 for double */
+    vec a, b;
+    Py_ssize_t j, x, k;
+    for (k = 0; k < WG_LANES; k++)
+        lane[k] = k;
+    for (j = 0; j < half; j += WG_LANES) {
+        x = 2 * j - pad;   /* src's index of padded[2j] */
+        ivec pa = lane + (elem)x, pb = lane + (elem)(x + WG_LANES);
+        ivec ma = (pa >= 0) & (pa < (elem)w), mb = (pb >= 0) & (pb < (elem)w);
+        if (sizeof(WG_T) == 4) {
+            __m256 fa = _mm256_maskload_ps((const float*)src + x, (__m256i)ma);
+            __m256 fb = _mm256_maskload_ps((const float*)src + x + WG_LANES, (__m256i)mb);
+            /* per 128-bit half: a0 a2 b0 b2 | a4 a6 b4 b6, then its 64-bit pairs in order 0 2 1 3 */
+            a = (vec)_mm256_permute4x64_pd((__m256d)_mm256_shuffle_ps(fa, fb, 0x88), 0xD8);
+            b = (vec)_mm256_permute4x64_pd((__m256d)_mm256_shuffle_ps(fa, fb, 0xDD), 0xD8);
+        } else {
+            __m256d da = _mm256_maskload_pd((const double*)src + x, (__m256i)ma);
+            __m256d db = _mm256_maskload_pd((const double*)src + x + WG_LANES, (__m256i)mb);
+            /* a0 b0 a2 b2, then in order 0 2 1 3 */
+            a = (vec)_mm256_permute4x64_pd(_mm256_unpacklo_pd(da, db), 0xD8);
+            b = (vec)_mm256_permute4x64_pd(_mm256_unpackhi_pd(da, db), 0xD8);
+        }
+        *(vec*)(even + j) = a;
+        *(vec*)(odd + j) = b;
+    }
+}
+
+/* The zero-padded plane's first PH lines split by column parity (as pyext/winograd.pyx's
+ * _split_plane) into lines stride apart, a multiple of 8 at least half: even[r*stride + j] =
+ * padded[r, 2j], odd[r*stride + j] = padded[r, 2j + 1]. */
+__attribute__((target("avx2"))) static void
+WG_NAME(split_plane_avx2)(const WG_T* plane, Py_ssize_t H, Py_ssize_t W, Py_ssize_t pad,
+                          WG_T* even, WG_T* odd, Py_ssize_t PH, Py_ssize_t half, Py_ssize_t stride)
+{
+    Py_ssize_t r, iy;
+    for (r = 0; r < PH; r++) {
+        iy = r - pad;
+        if (iy < 0 || iy >= H) {
+            memset(even + r * stride, 0, stride * sizeof(WG_T));
+            memset(odd + r * stride, 0, stride * sizeof(WG_T));
+        } else {
+            WG_NAME(split_line_avx2)(plane + iy * W, W, pad, even + r * stride, odd + r * stride,
+                                     half);
+        }
+    }
+}
+
 /* The first count (1..WG_LANES) lanes at p; the others read as 0 and are never touched, so that a
  * tile row's last register neither reads past M nor writes past the output line. */
 static inline __attribute__((always_inline, target("avx2"))) WG_NAME(vec)
@@ -243,6 +304,10 @@ static int cnncore_winograd_avx2(void) { return 0; }
 
 static void WG_NAME(in_plane_avx2)(const WG_T* e, const WG_T* o, Py_ssize_t half, WG_T* v,
                                    Py_ssize_t xs, Py_ssize_t TH, Py_ssize_t TW) {}
+
+static void WG_NAME(split_plane_avx2)(const WG_T* plane, Py_ssize_t H, Py_ssize_t W,
+                                      Py_ssize_t pad, WG_T* even, WG_T* odd, Py_ssize_t PH,
+                                      Py_ssize_t half, Py_ssize_t stride) {}
 
 static WG_T WG_NAME(out_plane_avx2)(const WG_T* m, Py_ssize_t xs, Py_ssize_t TH, Py_ssize_t TW,
                                     WG_T bias, int relu, WG_T* y, Py_ssize_t OH,
