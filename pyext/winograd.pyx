@@ -298,6 +298,42 @@ def output_transform(const floating[:, ::1] M,        # IN  (16, >= FN*T) the GE
     return n_bad
 
 
+cdef extern from "winograd_gemm.h":
+    int cnncore_winograd_gemm_supported() nogil
+    void cnncore_winograd_gemm(const float* U, const float* V, Py_ssize_t xs_v, float* M,
+                               Py_ssize_t xs_m, Py_ssize_t FN, Py_ssize_t C, Py_ssize_t T) nogil
+
+
+cdef bint _GEMM = cnncore_winograd_gemm_supported()
+
+
+def gemm_supported():
+    """Whether gemm runs here (this CPU and compiler have AVX2 and FMA)."""
+    return bool(_GEMM)
+
+
+def gemm(const float[:, :, ::1] U,       # IN  (16, FN, C)
+         const float[:, ::1] V,          # IN  (16, >= C*T)
+         float[:, ::1] M,                # OUT (16, >= FN*T)
+         Py_ssize_t T):
+    """M[xi, f*T + t] = sum over c of U[xi, f, c] * V[xi, c*T + t], float32, on AVX2 + FMA: the
+    forward's 16 products without BLAS's zeroing of M and packing of V. Only where gemm_supported()."""
+    cdef Py_ssize_t FN = U.shape[1], C = U.shape[2]
+    if not _GEMM:
+        raise RuntimeError("gemm needs AVX2 and FMA")
+    if U.shape[0] != 16 or V.shape[0] != 16 or M.shape[0] != 16:
+        raise ValueError("U, V and M must have 16 rows")
+    if T < 0 or V.shape[1] < C * T or M.shape[1] < FN * T:
+        raise ValueError("V must hold C*T and M FN*T elements per row")
+    if FN == 0 or C == 0 or T == 0:
+        if FN and T:
+            for xi in range(16):
+                M[xi, :FN * T] = 0
+        return
+    with nogil:
+        cnncore_winograd_gemm(&U[0, 0, 0], &V[0, 0], V.shape[1], &M[0, 0], M.shape[1], FN, C, T)
+
+
 def output_work_size(Py_ssize_t OH, Py_ssize_t OW):
     """Scratch elements output_transform needs per thread: a plane's 2x2 outputs."""
     cdef Py_ssize_t TH = (OH + 1) // 2, TW = (OW + 1) // 2

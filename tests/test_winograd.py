@@ -32,9 +32,11 @@ AVX2 = [True, False] if K._winograd.avx2_supported() else [False]
 
 @pytest.fixture(params=AVX2, ids=lambda a: "avx2" if a else "baseline")
 def winograd_everywhere(request, monkeypatch):
-    """Every 3x3 stride-1 convolution with pad <= 2 takes the Winograd path, with the AVX2 input
-    transform and without; calls that fall back to the direct forward are counted."""
+    """Every 3x3 stride-1 convolution with pad <= 2 takes the Winograd path, with the AVX2
+    transforms and float32 products and without; calls that fall back to the direct forward are
+    counted."""
     monkeypatch.setattr(K, "WINOGRAD_AVX2", request.param)
+    monkeypatch.setattr(K, "WINOGRAD_GEMM", request.param and K._winograd.gemm_supported())
     monkeypatch.setattr(K, "WINOGRAD_MIN_CHANNELS", 1)
     monkeypatch.setattr(K, "WINOGRAD_BACKWARD_MIN_PIXELS", 1)
     fallbacks = []
@@ -104,6 +106,7 @@ def test_winograd_property(N, C, H, W, FN, pad, dtype, fused, avx2, seed):
     H, W = max(H, 3 - 2 * pad), max(W, 3 - 2 * pad)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(K, "WINOGRAD_AVX2", avx2)
+        mp.setattr(K, "WINOGRAD_GEMM", avx2 and K._winograd.gemm_supported())
         mp.setattr(K, "WINOGRAD_MIN_CHANNELS", 1)
         mp.setattr(K, "WINOGRAD_BACKWARD_MIN_PIXELS", 1)
         check_against_reference(np.random.default_rng(seed), (N, C, H, W, FN, pad), dtype, fused)
@@ -160,6 +163,40 @@ def test_avx2_output_transform_matches_the_baseline_loops(n, FN, OH, OW, dtype, 
         results.append((n_bad, out))
     assert results[0][0] == results[1][0]
     np.testing.assert_array_equal(results[0][1], results[1][1])
+
+
+needs_gemm = pytest.mark.skipif(not K._winograd.gemm_supported(),
+                                reason="this CPU or compiler has no AVX2 and FMA")
+
+
+@needs_gemm
+@given(st.integers(1, 70), st.integers(0, 40), st.integers(0, 80), st.integers(0, 2**32 - 1))
+def test_gemm_matches_matmul(FN, C, T, seed):
+    """The float32 products on AVX2 + FMA: blocks of 4 filters (and the 1-3 left over) times strips
+    of 24 tiles (the last one partial, masked), against np.matmul; nothing read past V's C*T
+    elements of each row (NaN there) nor written past M's FN*T."""
+    rng = np.random.default_rng(seed)
+    U = rng.standard_normal((16, FN, C)).astype(np.float32)
+    V = np.full((16, C * T + 9), np.nan, np.float32)
+    V[:, :C * T] = rng.standard_normal((16, C * T))
+    M = np.full((16, FN * T + 9), 7.0, np.float32)
+    K._winograd.gemm(U, V, M, T)
+    want = np.matmul(U.astype(np.float64), V[:, :C * T].reshape(16, C, T).astype(np.float64))
+    np.testing.assert_allclose(M[:, :FN * T].reshape(16, FN, T), want, rtol=1e-5,
+                               atol=1e-6 * (C + 1))
+    assert (M[:, FN * T:] == 7.0).all()
+
+
+@needs_gemm
+def test_gemm_checks_its_operands():
+    U, V, M = (np.zeros(s, np.float32) for s in ((16, 4, 3), (16, 3 * 10), (16, 4 * 10)))
+    K._winograd.gemm(U, V, M, 10)
+    for bad in (dict(T=11), dict(V=V[:, :29]), dict(M=M[:, :39]), dict(U=U[:15], V=V[:15]),
+                dict(T=-1)):
+        args = dict(U=U, V=V, M=M, T=10)
+        args.update(bad)
+        with pytest.raises(ValueError):
+            K._winograd.gemm(args["U"], args["V"], args["M"], args["T"])
 
 
 def test_winograd_skips_the_direct_input_gradient(rng, winograd_everywhere, monkeypatch):
