@@ -489,8 +489,13 @@ WINOGRAD_MIN_CHANNELS = 32
 # (DeepConvNet conv4, 32 channels of 14x14) and 1.30x (64 of 32x32), but 0.85x for 16 channels of
 # 14x14 and 0.88-0.99x for 8x8 planes, where the small transforms and GEMMs run beside the weight
 # gradient's GEMM. The weight gradient alike: 1.35-1.41x on conv4 and 1.18-1.42x on 64 channels of
-# 32x32, but 0.8-1.0x on 8x8 planes when the input gradient is direct.
-WINOGRAD_BACKWARD_MIN_PIXELS = 100
+# 32x32, but 0.8-1.0x on 8x8 planes when the input gradient is direct. With the AVX2 transforms and
+# products of 4fb1d73 and fd2a8b3, 8x8 planes gained too (whole backward, two threads, 64 instead of
+# 100 pixels against 100): float32 32 -> 64 channels 3.9 -> 3.6 ms, 64 -> 64 7.3 -> 5.9 ms, 128 -> 128
+# 26 -> 21 ms; float64 64 -> 64 15.6 -> 11.1 ms, 128 -> 128 56 -> 44 ms; DeepConvNet's training
+# step float32 51.9 -> 50.0 ms, float64 107 -> 104 ms. 9x9 planes (81 pixels) went 3.05 -> 3.2 ms in
+# float32 but 7.0 -> 6.6 ms in float64; 7x7 planes were not faster.
+WINOGRAD_BACKWARD_MIN_PIXELS = 64
 
 # The input transform in vectors of 8 tiles (AVX2) where the CPU has it; the baseline build's 4-wide
 # vectors leave 3 of a 7-tile row (14x14 planes) to scalar code. Measured here together with

@@ -236,7 +236,8 @@ def test_winograd_skips_the_unfold_of_the_weight_gradient(rng, winograd_everywhe
 
 def test_default_thresholds_take_winograd_on_deep_layers(rng, monkeypatch):
     # DeepConvNet's conv4 (32 -> 32 channels, 14x14, pad 2) takes the path at the default thresholds,
-    # forward and both gradients; its first layer (1 input channel) does not.
+    # forward and both gradients, and conv6's gradients (8x8 planes) too; its first layer (1 input
+    # channel) does not.
     fallbacks, folds, unfolds = [], [], []
     direct, fold, unfold = K._direct_forward, K._conv.fold, K._conv.unfold
     monkeypatch.setattr(K, "_direct_forward", lambda *a: fallbacks.append(1) or direct(*a))
@@ -250,6 +251,13 @@ def test_default_thresholds_take_winograd_on_deep_layers(rng, monkeypatch):
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, w, **tol(np.float32, np.abs(w).max()))
     assert fallbacks == [] and folds == [] and unfolds == []
+    # conv6 (64 -> 64 channels, 8x8 planes) too; 7x7 planes take the direct gradients
+    for H, direct_gradients in ((8, False), (7, True)):
+        x6, W6, _, _ = operands(rng, (2, 64, H, H, 64, 1), np.float32)
+        d6 = make(rng, x6.shape, np.float32)
+        for g, w in zip(K.conv_backward(d6, x6, W6, 1, 1), R.conv_backward(d6, x6, W6, 1, 1)):
+            np.testing.assert_allclose(g, w, **tol(np.float32, np.abs(w).max()))
+        assert bool(folds) == bool(unfolds) == direct_gradients
     winograd = []
     forward = K._winograd_forward
     monkeypatch.setattr(K, "_winograd_forward", lambda *a: winograd.append(1) or forward(*a))
