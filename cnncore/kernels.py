@@ -402,9 +402,9 @@ def _avx2_rows_backward_fits(dtype, W_shape, stride, out_w):
 
 
 def _avx2_rows_dx_fits(W, in_w):
-    """Whether the row layout's backward (for a layer _avx2_rows_fits) also takes dx: rows of 8 to
-    ROWS_MAX_WIDTH cells, and finite filters. The sums multiply the zeros around d by the weights
-    too, which an infinite weight would make NaN where the reference adds nothing."""
+    """Whether the row layout's backward (for a layer _avx2_rows_backward_fits) also takes dx: rows
+    of 8 to ROWS_MAX_WIDTH cells, and finite filters. The sums multiply the zeros around d by the
+    weights too, which an infinite weight would make NaN where the reference adds nothing."""
     return 8 <= in_w <= _conv_avx2.ROWS_MAX_WIDTH and bool(np.isfinite(W).all())
 
 
@@ -490,8 +490,8 @@ WINOGRAD_MIN_CHANNELS = 32
 # 14x14 and 0.88-0.99x for 8x8 planes, where the small transforms and GEMMs run beside the weight
 # gradient's GEMM. The weight gradient alike: 1.35-1.41x on conv4 and 1.18-1.42x on 64 channels of
 # 32x32, but 0.8-1.0x on 8x8 planes when the input gradient is direct. With the AVX2 transforms and
-# products of 4fb1d73 and fd2a8b3, 8x8 planes gained too (whole backward, two threads, 64 instead of
-# 100 pixels against 100): float32 32 -> 64 channels 3.9 -> 3.6 ms, 64 -> 64 7.3 -> 5.9 ms, 128 -> 128
+# products of 4fb1d73 and fd2a8b3, 8x8 planes gained too (whole backward, two threads, the Winograd
+# gradients against the direct ones): float32 32 -> 64 channels 3.9 -> 3.6 ms, 64 -> 64 7.3 -> 5.9 ms, 128 -> 128
 # 26 -> 21 ms; float64 64 -> 64 15.6 -> 11.1 ms, 128 -> 128 56 -> 44 ms; DeepConvNet's training
 # step float32 51.9 -> 50.0 ms, float64 107 -> 104 ms. 9x9 planes (81 pixels) went 3.05 -> 3.2 ms in
 # float32 but 7.0 -> 6.6 ms in float64; 7x7 planes were not faster.
@@ -516,7 +516,7 @@ WINOGRAD_AVX2 = _winograd.avx2_supported()
 # The forward's 16 float32 products by pyext/winograd_gemm.h (AVX2 + FMA) instead of np.matmul,
 # whose OpenBLAS zeroes M and packs V first. Measured here (alternating processes, two threads):
 # 32 channels of 14x14 2.25 -> 2.02 ms, 64 of 8x8 2.97 -> 2.55 ms. It reads V's lines (nT tiles
-# apart) in place, so tiles counts that are multiples of WINOGRAD_GEMM_ALIASED_TILES (lines a
+# apart) in place, so tile counts that are multiples of WINOGRAD_GEMM_ALIASED_TILES (lines a
 # multiple of 256 bytes apart, as for any batch of 16x16 or 32x32 planes) keep np.matmul: the lines
 # then share a few sets of the L1 cache (64 channels of 32x32, nT = 1024: 38 -> 55 ms), and copying
 # each strip of V out first still left that layer 4 % slower than OpenBLAS.
@@ -644,7 +644,8 @@ def _backward(dout, x, W, out, stride, pad, need_dx):
     dout = v.as_kernel_input(dout, dtype)
     out = v.as_kernel_input(out, dtype) if relu else dout   # read only when relu
     W = v.as_kernel_input(W, dtype)
-    # A layer the forward runs in the AVX2 row layout takes its gradients from that layout too.
+    # Layers the forward runs in the AVX2 row layout, and stride-1 float32 layers with few filters,
+    # take their gradients from that layout.
     if (_avx2_rows_backward_fits(dtype, W.shape, stride, out_w)
             and (not need_dx or _avx2_rows_dx_fits(W, Wd))):
         grads = _avx2_rows_backward(x, dout, out if relu else None, W, pad, need_dx)
