@@ -101,6 +101,8 @@ def col2im(col, input_shape, filter_h, filter_w, stride=1, pad=0):
 # Max pooling over 3x3 windows at stride 2 in AVX2 registers of 8 float32 (4 float64) outputs where
 # the CPU has them (pyext/pool_3x3_avx2.h). Measured here, (128,64,32,32) forward, alternating
 # processes, two threads: float32 4.91 -> 3.09 ms (9.6 -> 5.9 on one), float64 7.95 -> 4.18 ms.
+# The float32 backward (no padding) likewise, each dx row built from the windows over it instead of
+# added into at each winner's offset: 4.98 -> 3.66 ms on two threads, 8.9 -> 6.4 ms on one.
 POOL_AVX2 = _pooling.avx2_supported()
 
 
@@ -126,7 +128,7 @@ def max_pool_backward(dout, arg_max, input_shape, pool_h, pool_w, stride=2, pad=
     dtype = v.compute_dtype(dout)
     dx = _output(shape, dtype)
     _pooling.max_pool_backward(v.as_kernel_input(dout, dtype), arg_max, dx, *params,
-                               get_num_threads(dx.size))
+                               get_num_threads(dx.size), POOL_AVX2)
     return dx
 
 

@@ -23,6 +23,10 @@ cdef extern from "pooling_2x2.h":
 
 cdef extern from "pool_3x3_avx2.h":
     int cnncore_pool_avx2() noexcept nogil
+    enum: CNNCORE_POOL_BACKWARD_MAX_STEPS
+    void cnncore_max_backward_3x3_avx2(const float* dout, const Py_ssize_t* arg, float* dx,
+                                       Py_ssize_t H, Py_ssize_t W, Py_ssize_t out_h, Py_ssize_t n,
+                                       float* work) noexcept nogil
     Py_ssize_t cnncore_max_row_3x3_avx2(const float* r0, const float* r1, const float* r2,
                                         float* out, int* arg, float* bad,
                                         Py_ssize_t n) noexcept nogil
@@ -340,8 +344,13 @@ cdef inline void _max_plane_backward(const floating* dout, const Py_ssize_t* arg
     cdef Py_ssize_t offset[MAX_TABLE]
     cdef const floating* d
     cdef const Py_ssize_t* arg
+    cdef float work[4 * 8 * CNNCORE_POOL_BACKWARD_MAX_STEPS]
     if g.pool_h == 2 and g.pool_w == 2 and g.stride == 2 and g.pad == 0:
         _max_plane_backward_2x2(dout, arg_max, dx, g)
+        return
+    if (floating is float and g.avx2 and g.pool_h == 3 and g.pool_w == 3 and g.stride == 2
+            and g.pad == 0 and g.out_w // 8 + 1 <= CNNCORE_POOL_BACKWARD_MAX_STEPS):
+        cnncore_max_backward_3x3_avx2(dout, arg_max, dx, g.H, g.W, g.out_h, g.out_w, work)
         return
     memset(dx, 0, g.H * g.W * sizeof(floating))
     if g.pool_h * g.pool_w <= MAX_TABLE:
@@ -680,10 +689,13 @@ def max_pool_backward(const floating[:, :, :, ::1] dout,      # IN  (N, C, OH, O
                       const Py_ssize_t[:, :, :, ::1] arg_max, # IN  (N, C, OH, OW)
                       floating[:, :, :, ::1] dx,              # OUT (N, C, H, W), overwritten
                       Py_ssize_t pool_h, Py_ssize_t pool_w,
-                      Py_ssize_t stride, Py_ssize_t pad, int n_threads):
+                      Py_ssize_t stride, Py_ssize_t pad, int n_threads, bint avx2):
+    """avx2: float32 3x3 stride-2 windows take the AVX2 loop where avx2_supported() (else
+    ignored)."""
     cdef Py_ssize_t N = dx.shape[0], C = dx.shape[1], nc
     cdef Window g = _window(dx.shape[2], dx.shape[3], dout.shape[2], dout.shape[3],
                             pool_h, pool_w, stride, pad)
+    g.avx2 = avx2 and _AVX2
     if N * C == 0:
         return
     with nogil:

@@ -258,6 +258,40 @@ def test_avx2_3x3_max_pool_matches_the_baseline_loop(N, C, H, W, pad, special, d
     np.testing.assert_array_equal(results[0][1], R.max_pool_forward(x, 3, 3, 2, pad)[1])
 
 
+@pytest.mark.skipif(POOL_AVX2 == [False], reason="this CPU or compiler has no AVX2")
+@given(st.integers(1, 2), st.integers(1, 3), st.integers(3, 20), st.integers(3, 60),
+       st.sampled_from([None, np.nan, np.inf, -np.inf, -0.0]), st.integers(0, 2**32 - 1))
+def test_avx2_3x3_max_pool_backward_matches_the_baseline_loop(N, C, H, W, special, seed):
+    """The float32 AVX2 backward (3x3, stride 2, no padding) builds each dx row from the windows over
+    it, 8 windows a step, the row shared by two window rows kept until both have added: dx must
+    equal the baseline scatter's to the bit (NaN, infinities and signed zeros in dout included),
+    every cell written."""
+    rng = np.random.default_rng(seed)
+    OH, OW = (H - 3) // 2 + 1, (W - 3) // 2 + 1
+    dout = rng.integers(-3, 4, (N, C, OH, OW)).astype(np.float32) / 4
+    if special is not None:
+        dout[rng.random(dout.shape) < 0.05] = special
+    arg = rng.integers(0, 9, (N, C, OH, OW)).astype(np.intp)
+    results = []
+    for avx2 in (True, False):
+        dx = np.full((N, C, H, W), np.nan, np.float32)
+        K._pooling.max_pool_backward(dout, arg, dx, 3, 3, 2, 0, 1, avx2)
+        results.append(dx)
+    np.testing.assert_array_equal(results[0], results[1])
+    np.testing.assert_array_equal(np.signbit(results[0]), np.signbit(results[1]))
+    np.testing.assert_allclose(results[0], R.max_pool_backward(dout, arg, (N, C, H, W), 3, 3, 2, 0),
+                               rtol=1e-6, atol=0)
+
+
+def test_max_pool_backward_3x3_rows_wider_than_the_avx2_loop(rng, pool_avx2):
+    # Rows of more windows than the AVX2 loop's carry holds (64 steps of 8) take the scatter.
+    dout = make(rng, (1, 2, 2, 600), np.float32)
+    arg = rng.integers(0, 9, dout.shape).astype(np.intp)
+    np.testing.assert_allclose(K.max_pool_backward(dout, arg, (1, 2, 5, 1201), 3, 3, 2, 0),
+                               R.max_pool_backward(dout, arg, (1, 2, 5, 1201), 3, 3, 2, 0),
+                               rtol=1e-6, atol=0)
+
+
 def check_max_pool_on_ties(rng, shape, dtype, special, PH, PW, s, p):
     # Few distinct values, so most windows hold ties; a sprinkling of NaN or +-inf
     # sends some of the float32 kernel's runs down the cell-by-cell path.
