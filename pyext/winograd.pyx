@@ -373,35 +373,54 @@ def weight_transform(const floating[:, :, :, ::1] W,  # IN  (FN, C, 3, 3)
                      bint flip):
     """U[xi, f, c] = (G W[f, c] G^T)[xi], computed in double. flip: the filters of the input
     gradient instead, W[f, c] turned by 180 degrees, stored at U[xi, c, f]."""
-    cdef Py_ssize_t FN = W.shape[0], C = W.shape[1], f, c, k, a, b
+    cdef Py_ssize_t FN = W.shape[0], C = W.shape[1], f, c, a, b, at, j, xi, n
+    cdef Py_ssize_t xs = U.shape[1] * U.shape[2], total = FN * C
     cdef double g[3][3]
     cdef double t[4][3]
-    cdef double u
+    # 16 filters' transforms, stored row by row of U: U's 16 rows are often a multiple of 4 KiB
+    # apart (32 x 32 filters), so storing each filter's 16 entries in turn hit one set of the L1
+    # cache 16 times. 32 x 32 filters: 53 -> 19 us (the fused forward of 100 images of 32 x 14 x 14,
+    # about 2.0 ms, did not move measurably).
+    cdef floating block[16][16]
+    cdef const floating* w
+    cdef floating* u
+    if total == 0:
+        return
+    u = &U[0, 0, 0]
+    f = 0
+    c = 0
     with nogil:
-        for f in range(FN):
-            for c in range(C):
+        for at in range(0, total, 16):
+            n = total - at if total - at < 16 else 16
+            for j in range(n):
+                # entry at + j of U's rows: filter (f, c), c fastest (f fastest when flip)
+                w = &W[f, c, 0, 0]
                 for a in range(3):
                     for b in range(3):
-                        g[a][b] = W[f, c, 2 - a, 2 - b] if flip else W[f, c, a, b]
+                        g[a][b] = w[8 - 3 * a - b] if flip else w[3 * a + b]
                 for b in range(3):   # G down the columns
                     t[0][b] = g[0][b]
                     t[1][b] = (g[0][b] + g[1][b] + g[2][b]) / 2
                     t[2][b] = (g[0][b] - g[1][b] + g[2][b]) / 2
                     t[3][b] = g[2][b]
                 for a in range(4):   # G^T across the rows
-                    for k in range(4):
-                        if k == 0:
-                            u = t[a][0]
-                        elif k == 1:
-                            u = (t[a][0] + t[a][1] + t[a][2]) / 2
-                        elif k == 2:
-                            u = (t[a][0] - t[a][1] + t[a][2]) / 2
-                        else:
-                            u = t[a][2]
-                        if flip:
-                            U[4 * a + k, c, f] = <floating>u
-                        else:
-                            U[4 * a + k, f, c] = <floating>u
+                    block[4 * a][j] = <floating>t[a][0]
+                    block[4 * a + 1][j] = <floating>((t[a][0] + t[a][1] + t[a][2]) / 2)
+                    block[4 * a + 2][j] = <floating>((t[a][0] - t[a][1] + t[a][2]) / 2)
+                    block[4 * a + 3][j] = <floating>t[a][2]
+                if flip:
+                    f += 1
+                    if f == FN:
+                        f = 0
+                        c += 1
+                else:
+                    c += 1
+                    if c == C:
+                        c = 0
+                        f += 1
+            for xi in range(16):
+                for j in range(n):
+                    u[xi * xs + at + j] = block[xi][j]
 
 
 def weight_grad_transform(const floating[:, :, ::1] dU,   # IN  (16, C, FN)
