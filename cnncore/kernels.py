@@ -386,10 +386,16 @@ def _avx2_fits(dtype, W_shape):
             and AVX2_MIN_FILTERS <= FN <= AVX2_MAX_FILTERS)
 
 
+def _avx2_rows_layer(dtype, stride, out_w):
+    """Whether the row layout can run a layer at all: float32, stride 1, output rows of 8 to
+    ROWS_MAX_WIDTH, on a CPU with AVX2 + FMA."""
+    return (AVX2_KERNEL and dtype == np.float32 and stride == 1
+            and 8 <= out_w <= _conv_avx2.ROWS_MAX_WIDTH)
+
+
 def _avx2_rows_fits(dtype, W_shape, stride, out_w):
     FN, C, FH, FW = W_shape
-    return (AVX2_KERNEL and dtype == np.float32 and stride == 1 and C * FH * FW < AVX2_MIN_TAPS
-            and 8 <= out_w <= _conv_avx2.ROWS_MAX_WIDTH)
+    return _avx2_rows_layer(dtype, stride, out_w) and C * FH * FW < AVX2_MIN_TAPS
 
 
 def _avx2_rows_backward_fits(dtype, W_shape, stride, out_w):
@@ -397,10 +403,9 @@ def _avx2_rows_backward_fits(dtype, W_shape, stride, out_w):
     that layout, and the stride-1 float32 layers with few filters for their weights (FN <= 8, or
     FN <= 16 with at most ROWS_BACKWARD_MAX_TAPS weights per filter), whatever their forward."""
     FN, C, FH, FW = W_shape
-    few_filters = FN <= 8 or (FN <= 16 and C * FH * FW <= ROWS_BACKWARD_MAX_TAPS)
-    return (_avx2_rows_fits(dtype, W_shape, stride, out_w)
-            or (AVX2_KERNEL and dtype == np.float32 and stride == 1 and few_filters
-                and 8 <= out_w <= _conv_avx2.ROWS_MAX_WIDTH))
+    taps = C * FH * FW
+    few_filters = FN <= 8 or (FN <= 16 and taps <= ROWS_BACKWARD_MAX_TAPS)
+    return _avx2_rows_layer(dtype, stride, out_w) and (taps < AVX2_MIN_TAPS or few_filters)
 
 
 def _avx2_rows_dx_fits(W, in_w):

@@ -11,6 +11,9 @@
  * it; a longer row's last step overlaps the one before. cnncore_pool_avx2() says at run time whether this may be called;
  * elsewhere (MSVC, other architectures) it is 0 and the function does nothing.
  */
+/* Most steps of 8 windows in a row of the AVX2 backward (its carry buffers are sized by it). */
+#define CNNCORE_POOL_BACKWARD_MAX_STEPS 64
+
 #if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
 
 #include <immintrin.h>
@@ -156,7 +159,6 @@ cnncore_max_row_3x3_avx2_d(const double* r0, const double* r1, const double* r2,
  * read). Measured here, (128,64,32,32), alternating processes: 4.98 -> 3.66 ms on two threads,
  * 8.9 -> 6.4 ms on one. Rows of more than 8 * CNNCORE_POOL_BACKWARD_MAX_STEPS - 1 windows stay on
  * the scatter (the caller's work buffer is sized by it). */
-#define CNNCORE_POOL_BACKWARD_MAX_STEPS 64
 
 /* The first count (0..8) lanes as a mask. */
 static inline __attribute__((always_inline, target("avx2"))) __m256i
@@ -259,8 +261,6 @@ cnncore_max_backward_3x3_avx2(const float* dout, const Py_ssize_t* arg, float* d
 #else
 
 static int cnncore_pool_avx2(void) { return 0; }
-
-#define CNNCORE_POOL_BACKWARD_MAX_STEPS 64
 
 static void cnncore_max_backward_3x3_avx2(const float* dout, const Py_ssize_t* arg, float* dx,
                                           Py_ssize_t H, Py_ssize_t W, Py_ssize_t out_h,
