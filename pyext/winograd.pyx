@@ -86,7 +86,16 @@ cdef extern from *:
     #include "winograd_loops.h"
     #undef WG_T
     #undef WG_NAME
+    static inline void cnncore_winograd_prefetch(const void* p, Py_ssize_t bytes)
+    {
+    #if defined(__GNUC__) || defined(__clang__)
+        Py_ssize_t k;
+        for (k = 0; k < bytes; k += 64)
+            __builtin_prefetch((const char*)p + k);
+    #endif
+    }
     """
+    void _prefetch "cnncore_winograd_prefetch"(const void* p, Py_ssize_t bytes) nogil
     void _in_row_f "cnncore_winograd_in_row_f"(const float* e, const float* o, Py_ssize_t half,
                                                float* v, Py_ssize_t xs, Py_ssize_t TW) nogil
     void _in_row_d "cnncore_winograd_in_row_d"(const double* e, const double* o, Py_ssize_t half,
@@ -106,11 +115,11 @@ cdef extern from *:
     void _in_plane_avx2_f "cnncore_winograd_in_plane_avx2_f"(const float* e, const float* o,
                                                              Py_ssize_t half, float* v,
                                                              Py_ssize_t xs, Py_ssize_t TH,
-                                                             Py_ssize_t TW) nogil
+                                                             Py_ssize_t TW, Py_ssize_t after) nogil
     void _in_plane_avx2_d "cnncore_winograd_in_plane_avx2_d"(const double* e, const double* o,
                                                              Py_ssize_t half, double* v,
                                                              Py_ssize_t xs, Py_ssize_t TH,
-                                                             Py_ssize_t TW) nogil
+                                                             Py_ssize_t TW, Py_ssize_t after) nogil
     float _out_plane_avx2_f "cnncore_winograd_out_plane_avx2_f"(const float* m, Py_ssize_t xs,
                                                                 Py_ssize_t TH, Py_ssize_t TW,
                                                                 float bias, int relu, float* y,
@@ -148,12 +157,12 @@ cdef inline void _grad_row(const floating* e, const floating* o, Py_ssize_t half
 
 
 cdef inline void _in_plane_avx2(const floating* e, const floating* o, Py_ssize_t half,
-                                floating* v, Py_ssize_t xs, Py_ssize_t TH,
-                                Py_ssize_t TW) noexcept nogil:
+                                floating* v, Py_ssize_t xs, Py_ssize_t TH, Py_ssize_t TW,
+                                Py_ssize_t after) noexcept nogil:
     if floating is float:
-        _in_plane_avx2_f(e, o, half, v, xs, TH, TW)
+        _in_plane_avx2_f(e, o, half, v, xs, TH, TW, after)
     else:
-        _in_plane_avx2_d(e, o, half, v, xs, TH, TW)
+        _in_plane_avx2_d(e, o, half, v, xs, TH, TW, after)
 
 
 cdef inline void _split_plane_avx2(const floating* plane, Py_ssize_t H, Py_ssize_t W,
@@ -212,6 +221,10 @@ def input_transform(const floating[::1] x,            # IN  n images of C planes
     array has strides C*H*W and H*W; a (C, n*H*W) one has H*W and n*H*W. avx2: take the AVX2
     loops where avx2_supported() (else ignored).
     """
+    # Planes go in V's order (channel by channel, image by image), so that V's 16 rows are written
+    # front to back, and each plane prefetches the next one's input. On one thread the AVX2 loop's
+    # spare lanes at a plane's end may then write the next plane's first tiles, which it writes
+    # again; on more, a thread's next plane may be another's.
     cdef Py_ssize_t TH = (H + 2 * pad - 1) // 2, TW = (W + 2 * pad - 1) // 2
     cdef Py_ssize_t PH = 2 * TH + 2, half = TW + 1, T = n * TH * TW
     cdef Py_ssize_t stride = _split_stride(half)
@@ -223,14 +236,18 @@ def input_transform(const floating[::1] x,            # IN  n images of C planes
     with nogil:
         for ic in prange(n * C, schedule="guided", num_threads=n_threads):
             even = &work[threadid(), 0]
-            i = ic // C
-            c = ic % C
+            c = ic // n
+            i = ic % n
             if avx2 and _AVX2:
+                if ic + 1 < n * C:
+                    _prefetch(&x[((ic + 1) % n) * image_stride + ((ic + 1) // n) * channel_stride],
+                              H * W * sizeof(floating))
                 odd = even + PH * stride
                 _split_plane_avx2(&x[i * image_stride + c * channel_stride], H, W, pad, even, odd,
                                   PH, half, stride)
                 memset(odd + PH * stride, 0, VECTOR_SLACK * sizeof(floating))
-                _in_plane_avx2(even, odd, stride, &V[0, c * T + i * TH * TW], V.shape[1], TH, TW)
+                _in_plane_avx2(even, odd, stride, &V[0, c * T + i * TH * TW], V.shape[1], TH, TW,
+                               TH * TW if n_threads == 1 and ic + 1 < n * C else 0)
             else:
                 odd = even + PH * half
                 _split_plane(&x[i * image_stride + c * channel_stride], H, W, pad, even, odd, PH,
@@ -277,10 +294,11 @@ def output_transform(const floating[:, ::1] M,        # IN  (16, >= FN*T) the GE
     if n == 0 or FN == 0 or OH == 0 or OW == 0:
         return 0
     with nogil:
+        # Planes in M's order (filter by filter, image by image), as in input_transform
         for jf in prange(n * FN, schedule="guided", num_threads=n_threads):
             y = &work[threadid(), 0]
-            j = jf // FN
-            f = jf % FN
+            f = jf // n
+            j = jf % n
             # The check covers the whole tiles, also their outputs past an odd edge: a value there
             # that is not finite only sends the plane to the direct path.
             if wide_rows:
@@ -359,8 +377,8 @@ def grad_transform(const floating[::1] d,             # IN  n images of FN plane
         for jf in prange(n * FN, schedule="guided", num_threads=n_threads):
             even = &work[threadid(), 0]
             odd = even + 2 * TH * TW
-            j = jf // FN
-            f = jf % FN
+            f = jf // n   # in dM's order, as in input_transform
+            j = jf % n
             _split_plane(&d[j * image_stride + f * channel_stride], OH, OW, 0, even, odd, 2 * TH,
                          TW)
             for ty in range(TH):

@@ -55,8 +55,10 @@ static void WG_NAME(in_row)(const WG_T* __restrict e, const WG_T* __restrict o, 
  * AVX2 registers of WG_LANES tiles (8 float32, 4 float64). A float32 tile row of 7 (DeepConvNet's
  * 14x14 planes) gives `omp simd` one 4-wide vector and 3 tiles one by one; here it is one register
  * with a spare lane. A register's spare lanes write the next tile row's first tiles, which that row
- * then writes again; where no such row follows, the register goes through a buffer. They also read
- * up to 8 elements past the end of odd (the caller's scratch has them, zeroed).
+ * then writes again, or past the plane's last tile row the first of the `after` tiles that follow
+ * it in v (the caller writes them afterwards); where neither has room, the register goes through a
+ * buffer. They also read up to 8 elements past the end of odd (the caller's scratch has them,
+ * zeroed).
  * cnncore_winograd_avx2() says at run time whether this may be called. */
 #if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
 
@@ -103,7 +105,7 @@ WG_NAME(in_vector)(const WG_T* e, const WG_T* o, Py_ssize_t half, WG_T* v, Py_ss
 
 __attribute__((target("avx2"))) static void
 WG_NAME(in_plane_avx2)(const WG_T* e, const WG_T* o, Py_ssize_t half, WG_T* v, Py_ssize_t xs,
-                       Py_ssize_t TH, Py_ssize_t TW)
+                       Py_ssize_t TH, Py_ssize_t TW, Py_ssize_t after)
 {
     WG_T buf[16 * 8];
     Py_ssize_t ty, tx, lanes, spare, xi;
@@ -114,7 +116,7 @@ WG_NAME(in_plane_avx2)(const WG_T* e, const WG_T* o, Py_ssize_t half, WG_T* v, P
         for (tx = 0; tx < TW; tx += WG_LANES) {
             lanes = TW - tx < WG_LANES ? TW - tx : WG_LANES;
             spare = WG_LANES - lanes;
-            if (spare <= (TH - 1 - ty) * TW) {
+            if (spare <= (TH - 1 - ty) * TW + after) {
                 WG_NAME(in_vector)(er + tx, orow + tx, half, vr + tx, xs);
             } else {
                 WG_NAME(in_vector)(er + tx, orow + tx, half, buf, WG_LANES);
@@ -303,7 +305,8 @@ static int cnncore_winograd_avx2(void) { return 0; }
 #endif
 
 static void WG_NAME(in_plane_avx2)(const WG_T* e, const WG_T* o, Py_ssize_t half, WG_T* v,
-                                   Py_ssize_t xs, Py_ssize_t TH, Py_ssize_t TW) {}
+                                   Py_ssize_t xs, Py_ssize_t TH, Py_ssize_t TW,
+                                   Py_ssize_t after) {}
 
 static void WG_NAME(split_plane_avx2)(const WG_T* plane, Py_ssize_t H, Py_ssize_t W,
                                       Py_ssize_t pad, WG_T* even, WG_T* odd, Py_ssize_t PH,

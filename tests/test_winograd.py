@@ -114,11 +114,13 @@ def test_winograd_property(N, C, H, W, FN, pad, dtype, fused, avx2, seed):
 
 @pytest.mark.skipif(AVX2 == [False], reason="this CPU or compiler has no AVX2")
 @given(st.integers(1, 3), st.integers(1, 3), st.integers(1, 20), st.integers(1, 40),
-       st.integers(0, 2), st.sampled_from(DTYPES), st.integers(0, 2**32 - 1))
-def test_avx2_input_transform_matches_the_baseline_loops(n, C, H, W, pad, dtype, seed):
+       st.integers(0, 2), st.sampled_from(DTYPES), st.sampled_from([1, 2]),
+       st.integers(0, 2**32 - 1))
+def test_avx2_input_transform_matches_the_baseline_loops(n, C, H, W, pad, dtype, threads, seed):
     """The AVX2 input transform works in vectors of 8 tiles whose spare lanes write the next tile
-    row (or a buffer, at a plane's end) and read past the split plane: its V must equal the
-    baseline loops' exactly, every entry written, nothing written past the planes' tiles."""
+    row, or on one thread the next plane (a buffer after the last plane, or on more threads after
+    each), and read past the split plane: its V must equal the baseline loops' exactly, every entry
+    written, nothing written past the planes' tiles."""
     H, W = max(H, 3 - 2 * pad), max(W, 3 - 2 * pad)
     TH, TW = K._winograd_tiles(H, W, pad)
     T = n * TH * TW
@@ -126,8 +128,8 @@ def test_avx2_input_transform_matches_the_baseline_loops(n, C, H, W, pad, dtype,
     results = []
     for avx2 in (True, False):
         V = np.full((16, C * T + 8), np.nan, dtype)
-        work = np.full((1, K._winograd.input_work_size(H, W, pad)), np.nan, dtype)
-        K._winograd.input_transform(x, n, C, H, W, C * H * W, H * W, V, work, pad, 1, avx2)
+        work = np.full((threads, K._winograd.input_work_size(H, W, pad)), np.nan, dtype)
+        K._winograd.input_transform(x, n, C, H, W, C * H * W, H * W, V, work, pad, threads, avx2)
         assert np.isfinite(V[:, :C * T]).all()
         assert np.isnan(V[:, C * T:]).all()
         results.append(V)
