@@ -7,6 +7,8 @@ the same functions, with the same signatures, in plain NumPy.
 
 Shapes: x (N, C, H, W); W (FN, C, FH, FW); b (FN,) or a scalar; OH = (H + 2*pad - FH) // stride + 1.
 """
+import functools
+
 import numpy as np
 
 from . import _validate as v
@@ -530,12 +532,30 @@ WINOGRAD_AVX2 = _winograd.avx2_supported()
 # The forward's 16 float32 products by pyext/winograd_gemm.h (AVX2 + FMA) instead of np.matmul,
 # whose OpenBLAS zeroes M and packs V first. Measured here (alternating processes, two threads):
 # 32 channels of 14x14 2.25 -> 2.02 ms, 64 of 8x8 2.97 -> 2.55 ms. It reads V's lines (nT tiles
-# apart) in place, so tile counts that are multiples of WINOGRAD_GEMM_ALIASED_TILES (lines a
-# multiple of 256 bytes apart, as for any batch of 16x16 or 32x32 planes) keep np.matmul: the lines
-# then share a few sets of the L1 cache (64 channels of 32x32, nT = 1024: 38 -> 55 ms), and copying
-# each strip of V out first still left that layer 4 % slower than OpenBLAS.
+# apart) in place, a strip of 24 tiles from each of C lines, so where those strips crowd into a few
+# sets of the L1 cache it keeps np.matmul (64 channels of 32x32, nT = 1024: 38 -> 55 ms; copying
+# each strip of V out first still left that layer 4 % slower than OpenBLAS). Measured here, one
+# thread, the 16 products against np.matmul: 32 channels, at most WINOGRAD_GEMM_MAX_SET_LOAD cache
+# lines of a strip in one set (see _strip_set_load) 0.82-0.91x the time (nT = 520-2056, 1600 for
+# DeepConvNet's 16x16 outputs among them), 16 or more lines 1.04-1.21x (nT = 512, 1024, 1536,
+# 2048); 64 channels, up to 8 lines 0.88-1.00x, 16 or more 1.05-1.37x.
 WINOGRAD_GEMM = _winograd.gemm_supported()
-WINOGRAD_GEMM_ALIASED_TILES = 64
+WINOGRAD_GEMM_MAX_SET_LOAD = 8
+
+
+@functools.lru_cache(maxsize=256)
+def _strip_set_load(T, C):
+    """The most 64-byte lines that one strip of V read by the own GEMM (24 float32 tiles from each
+    of C lines T tiles apart) puts in one set of an L1 cache of 64 sets (32-48 KiB, 8-12 ways, as
+    on current x86), over the strip's alignments."""
+    start = (np.arange(C)[:, None] * T + np.arange(16)) * 4   # bytes, (C, 16 alignments)
+    first, last = start // 64, (start + 95) // 64
+    worst = 0
+    for j in range(16):
+        lines = np.concatenate([first[:, j], first[:, j] + 1,
+                                first[last[:, j] > first[:, j] + 1, j] + 2])
+        worst = max(worst, int(np.bincount(lines % 64, minlength=64).max()))
+    return worst
 
 
 def _winograd_fits(W_shape, stride, pad, channels):
@@ -605,7 +625,8 @@ def _winograd_tile(planes, n, C, H, W, U, b, pad, relu, out, scratch):
     nT, V, M, work_in, work_out = scratch
     _winograd.input_transform(flat, n, C, H, W, image_stride, channel_stride, V, work_in, pad, 1,
                               WINOGRAD_AVX2)
-    if WINOGRAD_GEMM and U.dtype == np.float32 and nT % WINOGRAD_GEMM_ALIASED_TILES:
+    if (WINOGRAD_GEMM and U.dtype == np.float32
+            and _strip_set_load(nT, C) <= WINOGRAD_GEMM_MAX_SET_LOAD):
         _winograd.gemm(U, V, M, nT)
     else:
         np.matmul(U, V[:, :C * nT].reshape(16, C, nT), out=M[:, :FN * nT].reshape(16, FN, nT))

@@ -236,6 +236,31 @@ def test_winograd_skips_the_unfold_of_the_weight_gradient(rng, winograd_everywhe
     assert unfolds != []
 
 
+@pytest.mark.parametrize("T, C", [(1024, 32), (2048, 64), (3072, 16)])
+def test_strip_set_load_of_lines_4_kib_apart(T, C):
+    # Lines a multiple of 4 KiB apart start in one set: each strip's 2-3 lines add one to each set.
+    assert K._strip_set_load(T, C) == C
+
+
+@needs_gemm
+@pytest.mark.parametrize("shape, pad, own", [((100, 32, 14, 14), 2, True),   # DeepConvNet conv4
+                                             ((100, 32, 14, 14), 1, True),
+                                             ((4, 64, 32, 32), 1, False)])   # nT = 256: 1 KiB apart
+def test_own_gemm_unless_strips_crowd_l1_sets(rng, monkeypatch, shape, pad, own):
+    """The forward's products take the own GEMM where a strip of V spreads over the L1 cache's
+    sets (DeepConvNet's nT = 1600 tiles among them), and np.matmul where it crowds into a few."""
+    tiles = []
+    gemm = K._winograd.gemm
+    monkeypatch.setattr(K._winograd, "gemm", lambda U, V, M, T: tiles.append(T) or gemm(U, V, M, T))
+    x, Wt, b, _ = operands(rng, shape + (shape[1], pad), np.float32)
+    out, want = K.conv_forward(x, Wt, b, 1, pad), R.conv_forward(x, Wt, b, 1, pad)
+    np.testing.assert_allclose(out, want, **tol(np.float32, np.abs(want).max()))
+    assert bool(tiles) == own
+    assert all(K._strip_set_load(T, shape[1]) <= K.WINOGRAD_GEMM_MAX_SET_LOAD for T in tiles)
+    if shape == (100, 32, 14, 14) and pad == 2:
+        assert 1600 in tiles
+
+
 def test_default_thresholds_take_winograd_on_deep_layers(rng, monkeypatch):
     # DeepConvNet's conv4 (32 -> 32 channels, 14x14, pad 2) takes the path at the default thresholds,
     # forward and both gradients, and conv6's gradients (8x8 planes) too; its first layer (1 input
