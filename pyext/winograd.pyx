@@ -320,6 +320,9 @@ cdef extern from "winograd_gemm.h":
     int cnncore_winograd_gemm_supported() nogil
     void cnncore_winograd_gemm(const float* U, const float* V, Py_ssize_t xs_v, float* M,
                                Py_ssize_t xs_m, Py_ssize_t FN, Py_ssize_t C, Py_ssize_t T) nogil
+    void cnncore_winograd_gemm_nt(const float* V, Py_ssize_t xs_v, const float* dM,
+                                  Py_ssize_t xs_m, float* dU, Py_ssize_t C, Py_ssize_t FN,
+                                  Py_ssize_t T) nogil
 
 
 cdef bint _GEMM = cnncore_winograd_gemm_supported()
@@ -350,6 +353,27 @@ def gemm(const float[:, :, ::1] U,       # IN  (16, FN, C)
         return
     with nogil:
         cnncore_winograd_gemm(&U[0, 0, 0], &V[0, 0], V.shape[1], &M[0, 0], M.shape[1], FN, C, T)
+
+
+def gemm_nt(const float[:, ::1] V,      # IN  (16, >= C*T)
+            const float[:, ::1] dM,     # IN  (16, >= FN*T)
+            float[:, :, ::1] dU,        # OUT (16, C, FN)
+            Py_ssize_t T):
+    """dU[xi, c, f] = sum over t of V[xi, c*T + t] * dM[xi, f*T + t], float32, on AVX2 + FMA: the
+    weight gradient's 16 products without BLAS's packing of both operands. Only where
+    gemm_supported()."""
+    cdef Py_ssize_t C = dU.shape[1], FN = dU.shape[2]
+    if not _GEMM:
+        raise RuntimeError("gemm_nt needs AVX2 and FMA")
+    if V.shape[0] != 16 or dM.shape[0] != 16 or dU.shape[0] != 16:
+        raise ValueError("V, dM and dU must have 16 rows")
+    if T < 0 or V.shape[1] < C * T or dM.shape[1] < FN * T:
+        raise ValueError("V must hold C*T and dM FN*T elements per row")
+    if C == 0 or FN == 0:
+        return
+    with nogil:
+        cnncore_winograd_gemm_nt(&V[0, 0], V.shape[1], &dM[0, 0], dM.shape[1], &dU[0, 0, 0], C, FN,
+                                 T)
 
 
 def output_work_size(Py_ssize_t OH, Py_ssize_t OW):

@@ -1,5 +1,6 @@
 /* The 16 products of pyext/winograd.pyx's forward in float32, on AVX2 + FMA:
- * M[xi] (FN x T) = U[xi] (FN x C) @ V[xi] (C x T) for xi = 0..15.
+ * M[xi] (FN x T) = U[xi] (FN x C) @ V[xi] (C x T) for xi = 0..15 (and, further down, those of its
+ * weight gradient).
  *
  * np.matmul hands these to OpenBLAS, which first zeroes M (beta = 0) and packs V into its own
  * layout before multiplying: with K = C of only 32-64, those two passes over M and V took a
@@ -99,9 +100,103 @@ cnncore_winograd_gemm(const float* U, const float* V, Py_ssize_t xs_v, float* M,
 
 #undef CNNCORE_WG_GEMM_ROWS
 
+/* The weight gradient's products, dU[xi] (C x FN) = V[xi] (C x T) @ dM[xi] (FN x T)^T: both operands
+ * have the tiles contiguous, so each block of 4 rows of V (channels) and 3 of dM (filters) sums its
+ * 12 products in vectors of 8 tiles (7 loads for 12 fused multiply-adds, as in the forward's), then
+ * adds each vector's lanes. np.matmul hands this to OpenBLAS, which first packs both operands (a
+ * third of its time here: K = T is long, the result only C x FN). */
+#define CNNCORE_WG_NT_C 4
+#define CNNCORE_WG_NT_F 3
+
+static inline __attribute__((always_inline, target("avx2,fma"))) float
+cnncore_wg_hsum(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* RC (1..4) rows of V from v (lines T apart) times RF (1..3) rows of dM from m: du[r*FN + q] for
+ * r < RC, q < RF. The last T % 8 tiles come through masked loads (nothing read past a line). */
+static inline __attribute__((always_inline, target("avx2,fma"))) void
+cnncore_wg_gemm_nt_block(const float* v, const float* m, Py_ssize_t T, float* du, Py_ssize_t FN,
+                         int RC, int RF)
+{
+    __m256 acc[CNNCORE_WG_NT_C][CNNCORE_WG_NT_F];
+    __m256 a[CNNCORE_WG_NT_C], g;
+    Py_ssize_t t;
+    int r, q;
+    const Py_ssize_t whole = T - T % 8;
+    const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(T % 8)),
+                                            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    for (r = 0; r < RC; r++)
+        for (q = 0; q < RF; q++)
+            acc[r][q] = _mm256_setzero_ps();
+    for (t = 0; t < whole; t += 8) {
+        for (r = 0; r < RC; r++)
+            a[r] = _mm256_loadu_ps(v + r * T + t);
+        for (q = 0; q < RF; q++) {
+            g = _mm256_loadu_ps(m + q * T + t);
+            for (r = 0; r < RC; r++)
+                acc[r][q] = _mm256_fmadd_ps(a[r], g, acc[r][q]);
+        }
+    }
+    if (whole < T) {
+        for (r = 0; r < RC; r++)
+            a[r] = _mm256_maskload_ps(v + r * T + whole, mask);
+        for (q = 0; q < RF; q++) {
+            g = _mm256_maskload_ps(m + q * T + whole, mask);
+            for (r = 0; r < RC; r++)
+                acc[r][q] = _mm256_fmadd_ps(a[r], g, acc[r][q]);
+        }
+    }
+    for (r = 0; r < RC; r++)
+        for (q = 0; q < RF; q++)
+            du[r * FN + q] = cnncore_wg_hsum(acc[r][q]);
+}
+
+#define CNNCORE_WG_NT_BLOCK(RC, RF) \
+    cnncore_wg_gemm_nt_block(v + c * T, m + f * T, T, du + c * FN + f, FN, RC, RF)
+
+/* For each xi: dU[(xi*C + c)*FN + f] = sum over t of V[xi*xs_v + c*T + t] * dM[xi*xs_m + f*T + t]. */
+__attribute__((target("avx2,fma"))) static void
+cnncore_winograd_gemm_nt(const float* V, Py_ssize_t xs_v, const float* dM, Py_ssize_t xs_m,
+                         float* dU, Py_ssize_t C, Py_ssize_t FN, Py_ssize_t T)
+{
+    Py_ssize_t xi, c, f;
+    for (xi = 0; xi < 16; xi++) {
+        const float* v = V + xi * xs_v;
+        const float* m = dM + xi * xs_m;
+        float* du = dU + xi * C * FN;
+        for (c = 0; c + CNNCORE_WG_NT_C <= C; c += CNNCORE_WG_NT_C) {
+            for (f = 0; f + CNNCORE_WG_NT_F <= FN; f += CNNCORE_WG_NT_F)
+                CNNCORE_WG_NT_BLOCK(CNNCORE_WG_NT_C, CNNCORE_WG_NT_F);
+            switch (FN - f) {
+            case 2: CNNCORE_WG_NT_BLOCK(CNNCORE_WG_NT_C, 2); break;
+            case 1: CNNCORE_WG_NT_BLOCK(CNNCORE_WG_NT_C, 1); break;
+            }
+        }
+        for (; c < C; c++) {
+            for (f = 0; f + CNNCORE_WG_NT_F <= FN; f += CNNCORE_WG_NT_F)
+                CNNCORE_WG_NT_BLOCK(1, CNNCORE_WG_NT_F);
+            switch (FN - f) {
+            case 2: CNNCORE_WG_NT_BLOCK(1, 2); break;
+            case 1: CNNCORE_WG_NT_BLOCK(1, 1); break;
+            }
+        }
+    }
+}
+
+#undef CNNCORE_WG_NT_BLOCK
+
 #else
 
 static int cnncore_winograd_gemm_supported(void) { return 0; }
+
+static void cnncore_winograd_gemm_nt(const float* V, Py_ssize_t xs_v, const float* dM,
+                                     Py_ssize_t xs_m, float* dU, Py_ssize_t C, Py_ssize_t FN,
+                                     Py_ssize_t T) {}
 
 static void cnncore_winograd_gemm(const float* U, const float* V, Py_ssize_t xs_v, float* M,
                                   Py_ssize_t xs_m, Py_ssize_t FN, Py_ssize_t C, Py_ssize_t T) {}

@@ -190,6 +190,38 @@ def test_gemm_matches_matmul(FN, C, T, seed):
 
 
 @needs_gemm
+@given(st.integers(0, 14), st.integers(0, 14), st.integers(0, 60), st.integers(0, 2**32 - 1))
+def test_gemm_nt_matches_matmul(C, FN, T, seed):
+    """The weight gradient's float32 products on AVX2 + FMA: blocks of 4 channels (and the 1-3 left
+    over) times 3 filters (and the 1-2 left over), the last T % 8 tiles masked, against np.matmul;
+    nothing read past V's C*T and dM's FN*T elements of each row (NaN there) nor written past dU."""
+    rng = np.random.default_rng(seed)
+    V = np.full((16, C * T + 9), np.nan, np.float32)
+    V[:, :C * T] = rng.standard_normal((16, C * T))
+    dM = np.full((16, FN * T + 9), np.nan, np.float32)
+    dM[:, :FN * T] = rng.standard_normal((16, FN * T))
+    buf = np.full(16 * C * FN + 9, 7.0, np.float32)
+    dU = buf[:16 * C * FN].reshape(16, C, FN)
+    K._winograd.gemm_nt(V, dM, dU, T)
+    want = np.matmul(V[:, :C * T].reshape(16, C, T).astype(np.float64),
+                     dM[:, :FN * T].reshape(16, FN, T).astype(np.float64).transpose(0, 2, 1))
+    np.testing.assert_allclose(dU, want, rtol=1e-5, atol=1e-6 * (T + 1))
+    assert (buf[16 * C * FN:] == 7.0).all()
+
+
+@needs_gemm
+def test_gemm_nt_checks_its_operands():
+    V, dM, dU = (np.zeros(s, np.float32) for s in ((16, 3 * 10), (16, 4 * 10), (16, 3, 4)))
+    K._winograd.gemm_nt(V, dM, dU, 10)
+    for bad in (dict(T=11), dict(V=V[:, :29]), dict(dM=dM[:, :39]), dict(dU=dU[:15], V=V[:15]),
+                dict(T=-1)):
+        args = dict(V=V, dM=dM, dU=dU, T=10)
+        args.update(bad)
+        with pytest.raises(ValueError):
+            K._winograd.gemm_nt(**args)
+
+
+@needs_gemm
 def test_gemm_checks_its_operands():
     U, V, M = (np.zeros(s, np.float32) for s in ((16, 4, 3), (16, 3 * 10), (16, 4 * 10)))
     K._winograd.gemm(U, V, M, 10)
