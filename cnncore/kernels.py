@@ -542,8 +542,8 @@ WINOGRAD_AVX2 = _winograd.avx2_supported()
 # The weight gradient's 16 products, dU[xi] = V[xi] @ dM[xi]^T, likewise (gemm_nt: both operands
 # read in place, where OpenBLAS packs both). Whole backward, float32, batch 100, two threads,
 # alternating processes: DeepConvNet's conv4 (32 channels of 14x14, pad 2) 5.2-6.1 -> 4.7 ms, pad 1
-# 4.55 -> 4.28 ms; 64 channels of 8x8 about the same (6.27-6.36 against 6.27-6.29 ms), and one
-# thread 64 of 32x32 22.1-24.1 against 22.2-22.5 ms, 128 of 8x8 16.9-17.1 against 17.1-17.5 ms.
+# 4.55 -> 4.28 ms; about the same for 64 channels of 8x8 (6.27-6.36 against 6.27-6.29 ms) and of
+# 32x32 (batch 32, 22.1-24.1 against 22.2-22.5 ms), 128 of 8x8 16.9-17.1 against 17.1-17.5 ms.
 WINOGRAD_GEMM = _winograd.gemm_supported()
 WINOGRAD_GEMM_MAX_SET_LOAD = 8
 
@@ -585,26 +585,17 @@ def _winograd_tiles(H, W, pad):
     return (H + 2 * pad - 1) // 2, (W + 2 * pad - 1) // 2
 
 
-def _xi_stride(size, itemsize):
-    """Elements between the 16 blocks of V or M (each holding size): an odd number of 64-byte lines.
-
-    Blocks a power of two apart (a 4 KiB multiple, as at 32 channels x 1600 tiles) put the
-    transforms' 16 streams on one set of the L1 cache: the input transform then ran 4x slower.
-    """
-    line = 64 // itemsize
-    return (-(-size // line) | 1) * line
-
-
 class _WinogradScratch:
     """Each worker's buffers for Winograd tiles of at most `most` images of C input and FN output
-    planes: V, M (see _xi_stride) and the transforms' scratch, allocated on the worker's first tile."""
+    planes: V, M (rows _winograd.xi_stride apart) and the transforms' scratch, allocated on the
+    worker's first tile."""
 
     def __init__(self, n_workers, most, C, FN, H, W, pad, dtype):
         TH, TW = _winograd_tiles(H, W, pad)
         OH, OW = H + 2 * pad - 2, W + 2 * pad - 2
         self.C, self.FN, self.tiles_per_image, self.dtype = C, FN, TH * TW, dtype
-        self.sizes = (16 * _xi_stride(C * most * TH * TW, dtype.itemsize),
-                      16 * _xi_stride(FN * most * TH * TW, dtype.itemsize),
+        self.sizes = (16 * _winograd.xi_stride(C * most * TH * TW, dtype.itemsize),
+                      16 * _winograd.xi_stride(FN * most * TH * TW, dtype.itemsize),
                       _winograd.input_work_size(H, W, pad), _winograd.output_work_size(OH, OW))
         self.buffers = [None] * n_workers
 
@@ -615,8 +606,8 @@ class _WinogradScratch:
             self.buffers[worker] = [_output(size, self.dtype) for size in self.sizes]
         v_buf, m_buf, work_in, work_out = self.buffers[worker]
         nT, itemsize = n * self.tiles_per_image, self.dtype.itemsize
-        V = v_buf[:16 * _xi_stride(self.C * nT, itemsize)].reshape(16, -1)
-        M = m_buf[:16 * _xi_stride(self.FN * nT, itemsize)].reshape(16, -1)
+        V = v_buf[:16 * _winograd.xi_stride(self.C * nT, itemsize)].reshape(16, -1)
+        M = m_buf[:16 * _winograd.xi_stride(self.FN * nT, itemsize)].reshape(16, -1)
         return nT, V, M, work_in[None], work_out[None]
 
 
@@ -646,6 +637,23 @@ def _winograd_forward(x, W, b, pad, relu, out):
     n_workers = _conv_workers(tiles, N * 16 * C * TH * TW)
     most = max((t.stop - t.start for t in tiles), default=0)
     scratch = _WinogradScratch(n_workers, most, C, W.shape[0], H, Wd, pad, x.dtype)
+    if (WINOGRAD_GEMM and x.dtype == np.float32
+            and all(_strip_set_load((t.stop - t.start) * TH * TW, C) <= WINOGRAD_GEMM_MAX_SET_LOAD
+                    for t in tiles)):
+        # All tiles in one compiled loop (see _winograd.forward_tiles): the same results as the
+        # loop below, without Python between tiles and without the pool's hand-off. Measured here
+        # (alternating processes, float32 fused forward): 32 channels of 14x14 3.21-3.26 ->
+        # 3.12-3.17 ms on one thread, 1.81-1.83 -> 1.76-1.77 ms on two (pairs the host did not
+        # throttle; 1.98-2.04 both ways in those it did); 64 of 7x7 3.80 -> 3.60 ms (one thread),
+        # 64 of 8x8 2.11-2.20 -> 2.00 ms (two).
+        V, M, work_in, work_out = (_output((n_workers, size), x.dtype) for size in scratch.sizes)
+        starts = np.array([t.start for t in tiles] + [N], np.intp)
+        bad = np.empty(len(tiles), np.uint8)
+        _winograd.forward_tiles(x.reshape(-1), C, H, Wd, pad, U, b, out, starts, V, M, work_in,
+                                work_out, bad, relu, n_workers, WINOGRAD_AVX2)
+        for i in np.flatnonzero(bad):
+            _direct_forward(x[tiles[i]], W, b, 1, pad, relu, out[tiles[i]])
+        return
 
     def tile(worker, i):
         t = tiles[i]

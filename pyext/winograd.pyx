@@ -6,14 +6,14 @@ TH = ceil(OH/2), TW = ceil(OW/2). Tile (ty, tx) reads the 4x4 patch d of the zer
 (2*ty, 2*tx), and with xi = 4*row + column of a 4x4 transform:
 
     V[xi, c, t] = (B^T d B)[xi]                      input_transform   (16, C, T)
-    U[xi, f, c] = (G w[f, c] G^T)[xi]                 in NumPy          (16, FN, C)
-    M[xi]       = U[xi] @ V[xi]                       16 GEMMs, BLAS    (16, FN, T)
+    U[xi, f, c] = (G w[f, c] G^T)[xi]                 weight_transform  (16, FN, C)
+    M[xi]       = U[xi] @ V[xi]                       16 GEMMs, gemm    (16, FN, T)
     out tile    = A^T M[:, f, t] A  (+ b[f], ReLU)    output_transform  2x2 outputs
 
 and backward, for the weights' gradient, from the output gradient g (2x2 per tile):
 
     dM[xi, f, t] = (A g A^T)[xi]                      grad_transform    (16, FN, T)
-    dU[xi]       = V[xi] @ dM[xi]^T                   16 GEMMs, BLAS    (16, C, FN)
+    dU[xi]       = V[xi] @ dM[xi]^T                   16 GEMMs, gemm_nt (16, C, FN)
     dW[f, c]     = G^T dU[:, c, f] G                  weight_grad_transform
 
     B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]
@@ -21,7 +21,9 @@ and backward, for the weights' gradient, from the output gradient g (2x2 per til
     G   = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]
 
 Both transforms are separable: one pass along a whole tile row (contiguous, so it vectorises), then
-one across each tile. Threads own whole (image, channel) planes, so writes never race.
+one across each tile. Threads own whole (image, channel) planes, so writes never race. The GEMMs run
+on gemm and gemm_nt (float32, AVX2 + FMA, winograd_gemm.h) or else on NumPy's BLAS, as
+cnncore/kernels.py chooses.
 """
 from cython cimport floating
 from cython.parallel cimport prange, threadid
@@ -221,40 +223,53 @@ def input_transform(const floating[::1] x,            # IN  n images of C planes
     array has strides C*H*W and H*W; a (C, n*H*W) one has H*W and n*H*W. avx2: take the AVX2
     loops where avx2_supported() (else ignored).
     """
+    cdef Py_ssize_t ic
+    if n == 0 or C == 0 or (H + 2 * pad - 1) // 2 <= 0 or (W + 2 * pad - 1) // 2 <= 0:
+        return
+    with nogil:
+        if n_threads == 1:
+            _input_planes(&x[0], n, C, H, W, image_stride, channel_stride, &V[0, 0], V.shape[1],
+                          &work[0, 0], pad, 0, n * C, avx2)
+        else:
+            for ic in prange(n * C, schedule="guided", num_threads=n_threads):
+                _input_planes(&x[0], n, C, H, W, image_stride, channel_stride, &V[0, 0],
+                              V.shape[1], &work[threadid(), 0], pad, ic, ic + 1, avx2)
+
+
+cdef void _input_planes(const floating* x, Py_ssize_t n, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+                        Py_ssize_t image_stride, Py_ssize_t channel_stride, floating* V,
+                        Py_ssize_t xs, floating* work, Py_ssize_t pad, Py_ssize_t first,
+                        Py_ssize_t stop, bint avx2) noexcept nogil:
+    # input_transform's planes ic = first .. stop - 1 (channel c = ic // n, image i = ic % n) on
+    # this thread, with work its scratch.
     # Planes go in V's order (channel by channel, image by image), so that V's 16 rows are written
-    # front to back, and each plane prefetches the next one's input. On one thread the AVX2 loop's
-    # spare lanes at a plane's end may then write the next plane's first tiles, which it writes
-    # again; on more, a thread's next plane may be another's.
+    # front to back, and each plane prefetches the next one's input. The AVX2 loop's spare lanes at
+    # a plane's end may then write the next plane's first tiles, which this call writes again.
     cdef Py_ssize_t TH = (H + 2 * pad - 1) // 2, TW = (W + 2 * pad - 1) // 2
     cdef Py_ssize_t PH = 2 * TH + 2, half = TW + 1, T = n * TH * TW
     cdef Py_ssize_t stride = _split_stride(half)
     cdef Py_ssize_t ic, i, c, ty
-    cdef floating* even
+    cdef floating* even = work
     cdef floating* odd
-    if n == 0 or C == 0 or TH <= 0 or TW <= 0:
-        return
-    with nogil:
-        for ic in prange(n * C, schedule="guided", num_threads=n_threads):
-            even = &work[threadid(), 0]
-            c = ic // n
-            i = ic % n
-            if avx2 and _AVX2:
-                if ic + 1 < n * C:
-                    _prefetch(&x[((ic + 1) % n) * image_stride + ((ic + 1) // n) * channel_stride],
-                              H * W * sizeof(floating))
-                odd = even + PH * stride
-                _split_plane_avx2(&x[i * image_stride + c * channel_stride], H, W, pad, even, odd,
-                                  PH, half, stride)
-                memset(odd + PH * stride, 0, VECTOR_SLACK * sizeof(floating))
-                _in_plane_avx2(even, odd, stride, &V[0, c * T + i * TH * TW], V.shape[1], TH, TW,
-                               TH * TW if n_threads == 1 and ic + 1 < n * C else 0)
-            else:
-                odd = even + PH * half
-                _split_plane(&x[i * image_stride + c * channel_stride], H, W, pad, even, odd, PH,
-                             half)
-                for ty in range(TH):
-                    _in_row(even + 2 * ty * half, odd + 2 * ty * half, half,
-                            &V[0, c * T + (i * TH + ty) * TW], V.shape[1], TW)
+    for ic in range(first, stop):
+        c = ic // n
+        i = ic % n
+        if avx2 and _AVX2:
+            if ic + 1 < stop:
+                _prefetch(x + ((ic + 1) % n) * image_stride + ((ic + 1) // n) * channel_stride,
+                          H * W * sizeof(floating))
+            odd = even + PH * stride
+            _split_plane_avx2(x + i * image_stride + c * channel_stride, H, W, pad, even, odd, PH,
+                              half, stride)
+            memset(odd + PH * stride, 0, VECTOR_SLACK * sizeof(floating))
+            _in_plane_avx2(even, odd, stride, V + c * T + i * TH * TW, xs, TH, TW,
+                           TH * TW if ic + 1 < stop else 0)
+        else:
+            odd = even + PH * half
+            _split_plane(x + i * image_stride + c * channel_stride, H, W, pad, even, odd, PH, half)
+            for ty in range(TH):
+                _in_row(even + 2 * ty * half, odd + 2 * ty * half, half,
+                        V + c * T + (i * TH + ty) * TW, xs, TW)
 
 
 cdef inline Py_ssize_t _split_stride(Py_ssize_t half) noexcept nogil:
@@ -283,6 +298,27 @@ def output_transform(const floating[:, ::1] M,        # IN  (16, >= FN*T) the GE
     those planes directly).
     """
     cdef Py_ssize_t n = out.shape[0], FN = out.shape[1], OH = out.shape[2], OW = out.shape[3]
+    cdef Py_ssize_t jf
+    cdef Py_ssize_t n_bad = 0
+    if n == 0 or FN == 0 or OH == 0 or OW == 0:
+        return 0
+    with nogil:
+        if n_threads == 1:
+            n_bad = _output_planes(&M[0, 0], M.shape[1], &b[0], relu, &out[0, 0, 0, 0], n, FN, OH,
+                                   OW, &work[0, 0], 0, n * FN, avx2)
+        else:
+            for jf in prange(n * FN, schedule="guided", num_threads=n_threads):
+                n_bad += _output_planes(&M[0, 0], M.shape[1], &b[0], relu, &out[0, 0, 0, 0], n, FN,
+                                        OH, OW, &work[threadid(), 0], jf, jf + 1, avx2)
+    return n_bad
+
+
+cdef Py_ssize_t _output_planes(const floating* M, Py_ssize_t xs, const floating* b, bint relu,
+                               floating* out, Py_ssize_t n, Py_ssize_t FN, Py_ssize_t OH,
+                               Py_ssize_t OW, floating* work, Py_ssize_t first, Py_ssize_t stop,
+                               bint avx2) noexcept nogil:
+    # output_transform's planes jf = first .. stop - 1 (filter f = jf // n, image j = jf % n) on
+    # this thread, in M's order (as in _input_planes); -> how many hold a value that is not finite.
     cdef Py_ssize_t TH = (OH + 1) // 2, TW = (OW + 1) // 2, Tp = TH * TW, T = n * Tp
     cdef Py_ssize_t jf, j, f, ty, k
     cdef floating* y
@@ -291,28 +327,23 @@ def output_transform(const floating[:, ::1] M,        # IN  (16, >= FN*T) the GE
     # Tile rows of 4 float32 tiles or fewer would leave half of each AVX2 register idle: measured
     # here on 8x8 planes (64 channels, batch 100, one thread), 0.97x of the baseline loop.
     cdef bint wide_rows = avx2 and _AVX2 and 2 * TW > <Py_ssize_t>(32 // sizeof(floating))
-    if n == 0 or FN == 0 or OH == 0 or OW == 0:
-        return 0
-    with nogil:
-        # Planes in M's order (filter by filter, image by image), as in input_transform
-        for jf in prange(n * FN, schedule="guided", num_threads=n_threads):
-            y = &work[threadid(), 0]
-            f = jf // n
-            j = jf % n
-            # The check covers the whole tiles, also their outputs past an odd edge: a value there
-            # that is not finite only sends the plane to the direct path.
-            if wide_rows:
-                bad = _out_plane_avx2(&M[0, f * T + j * Tp], M.shape[1], TH, TW, b[f], relu,
-                                      &out[j, f, 0, 0], OH, OW)
-            else:
-                bad = _out_plane(&M[0, f * T + j * Tp], M.shape[1], Tp, b[f], relu, y)
-                for ty in range(TH):
-                    for k in range(2):
-                        if 2 * ty + k < OH:
-                            _interleave(y + 2 * k * Tp + ty * TW, y + (2 * k + 1) * Tp + ty * TW,
-                                        OW, &out[j, f, 2 * ty + k, 0])
-            if bad != 0:
-                n_bad += 1
+    for jf in range(first, stop):
+        f = jf // n
+        j = jf % n
+        y = out + (j * FN + f) * OH * OW
+        # The check covers the whole tiles, also their outputs past an odd edge: a value there
+        # that is not finite only sends the plane to the direct path.
+        if wide_rows:
+            bad = _out_plane_avx2(M + f * T + j * Tp, xs, TH, TW, b[f], relu, y, OH, OW)
+        else:
+            bad = _out_plane(M + f * T + j * Tp, xs, Tp, b[f], relu, work)
+            for ty in range(TH):
+                for k in range(2):
+                    if 2 * ty + k < OH:
+                        _interleave(work + 2 * k * Tp + ty * TW, work + (2 * k + 1) * Tp + ty * TW,
+                                    OW, y + (2 * ty + k) * OW)
+        if bad != 0:
+            n_bad += 1
     return n_bad
 
 
@@ -374,6 +405,71 @@ def gemm_nt(const float[:, ::1] V,      # IN  (16, >= C*T)
     with nogil:
         cnncore_winograd_gemm_nt(&V[0, 0], V.shape[1], &dM[0, 0], dM.shape[1], &dU[0, 0, 0], C, FN,
                                  T)
+
+
+def forward_tiles(const float[::1] x,              # IN  (N, C, H, W), C-contiguous
+                  Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, Py_ssize_t pad,
+                  const float[:, :, ::1] U,          # IN  (16, FN, C) from weight_transform
+                  const float[::1] b,                # IN  (FN,)
+                  float[:, :, :, ::1] out,           # OUT (N, FN, OH, OW)
+                  const Py_ssize_t[::1] starts,      # IN  tile k is images starts[k] .. starts[k+1]-1
+                  float[:, ::1] V, float[:, ::1] M,  # scratch (n_threads, 16 * xi_stride(C or FN * nT))
+                  float[:, ::1] work_in,             # scratch (n_threads, input_work_size(...))
+                  float[:, ::1] work_out,            # scratch (n_threads, output_work_size(...))
+                  unsigned char[::1] bad,            # OUT (n_tiles,) 1 where a result is not finite
+                  bint relu, int n_threads, bint avx2):
+    """The float32 forward, tile by tile of images, on n_threads threads: for each tile the input
+    transform, gemm and the output transform, as kernels._winograd_tile does them one call at a
+    time (the same results), without going back to Python between tiles. A tile whose output holds
+    a value that is not finite gets bad[k] = 1 (the caller computes it directly). Only where
+    gemm_supported(); V's and M's rows are xi_stride(...) apart, as the caller laid them out."""
+    cdef Py_ssize_t n_tiles = starts.shape[0] - 1, FN = U.shape[1]
+    cdef Py_ssize_t OH = out.shape[2], OW = out.shape[3]
+    cdef Py_ssize_t Tp = ((H + 2 * pad - 1) // 2) * ((W + 2 * pad - 1) // 2)
+    cdef Py_ssize_t k, n, nT, xs_v, xs_m, worker
+    if not _GEMM:
+        raise RuntimeError("forward_tiles needs AVX2 and FMA")
+    if (U.shape[0] != 16 or U.shape[2] != C or b.shape[0] != FN or out.shape[1] != FN
+            or bad.shape[0] < n_tiles or n_tiles < 0 or starts[0] < 0
+            or starts[n_tiles] > out.shape[0] or x.shape[0] < out.shape[0] * C * H * W
+            or OH != H + 2 * pad - 2 or OW != W + 2 * pad - 2):
+        raise ValueError("forward_tiles: operands do not match")
+    for k in range(n_tiles):
+        n = starts[k + 1] - starts[k]
+        if (n < 0 or V.shape[1] < 16 * xi_stride(C * n * Tp, 4)
+                or M.shape[1] < 16 * xi_stride(FN * n * Tp, 4)):
+            raise ValueError("forward_tiles: a tile does not fit the scratch")
+    if V.shape[0] < n_threads or M.shape[0] < n_threads or work_in.shape[0] < n_threads \
+            or work_out.shape[0] < n_threads:
+        raise ValueError("forward_tiles: scratch for fewer threads than n_threads")
+    if n_tiles == 0 or C == 0 or FN == 0 or Tp == 0:
+        return
+    with nogil:
+        for k in prange(n_tiles, schedule="dynamic", chunksize=1, num_threads=n_threads):
+            worker = threadid()
+            n = starts[k + 1] - starts[k]
+            nT = n * Tp
+            xs_v = xi_stride(C * nT, 4)
+            xs_m = xi_stride(FN * nT, 4)
+            bad[k] = 0
+            if n == 0:
+                continue
+            _input_planes(&x[starts[k] * C * H * W], n, C, H, W, C * H * W, H * W, &V[worker, 0],
+                          xs_v, &work_in[worker, 0], pad, 0, n * C, avx2)
+            cnncore_winograd_gemm(&U[0, 0, 0], &V[worker, 0], xs_v, &M[worker, 0], xs_m, FN, C, nT)
+            if _output_planes(&M[worker, 0], xs_m, &b[0], relu, &out[starts[k], 0, 0, 0], n, FN,
+                              OH, OW, &work_out[worker, 0], 0, n * FN, avx2):
+                bad[k] = 1
+
+
+cpdef Py_ssize_t xi_stride(Py_ssize_t size, Py_ssize_t itemsize) noexcept nogil:
+    """Elements between the 16 rows of V or M holding size each: an odd number of 64-byte lines.
+
+    Rows a power of two apart (a 4 KiB multiple, as at 32 channels x 1600 tiles) put the
+    transforms' 16 streams on one set of the L1 cache: the input transform then ran 4x slower.
+    """
+    cdef Py_ssize_t line = 64 // itemsize
+    return (((size + line - 1) // line) | 1) * line
 
 
 def output_work_size(Py_ssize_t OH, Py_ssize_t OW):

@@ -279,11 +279,18 @@ def test_strip_set_load_of_lines_4_kib_apart(T, C):
                                              ((100, 32, 14, 14), 1, True),
                                              ((4, 64, 32, 32), 1, False)])   # nT = 256: 1 KiB apart
 def test_own_gemm_unless_strips_crowd_l1_sets(rng, monkeypatch, shape, pad, own):
-    """The forward's products take the own GEMM where a strip of V spreads over the L1 cache's
-    sets (DeepConvNet's nT = 1600 tiles among them), and np.matmul where it crowds into a few."""
+    """The forward's products take the own GEMM (in forward_tiles' loop) where a strip of V spreads
+    over the L1 cache's sets (DeepConvNet's nT = 1600 tiles among them), and np.matmul where it
+    crowds into a few."""
     tiles = []
-    gemm = K._winograd.gemm
+    gemm, forward_tiles = K._winograd.gemm, K._winograd.forward_tiles
     monkeypatch.setattr(K._winograd, "gemm", lambda U, V, M, T: tiles.append(T) or gemm(U, V, M, T))
+
+    def record(x, C, H, W, pad, U, b, out, starts, *rest):
+        tiles.extend(np.diff(starts) * K._winograd_tiles(H, W, pad)[0]
+                     * K._winograd_tiles(H, W, pad)[1])
+        return forward_tiles(x, C, H, W, pad, U, b, out, starts, *rest)
+    monkeypatch.setattr(K._winograd, "forward_tiles", record)
     x, Wt, b, _ = operands(rng, shape + (shape[1], pad), np.float32)
     out, want = K.conv_forward(x, Wt, b, 1, pad), R.conv_forward(x, Wt, b, 1, pad)
     np.testing.assert_allclose(out, want, **tol(np.float32, np.abs(want).max()))
@@ -291,6 +298,50 @@ def test_own_gemm_unless_strips_crowd_l1_sets(rng, monkeypatch, shape, pad, own)
     assert all(K._strip_set_load(T, shape[1]) <= K.WINOGRAD_GEMM_MAX_SET_LOAD for T in tiles)
     if shape == (100, 32, 14, 14) and pad == 2:
         assert 1600 in tiles
+
+
+@needs_gemm
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("case", [(100, 32, 14, 14, 32, 1), (100, 32, 14, 14, 32, 2),
+                                  (7, 33, 9, 6, 5, 0), (3, 40, 8, 8, 70, 1), (1, 32, 5, 17, 3, 2)])
+def test_forward_tiles_equals_the_tile_by_tile_path(case, relu, rng):
+    """forward_tiles runs _winograd_tile's three steps for every tile in one compiled loop: its
+    output must equal calling _winograd_tile tile by tile, to the bit."""
+    x, Wt, b, pad = operands(rng, case, np.float32)
+    N, C, H, W, FN, _ = case
+    got = (K.conv_bias_relu_forward if relu else K.conv_forward)(x, Wt, b, 1, pad)
+    U = K._winograd_weights(Wt)
+    TH, TW = K._winograd_tiles(H, W, pad)
+    tiles = K._tiles(N, 16 * C * TH * TW * 4)
+    assert all(K._strip_set_load((t.stop - t.start) * TH * TW, C) <= K.WINOGRAD_GEMM_MAX_SET_LOAD
+               for t in tiles)
+    scratch = K._WinogradScratch(1, max(t.stop - t.start for t in tiles), C, FN, H, W, pad,
+                                 np.dtype(np.float32))
+    want = np.full(got.shape, np.nan, np.float32)
+    for t in tiles:
+        n = t.stop - t.start
+        assert K._winograd_tile((x[t].reshape(-1), C * H * W, H * W), n, C, H, W, U, b, pad, relu,
+                                want[t], scratch.get(0, n))
+    np.testing.assert_array_equal(got, want)
+
+
+@needs_gemm
+def test_forward_tiles_checks_its_operands(rng):
+    x, Wt, b, pad = operands(rng, (4, 32, 6, 6, 8, 1), np.float32)
+    U = K._winograd_weights(Wt)
+    scratch = K._WinogradScratch(2, 2, 32, 8, 6, 6, 1, np.dtype(np.float32))
+    V, M, wi, wo = (np.zeros((2, size), np.float32) for size in scratch.sizes)
+    out = np.zeros((4, 8, 6, 6), np.float32)
+    args = dict(x=x.reshape(-1), C=32, H=6, W=6, pad=1, U=U, b=b, out=out,
+                starts=np.array([0, 2, 4], np.intp), V=V, M=M, work_in=wi, work_out=wo,
+                bad=np.zeros(2, np.uint8), relu=False, n_threads=2, avx2=True)
+    K._winograd.forward_tiles(**args)
+    np.testing.assert_allclose(out, R.conv_forward(x, Wt, b, 1, 1), **tol(np.float32, 10))
+    for bad in (dict(starts=np.array([0, 3, 4], np.intp)), dict(starts=np.array([0, 2, 5], np.intp)),
+                dict(V=V[:, :-1]), dict(M=M[:1]), dict(b=b[:7]), dict(pad=0), dict(C=31),
+                dict(bad=np.zeros(1, np.uint8)), dict(x=x.reshape(-1)[:-1])):
+        with pytest.raises(ValueError):
+            K._winograd.forward_tiles(**dict(args, **bad))
 
 
 def test_default_thresholds_take_winograd_on_deep_layers(rng, monkeypatch):
