@@ -364,6 +364,16 @@ def gemm_supported():
     return bool(_GEMM)
 
 
+def _check_products(function, operands, rows, Py_ssize_t T, bint fit, lengths):
+    # gemm's and gemm_nt's checks: the CPU, 16 rows in each operand, T >= 0, rows long enough (fit)
+    if not _GEMM:
+        raise RuntimeError(f"{function} needs AVX2 and FMA")
+    if any(r != 16 for r in rows):
+        raise ValueError(f"{operands} must have 16 rows")
+    if T < 0 or not fit:
+        raise ValueError(lengths)
+
+
 def gemm(const float[:, :, ::1] U,       # IN  (16, FN, C)
          const float[:, ::1] V,          # IN  (16, >= C*T)
          float[:, ::1] M,                # OUT (16, >= FN*T)
@@ -371,12 +381,9 @@ def gemm(const float[:, :, ::1] U,       # IN  (16, FN, C)
     """M[xi, f*T + t] = sum over c of U[xi, f, c] * V[xi, c*T + t], float32, on AVX2 + FMA: the
     forward's 16 products without BLAS's zeroing of M and packing of V. Only where gemm_supported()."""
     cdef Py_ssize_t FN = U.shape[1], C = U.shape[2]
-    if not _GEMM:
-        raise RuntimeError("gemm needs AVX2 and FMA")
-    if U.shape[0] != 16 or V.shape[0] != 16 or M.shape[0] != 16:
-        raise ValueError("U, V and M must have 16 rows")
-    if T < 0 or V.shape[1] < C * T or M.shape[1] < FN * T:
-        raise ValueError("V must hold C*T and M FN*T elements per row")
+    _check_products("gemm", "U, V and M", (U.shape[0], V.shape[0], M.shape[0]), T,
+                    V.shape[1] >= C * T and M.shape[1] >= FN * T,
+                    "V must hold C*T and M FN*T elements per row")
     if FN == 0 or C == 0 or T == 0:
         if FN and T:
             for xi in range(16):
@@ -394,12 +401,9 @@ def gemm_nt(const float[:, ::1] V,      # IN  (16, >= C*T)
     weight gradient's 16 products without BLAS's packing of both operands. Only where
     gemm_supported()."""
     cdef Py_ssize_t C = dU.shape[1], FN = dU.shape[2]
-    if not _GEMM:
-        raise RuntimeError("gemm_nt needs AVX2 and FMA")
-    if V.shape[0] != 16 or dM.shape[0] != 16 or dU.shape[0] != 16:
-        raise ValueError("V, dM and dU must have 16 rows")
-    if T < 0 or V.shape[1] < C * T or dM.shape[1] < FN * T:
-        raise ValueError("V must hold C*T and dM FN*T elements per row")
+    _check_products("gemm_nt", "V, dM and dU", (V.shape[0], dM.shape[0], dU.shape[0]), T,
+                    V.shape[1] >= C * T and dM.shape[1] >= FN * T,
+                    "V must hold C*T and dM FN*T elements per row")
     if C == 0 or FN == 0:
         return
     with nogil:
