@@ -165,6 +165,13 @@ def avg_pool_backward(dout, input_shape, pool_h, pool_w, stride=2, pad=0):
 
 # ------------------------------------------------------------------------------------------ activation
 
+# float32 ReLU forward in one AVX2 pass (out and the mask from one load of x) where the CPU has it,
+# instead of the baseline build's two 4-wide passes. Measured here, (100,30,24,24), alternating
+# processes: 0.70-0.72 -> 0.38-0.39 ms on one thread, 0.34-0.35 -> 0.22 ms on two (torch.relu took
+# 0.26 ms on two).
+RELU_AVX2 = _activation.avx2_supported()
+
+
 def relu_forward(x):
     """ReLU: -> (out, mask), out = 0 where x <= 0 else x (NaN kept), mask = x <= 0; shapes of x.
 
@@ -177,7 +184,7 @@ def relu_forward(x):
     out = _output(x.shape, x.dtype)
     mask = _output(x.shape, np.bool_)
     _activation.relu_forward(v.as_kernel_input(x, x.dtype).reshape(-1), out.reshape(-1),
-                             mask.reshape(-1).view(np.uint8), get_num_threads(x.size))
+                             mask.reshape(-1).view(np.uint8), get_num_threads(x.size), RELU_AVX2)
     return out, mask
 
 

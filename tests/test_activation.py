@@ -35,9 +35,14 @@ def check_against_reference(x, dout):
     return out, mask, dx
 
 
+AVX2 = [True, False] if K._activation.avx2_supported() else [False]
+
+
+@pytest.mark.parametrize("avx2", AVX2, ids=lambda a: "avx2" if a else "baseline")
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
-def test_relu_matches_reference(shape, dtype, rng):
+def test_relu_matches_reference(shape, dtype, avx2, rng, monkeypatch):
+    monkeypatch.setattr(K, "RELU_AVX2", avx2)
     x = rng.standard_normal(shape).astype(dtype)
     dout = rng.standard_normal(shape).astype(dtype)
     out, mask, dx = check_against_reference(x, dout)
@@ -57,6 +62,30 @@ def test_special_values(dtype):
     assert np.isnan(out[:2]).all() and out[2] == np.inf
     assert not np.signbit(out[3:6]).any()
     assert np.isnan(dx[8]) and dx[9] == 0 and dx[3] == 0 and dx[0] == 1
+
+
+SPECIAL = [np.nan, -np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-45, -1e-45, 3.0, -3.0]
+
+
+@pytest.mark.skipif(AVX2 == [False], reason="this CPU or compiler has no AVX2")
+@given(st.integers(0, 200), st.sampled_from([1, 2]), st.integers(0, 2**32 - 1))
+def test_avx2_forward_equals_the_baseline_loops(n, threads, seed):
+    """The float32 AVX2 forward (32 elements a step, the mask packed from the comparisons, the last
+    n % 32 one by one) gives the baseline loops' out and mask to the bit: special values anywhere,
+    every entry written, nothing past the arrays."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(n).astype(np.float32)
+    special = rng.random(n) < 0.3
+    x[special] = rng.choice(np.array(SPECIAL, np.float32), n)[special]
+    results = []
+    for avx2 in (True, False):
+        out, mask = np.full(n + 40, 5, np.float32), np.full(n + 40, 7, np.uint8)
+        K._activation.relu_forward(x, out[:n], mask[:n], threads, avx2)
+        assert (out[n:] == 5).all() and (mask[n:] == 7).all()
+        results.append((out[:n].view(np.uint32), mask[:n]))
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+    np.testing.assert_array_equal(results[0][1], x <= 0)
 
 
 @given(data=st.data(), dtype=st.sampled_from(DTYPES))
