@@ -17,6 +17,8 @@ cdef extern from "relu_avx2.h":
     int cnncore_relu_avx2() nogil
     void cnncore_relu_forward_avx2(const float* x, float* out, unsigned char* mask,
                                    Py_ssize_t n) nogil
+    void cnncore_relu_forward_avx2_d(const double* x, double* out, unsigned char* mask,
+                                     Py_ssize_t n) nogil
 
 
 # Whether this CPU and compiler have AVX2: relu_forward takes its AVX2 loop only then, whatever its
@@ -25,7 +27,7 @@ cdef bint _AVX2 = cnncore_relu_avx2()
 
 
 def avx2_supported():
-    """Whether relu_forward's avx2=True takes the AVX2 loop (float32, this CPU has AVX2)."""
+    """Whether relu_forward's avx2=True takes the AVX2 loops (this CPU has AVX2)."""
     return bool(_AVX2)
 
 
@@ -33,10 +35,12 @@ cdef inline void _relu_chunk(const floating* x, floating* out, unsigned char* ma
                              Py_ssize_t n, bint avx2) noexcept nogil:
     cdef Py_ssize_t i
     cdef floating v
-    if floating is float:
-        if avx2 and _AVX2:
+    if avx2 and _AVX2:
+        if floating is float:
             cnncore_relu_forward_avx2(x, out, mask, n)
-            return
+        else:
+            cnncore_relu_forward_avx2_d(x, out, mask, n)
+        return
     for i in range(n):
         v = x[i]
         out[i] = 0 if v <= 0 else v
@@ -59,8 +63,8 @@ def relu_forward(const floating[::1] x,        # IN  (size,)
                  floating[::1] out,            # OUT (size,)
                  unsigned char[::1] mask,      # OUT (size,) 1 where x <= 0
                  int n_threads, bint avx2=False):
-    """out = 0 where x <= 0 else x; mask = x <= 0. avx2: float32 in one AVX2 pass where
-    avx2_supported() (else ignored), with the same results."""
+    """out = 0 where x <= 0 else x; mask = x <= 0. avx2: in one AVX2 pass where avx2_supported()
+    (else ignored), with the same results."""
     cdef Py_ssize_t size = x.shape[0], chunks = (size + CHUNK - 1) // CHUNK, k, start
     if size == 0:
         return
