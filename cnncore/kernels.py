@@ -556,6 +556,12 @@ WINOGRAD_GEMM = _winograd.gemm_supported()
 WINOGRAD_GEMM_MAX_SET_LOAD = 8
 
 
+def _own_gemm_fits(dtype, T, C):
+    """Whether the forward's 16 products over T tiles of C channels take the own GEMM."""
+    return (WINOGRAD_GEMM and dtype == np.float32
+            and _strip_set_load(T, C) <= WINOGRAD_GEMM_MAX_SET_LOAD)
+
+
 @functools.lru_cache(maxsize=256)
 def _strip_set_load(T, C):
     """The most 64-byte lines that one strip of V read by the own GEMM (24 float32 tiles from each
@@ -629,8 +635,7 @@ def _winograd_tile(planes, n, C, H, W, U, b, pad, relu, out, scratch):
     nT, V, M, work_in, work_out = scratch
     _winograd.input_transform(flat, n, C, H, W, image_stride, channel_stride, V, work_in, pad, 1,
                               WINOGRAD_AVX2)
-    if (WINOGRAD_GEMM and U.dtype == np.float32
-            and _strip_set_load(nT, C) <= WINOGRAD_GEMM_MAX_SET_LOAD):
+    if _own_gemm_fits(U.dtype, nT, C):
         _winograd.gemm(U, V, M, nT)
     else:
         np.matmul(U, V[:, :C * nT].reshape(16, C, nT), out=M[:, :FN * nT].reshape(16, FN, nT))
@@ -645,9 +650,7 @@ def _winograd_forward(x, W, b, pad, relu, out):
     n_workers = _conv_workers(tiles, N * 16 * C * TH * TW)
     most = max((t.stop - t.start for t in tiles), default=0)
     scratch = _WinogradScratch(n_workers, most, C, W.shape[0], H, Wd, pad, x.dtype)
-    if (WINOGRAD_GEMM and x.dtype == np.float32
-            and all(_strip_set_load((t.stop - t.start) * TH * TW, C) <= WINOGRAD_GEMM_MAX_SET_LOAD
-                    for t in tiles)):
+    if tiles and all(_own_gemm_fits(x.dtype, (t.stop - t.start) * TH * TW, C) for t in tiles):
         # All tiles in one compiled loop (see _winograd.forward_tiles): the same results as the
         # loop below, without Python between tiles and without the pool's hand-off. Measured here
         # (alternating processes, float32 fused forward): 32 channels of 14x14 3.21-3.26 ->

@@ -433,7 +433,7 @@ def forward_tiles(const float[::1] x,              # IN  (N, C, H, W), C-contigu
     cdef Py_ssize_t k, n, nT, xs_v, xs_m, worker
     if not _GEMM:
         raise RuntimeError("forward_tiles needs AVX2 and FMA")
-    if (U.shape[0] != 16 or U.shape[2] != C or b.shape[0] != FN or out.shape[1] != FN
+    if (pad < 0 or U.shape[0] != 16 or U.shape[2] != C or b.shape[0] != FN or out.shape[1] != FN
             or bad.shape[0] < n_tiles or n_tiles < 0 or starts[0] < 0
             or starts[n_tiles] > out.shape[0] or x.shape[0] < out.shape[0] * C * H * W
             or OH != H + 2 * pad - 2 or OW != W + 2 * pad - 2):
@@ -443,9 +443,13 @@ def forward_tiles(const float[::1] x,              # IN  (N, C, H, W), C-contigu
         if (n < 0 or V.shape[1] < 16 * xi_stride(C * n * Tp, 4)
                 or M.shape[1] < 16 * xi_stride(FN * n * Tp, 4)):
             raise ValueError("forward_tiles: a tile does not fit the scratch")
-    if V.shape[0] < n_threads or M.shape[0] < n_threads or work_in.shape[0] < n_threads \
-            or work_out.shape[0] < n_threads:
-        raise ValueError("forward_tiles: scratch for fewer threads than n_threads")
+    if n_threads < 1 or V.shape[0] < n_threads or M.shape[0] < n_threads \
+            or work_in.shape[0] < n_threads or work_out.shape[0] < n_threads:
+        raise ValueError("forward_tiles: n_threads must be >= 1, with scratch for each thread")
+    if (work_in.shape[1] < input_work_size(H, W, pad)
+            or work_out.shape[1] < output_work_size(OH, OW)):
+        raise ValueError("forward_tiles: work_in and work_out shorter than input_work_size and "
+                         "output_work_size")
     if n_tiles == 0 or C == 0 or FN == 0 or Tp == 0:
         return
     with nogil:

@@ -210,27 +210,20 @@ def test_gemm_nt_matches_matmul(C, FN, T, seed):
 
 
 @needs_gemm
-def test_gemm_nt_checks_its_operands():
-    V, dM, dU = (np.zeros(s, np.float32) for s in ((16, 3 * 10), (16, 4 * 10), (16, 3, 4)))
-    K._winograd.gemm_nt(V, dM, dU, 10)
-    for bad in (dict(T=11), dict(V=V[:, :29]), dict(dM=dM[:, :39]), dict(dU=dU[:15], V=V[:15]),
-                dict(T=-1)):
-        args = dict(V=V, dM=dM, dU=dU, T=10)
-        args.update(bad)
+@pytest.mark.parametrize("name, shapes, long", [
+    ("gemm", dict(U=(16, 4, 3), V=(16, 3 * 10), M=(16, 4 * 10)), "M"),
+    ("gemm_nt", dict(V=(16, 3 * 10), dM=(16, 4 * 10), dU=(16, 3, 4)), "dM")])
+def test_gemms_check_their_operands(name, shapes, long):
+    """3 channels, 4 filters, 10 tiles; then each of: too many tiles, V or the FN*T operand (long)
+    one element short, an operand without 16 rows, negative T."""
+    function = getattr(K._winograd, name)
+    args = dict({k: np.zeros(shape, np.float32) for k, shape in shapes.items()}, T=10)
+    function(*args.values())
+    bad = [dict(T=11), dict(T=-1), dict(V=args["V"][:, :-1]), {long: args[long][:, :-1]}]
+    bad += [{k: args[k][:15]} for k in shapes]
+    for change in bad:
         with pytest.raises(ValueError):
-            K._winograd.gemm_nt(**args)
-
-
-@needs_gemm
-def test_gemm_checks_its_operands():
-    U, V, M = (np.zeros(s, np.float32) for s in ((16, 4, 3), (16, 3 * 10), (16, 4 * 10)))
-    K._winograd.gemm(U, V, M, 10)
-    for bad in (dict(T=11), dict(V=V[:, :29]), dict(M=M[:, :39]), dict(U=U[:15], V=V[:15]),
-                dict(T=-1)):
-        args = dict(U=U, V=V, M=M, T=10)
-        args.update(bad)
-        with pytest.raises(ValueError):
-            K._winograd.gemm(args["U"], args["V"], args["M"], args["T"])
+            function(*dict(args, **change).values())
 
 
 def test_winograd_skips_the_direct_input_gradient(rng, winograd_everywhere, monkeypatch):
@@ -339,7 +332,9 @@ def test_forward_tiles_checks_its_operands(rng):
     np.testing.assert_allclose(out, R.conv_forward(x, Wt, b, 1, 1), **tol(np.float32, 10))
     for bad in (dict(starts=np.array([0, 3, 4], np.intp)), dict(starts=np.array([0, 2, 5], np.intp)),
                 dict(V=V[:, :-1]), dict(M=M[:1]), dict(b=b[:7]), dict(pad=0), dict(C=31),
-                dict(bad=np.zeros(1, np.uint8)), dict(x=x.reshape(-1)[:-1])):
+                dict(bad=np.zeros(1, np.uint8)), dict(x=x.reshape(-1)[:-1]),
+                dict(work_in=wi[:, :-1]), dict(work_out=wo[:, :-1]), dict(work_in=wi[:1]),
+                dict(n_threads=0), dict(pad=-1)):
         with pytest.raises(ValueError):
             K._winograd.forward_tiles(**dict(args, **bad))
 
