@@ -6,7 +6,7 @@ Kernels: cnncore.kernels (compiled, validated) and cnncore.reference (pure NumPy
 """
 from ._memory import get_output_cache_limit, output_cache_bytes, set_output_cache_limit
 from ._threads import get_num_threads, set_num_threads
-from ._validate import conv_output_size as output_size
+from ._validate import output_size
 from .kernels import col2im, im2col
 
 __version__ = "0.1.0"

@@ -16,7 +16,7 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _MAX_ELEMENTS = 2**48
 
 
-def conv_output_size(input_size, filter_size, stride=1, pad=0):
+def output_size(input_size, filter_size, stride=1, pad=0):
     """Output length of a convolution or pooling window sweep: (size + 2*pad - filter) // stride + 1.
 
     The one place output sizes are computed (layers, kernels and references all call it). Unlike the
@@ -111,7 +111,7 @@ def output_hw(H, W, filter_h, filter_w, stride, pad, what="filter", arg="x"):
     if (H + 2 * pad) * (W + 2 * pad) > _MAX_ELEMENTS:
         raise ValueError(f"pad={pad} makes the padded input {H + 2 * pad}x{W + 2 * pad} "
                          f"({arg} is {H}x{W}): too large")
-    return conv_output_size(H, filter_h, stride, pad), conv_output_size(W, filter_w, stride, pad)
+    return output_size(H, filter_h, stride, pad), output_size(W, filter_w, stride, pad)
 
 
 def input_shape4(input_shape, name="input_shape"):

@@ -38,7 +38,7 @@ import numpy as np
 
 from . import kernels, reference
 from ._threads import get_num_threads
-from ._validate import conv_output_size
+from ._validate import output_size
 
 IMPLS = ("numpy", "cython")
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -67,8 +67,8 @@ class _Window:
 
     @property
     def out_hw(self):
-        return (conv_output_size(self.H, self.k, self.stride, self.pad),
-                conv_output_size(self.W, self.k, self.stride, self.pad))
+        return (output_size(self.H, self.k, self.stride, self.pad),
+                output_size(self.W, self.k, self.stride, self.pad))
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from .._validate import conv_output_size
+from .. import _validate
 from ..initializers import fan_in, float_dtype, init_std
 from ..layers import Affine, AvgPooling, Pooling, Relu, SoftmaxWithLoss
 from ._base import Network, NumericalGradientMixin, add_conv_relu, init_params, weight_bindings
@@ -41,8 +41,8 @@ class LeNet5(NumericalGradientMixin, Network):
             raise ValueError(f"pool must be 'max' or 'avg', got {pool!r}")
         C, H, W = input_dim
         h, w = H // 2, W // 2  # Conv1 (5x5 with pad 2 keeps the size), Pool1
-        h, w = conv_output_size(h, 5) // 2, conv_output_size(w, 5) // 2  # Conv2, Pool2
-        h, w = conv_output_size(h, 5), conv_output_size(w, 5)  # Conv3
+        h, w = _validate.output_size(h, 5) // 2, _validate.output_size(w, 5) // 2  # Conv2, Pool2
+        h, w = _validate.output_size(h, 5), _validate.output_size(w, 5)  # Conv3
         if h < 1 or w < 1:
             raise ValueError(f"input_dim {tuple(input_dim)} is too small for LeNet5 (needs H, W >= 28)")
         shapes = [(6, C, 5, 5), (16, 6, 5, 5), (120, 16, 5, 5), (120 * h * w, 84), (84, output_size)]

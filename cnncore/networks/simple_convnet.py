@@ -3,7 +3,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from .._validate import conv_output_size
+from .. import _validate
 from ..initializers import fan_in, float_dtype, init_std
 from ..layers import Affine, Pooling, Relu, SoftmaxWithLoss
 from ._base import Network, NumericalGradientMixin, add_conv_relu, init_params, weight_bindings
@@ -40,8 +40,8 @@ class SimpleConvNet(NumericalGradientMixin, Network):
         filter_num = conv_param['filter_num']
         filter_size = conv_param['filter_size']
         pad, stride = conv_param['pad'], conv_param['stride']
-        conv_h = conv_output_size(input_dim[1], filter_size, stride, pad)
-        conv_w = conv_output_size(input_dim[2], filter_size, stride, pad)
+        conv_h = _validate.output_size(input_dim[1], filter_size, stride, pad)
+        conv_w = _validate.output_size(input_dim[2], filter_size, stride, pad)
         pool_output_size = filter_num * (conv_h // 2) * (conv_w // 2)
 
         shapes = [(filter_num, input_dim[0], filter_size, filter_size),
