@@ -326,7 +326,7 @@ class Network:
 
     def _split_state(self, state, what):
         """(params part, buffers part) of a dict holding both; warns naming missing buffers."""
-        slots = {key for key, _, _ in self._buffer_slots()}
+        slots = [key for key, _, _ in self._buffer_slots()]
         params = {k: v for k, v in state.items() if k not in slots}
         buffers = {k: v for k, v in state.items() if k in slots}
         missing = [k for k in slots if k not in buffers]
