@@ -479,3 +479,15 @@ def test_flexible_cnn_learns_mnist(mnist_dir):
             optimizer="Adam", optimizer_param={"lr": 0.001}, verbose=False,
             exact_epochs=True).train()
     assert net.accuracy(xt[:500], tt[:500], exact=True) > 0.7   # chance is 0.1
+
+
+@pytest.mark.parametrize("name", ["lenet5", "flexible", "cifar10"])
+def test_cnncore_train_takes_the_course_networks(name, mnist_dir, tmp_path):
+    out = tmp_path / f"{name}.npz"
+    proc = subprocess.run(
+        [sys.executable, "-m", "cnncore", "train", "--network", name, "--data", str(mnist_dir),
+         "--train-size", "200", "--test-size", "100", "--epochs", "1", "--batch-size", "50",
+         "--dtype", "float32", "--no-plot", "--out", str(out)],
+        capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "final test acc" in proc.stdout and out.exists()
