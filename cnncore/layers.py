@@ -146,7 +146,18 @@ class Relu(Layer):
     key_prefix = "Relu"
 
     def __init__(self):
-        self.mask = None
+        self._mask = None
+        self._fused_out = None   # set when a network ran this Relu fused with the conv before it
+
+    @property
+    def mask(self):
+        if self._mask is None and self._fused_out is not None:
+            self._mask = self._fused_out <= 0
+        return self._mask
+
+    @mask.setter
+    def mask(self, value):
+        self._mask, self._fused_out = value, None
 
     def forward(self, x, train_flg=True):
         out, self.mask = self.kernels.relu_forward(x)
@@ -612,6 +623,32 @@ class ConvReLU(Convolution):
                                                                     self.stride, pad,
                                                                     need_dx=need_dx)
         return self._unpadded(dx)
+
+
+def fusible(conv, relu):
+    """Whether a network may run conv then relu as one fused step: a Convolution (not a subclass)
+    followed by a Relu, both on the default kernels (a swapped kernels module keeps its own path)."""
+    return (type(conv) is Convolution and type(relu) is Relu and conv.kernels is _kernels
+            and relu.kernels is _kernels)
+
+
+def conv_relu_forward(conv, relu, x):
+    """relu.forward(conv.forward(x)) in one fused kernel pass, leaving both layers' textbook
+    attributes as the two calls would (conv.x; relu.mask, computed when read)."""
+    xp, pad = conv._padded(x)
+    out = conv.kernels.conv_bias_relu_forward(xp, conv.W, conv.b, conv.stride, pad)
+    conv.x, conv._xp = x, xp
+    relu._mask, relu._fused_out = None, out
+    return out
+
+
+def conv_relu_backward(conv, relu, dout, need_dx=True):
+    """conv.backward(relu.backward(dout)) in one fused kernel pass; sets conv.dW and conv.db."""
+    _forward_done(relu, relu._fused_out, "a fused forward")
+    xp, pad = conv._xp, (0 if conv._xp is not conv.x else conv.pad)
+    dx, conv.dW, conv.db = conv.kernels.conv_bias_relu_backward(dout, xp, conv.W, relu._fused_out,
+                                                                conv.stride, pad, need_dx=need_dx)
+    return conv._unpadded(dx)
 
 
 class _WindowPooling(Layer):

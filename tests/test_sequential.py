@@ -491,3 +491,28 @@ def test_cnncore_train_takes_the_course_networks(name, mnist_dir, tmp_path):
         capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert "final test acc" in proc.stdout and out.exists()
+
+
+def test_conv_then_relu_runs_fused_with_the_textbook_attributes():
+    """Convolution + Relu pairs run as one fused kernel step: the same numbers as the two layers
+    one after the other, and the layers keep their attributes (Relu.mask, Convolution.dW ...)."""
+    import types
+
+    import cnncore.kernels
+
+    np.random.seed(4)
+    net = Sequential([Conv2d(4, 3, pad=1, padding_mode="replicate"), Relu(), Conv2d(3, 3), Relu(),
+                      Pooling(2, 2), Linear(3)], input_dim=(2, 7, 7))
+    x, t = np.random.rand(3, 2, 7, 7), np.array([0, 1, 2])
+    fused = {k: v.copy() for k, v in net.gradient(x, t).items()}
+    masks = [net.layers[k].mask.copy() for k in ("Relu1", "Relu2")]
+    own = types.SimpleNamespace(**{k: getattr(cnncore.kernels, k) for k in dir(cnncore.kernels)})
+    for key in ("Conv1", "Conv2"):
+        net.layers[key].kernels = own         # not the default module: no fusion
+    assert all(len(step) == 1 for step in net._steps())
+    plain = net.gradient(x, t)
+    for key in plain:
+        np.testing.assert_allclose(fused[key], plain[key], rtol=1e-12, atol=1e-15, err_msg=key)
+    for key, mask in zip(("Relu1", "Relu2"), masks):
+        assert np.array_equal(mask, net.layers[key].mask)
+    assert np.array_equal(masks[0], net.layers["Conv1"].forward(x) <= 0)
