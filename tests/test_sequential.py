@@ -1,4 +1,5 @@
 """Sequential, the size-only layers, the course networks, and the layer contract they rest on."""
+import io
 import subprocess
 import sys
 import textwrap
@@ -516,3 +517,71 @@ def test_conv_then_relu_runs_fused_with_the_textbook_attributes():
     for key, mask in zip(("Relu1", "Relu2"), masks):
         assert np.array_equal(mask, net.layers[key].mask)
     assert np.array_equal(masks[0], net.layers["Conv1"].forward(x) <= 0)
+
+
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=True)
+    | st.text(max_size=8),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=6), children,
+                                                                    max_size=3),
+    max_leaves=6)
+
+
+def _paths(value, prefix=()):
+    """Every path into a JSON value, the root included."""
+    yield prefix
+    if isinstance(value, dict):
+        for key, child in value.items():
+            yield from _paths(child, prefix + (key,))
+    elif isinstance(value, list):
+        for i, child in enumerate(value):
+            yield from _paths(child, prefix + (i,))
+
+
+@settings(max_examples=150)
+@given(data=st.data())
+def test_hostile_architectures_give_clear_errors(data, tmp_path_factory):
+    """Any value anywhere in a saved architecture (NaN, huge, wrong types, nesting) is either
+    rebuilt into a working network or refused with ValueError/TypeError, never anything else."""
+    import json
+    import zipfile
+
+    from cnncore.networks.sequential import architecture
+
+    tmp = tmp_path_factory.mktemp("arch")
+    np.random.seed(0)
+    net = Sequential([Conv2d(2, 3, pad=1), BatchNorm2d(), Relu(), Pooling(2, 2), Dropout(0.2),
+                      Linear(3)], input_dim=(1, 4, 4))
+    path = tmp / "net.npz"
+    net.save(path)
+    arch = architecture(net)
+    target = data.draw(st.sampled_from(list(_paths(arch))))
+    value = data.draw(_JSON_VALUES)
+    if target:
+        holder = arch
+        for key in target[:-1]:
+            holder = holder[key]
+        holder[target[-1]] = value
+    else:
+        arch = value
+    text = json.dumps(arch, allow_nan=True).encode()     # NaN and Infinity tokens included
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+    rebuilt = tmp / "hostile.npz"                        # the file again, its architecture replaced
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(rebuilt, "w") as dst:
+        for name in names:
+            if name.startswith("__architecture__"):
+                buffer = io.BytesIO()
+                np.lib.format.write_array(buffer, np.frombuffer(text, np.uint8))
+                dst.writestr(name, buffer.getvalue())
+            else:
+                dst.writestr(name, src.read(name))
+    try:
+        loaded = Sequential.load(rebuilt)
+    except (ValueError, TypeError):
+        return
+    if loaded.input_dim is not None and np.prod(loaded.input_dim) <= 10_000:
+        try:
+            loaded.predict(np.zeros((2, *loaded.input_dim)))
+        except (ValueError, TypeError):
+            pass
