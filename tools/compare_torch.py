@@ -1,0 +1,293 @@
+"""The course's networks in cnncore and in PyTorch eager mode: whole training steps, each library alone
+in its own process, alternating, same thread count; medians and ratios.
+
+    python tools/compare_torch.py                          # every network, float32 and float64
+    python tools/compare_torch.py --networks deep,cifar10 --dtypes float32 --runs 5
+    python tools/compare_torch.py --inference              # predict at batch 100 and 1000 instead
+
+A step is what a training loop does per batch: forward, loss, backward and Adam's update (cnncore:
+``network.gradient`` + ``Adam.update``; PyTorch: ``zero_grad``, forward, ``cross_entropy``,
+``backward``, ``step``), on fixed random batches. First, in this process, the two models are given
+the same weights and checked to agree (inference outputs, and loss and gradients with Dropout off);
+a disagreement stops the run. Then every (network, dtype) is timed in fresh processes, cnncore and
+PyTorch alternating ``--runs`` times; each process warms up, times ``--steps`` steps and prints its
+median. The PyTorch processes never import cnncore (its OpenMP defaults would change torch's
+threads): they build the model from a JSON description of the layers.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+NETWORKS = ["simple", "lenet5", "deep", "flexible", "cifar10", "flexible+bn", "cifar10+bn"]
+
+
+# ------------------------------------------------------------------------- the networks, as layers
+
+def build_cnncore(name, dtype):
+    """The cnncore network for a name; '+bn' adds a per-channel BatchNorm after every convolution."""
+    import numpy as np
+
+    from cnncore import networks
+    from cnncore.layers import Relu
+    from cnncore.networks import BatchNorm2d, Conv2d, Linear, Sequential
+
+    np.random.seed(0)
+    if name == "simple":
+        return networks.SimpleConvNet(dtype=dtype)
+    if name == "deep":
+        return networks.DeepConvNet(dtype=dtype)
+    if name == "lenet5":
+        return networks.lenet5(dtype=dtype)
+    base = {"flexible": networks.flexible_cnn, "cifar10": networks.cifar10_cnn}[name.split("+")[0]]
+    net = base(dtype=dtype)
+    if not name.endswith("+bn"):
+        return net
+    layers = []
+    for layer in net.layers.values():   # rebuild with a BatchNorm2d between each conv and its Relu
+        if type(layer).__name__ == "Convolution":
+            layers += [Conv2d(layer.W.shape[0], layer.W.shape[2], layer.stride, layer.pad),
+                       BatchNorm2d()]
+        elif type(layer).__name__ == "Affine":
+            layers.append(Linear(layer.W.shape[1]))
+        else:
+            layers.append(layer if not isinstance(layer, Relu) else Relu())
+    np.random.seed(0)
+    return Sequential(layers, input_dim=net.input_dim, dtype=dtype)
+
+
+def describe(net):
+    """A JSON description of a cnncore network's layers for build_torch (no cnncore needed)."""
+    from cnncore.networks.sequential import architecture
+
+    arch = architecture(net)
+    arch["shapes"] = {key: list(value.shape) for key, value in net.params.items()}
+    return arch
+
+
+def build_torch(arch, dtype):
+    """nn.Sequential of PyTorch's own modules for a description made by describe()."""
+    import torch
+    from torch import nn
+
+    shapes = arch["shapes"]
+    modules = []
+    for spec in arch["layers"]:
+        kind, config, params = spec["type"], spec["config"], spec["params"]
+        if kind in ("Convolution", "ConvReLU"):
+            FN, C, FH, FW = shapes[params["W"]]
+            modules.append(nn.Conv2d(C, FN, (FH, FW), config["stride"], config["pad"],
+                                     padding_mode=config["padding_mode"]))
+            if kind == "ConvReLU":
+                modules.append(nn.ReLU())
+        elif kind == "Affine":
+            D, M = shapes[params["W"]]
+            modules += [nn.Flatten(), nn.Linear(D, M)]
+        elif kind == "Relu":
+            modules.append(nn.ReLU())
+        elif kind == "Pooling":
+            modules.append(nn.MaxPool2d((config["pool_h"], config["pool_w"]), config["stride"],
+                                        config["pad"]))
+        elif kind == "AvgPooling":
+            modules.append(nn.AvgPool2d((config["pool_h"], config["pool_w"]), config["stride"],
+                                        config["pad"]))
+        elif kind == "Dropout":
+            modules.append(nn.Dropout(config["dropout_ratio"]))
+        elif kind == "SpatialBatchNormalization":
+            modules.append(nn.BatchNorm2d(shapes[params["gamma"]][0], eps=1e-6,
+                                          momentum=1 - config["momentum"]))
+        elif kind == "BatchNormalization":
+            D = shapes[params["gamma"]][0]
+            modules += [nn.Flatten(), nn.BatchNorm1d(D, eps=1e-6, momentum=1 - config["momentum"])]
+        else:
+            raise ValueError(f"no PyTorch module for {kind}")
+    return nn.Sequential(*modules).to({"float32": torch.float32, "float64": torch.float64}[dtype])
+
+
+def copy_weights(net, model):
+    """Give the torch model the cnncore network's weights (Affine's W is (in, out), Linear's (out, in))."""
+    import numpy as np
+    import torch
+
+    owners = {}
+    for key, layer, attr in net._bindings:
+        owners.setdefault(id(layer), {})[attr] = net.params[key]
+    weighted = [owners[id(layer)] for layer in net._layer_list() if id(layer) in owners]
+    targets = [m for m in model if hasattr(m, "weight")]
+    with torch.no_grad():
+        for params, module in zip(weighted, targets, strict=True):
+            if "W" in params:
+                W = params["W"] if params["W"].ndim == 4 else params["W"].T
+                module.weight.copy_(torch.from_numpy(np.ascontiguousarray(W)))
+                module.bias.copy_(torch.from_numpy(params["b"]))
+            else:
+                module.weight.copy_(torch.from_numpy(params["gamma"]))
+                module.bias.copy_(torch.from_numpy(params["beta"]))
+
+
+def check_agreement(name, dtype):
+    """Same weights, same batch: inference outputs, and loss and gradients with Dropout off."""
+    import numpy as np
+    import torch
+
+    net = build_cnncore(name, dtype)
+    model = build_torch(describe(net), dtype)
+    copy_weights(net, model)
+    rng = np.random.default_rng(0)
+    x = rng.random((8, *net.input_dim)).astype(dtype)
+    t = rng.integers(0, 10, 8)
+    # float32 gradients through several batch norms cancel digits: 1e-2 of the largest entry
+    tol = {"float32": 1e-3, "float64": 1e-9}[dtype]
+    grad_tol = {"float32": 1e-2, "float64": 1e-9}[dtype]
+    for layer in net._layer_list():
+        if type(layer).__name__ == "Dropout":
+            layer.dropout_ratio = 0.0
+    for module in model:
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    model.train()
+    out = model(torch.from_numpy(x))
+    loss = torch.nn.functional.cross_entropy(out, torch.from_numpy(t))
+    loss.backward()
+    grads = net.gradient(x, t)
+    ours = [grads[key] for key, _, attr in net._bindings if attr == "W"]
+    theirs = [m.weight.grad.numpy() for m in model if hasattr(m, "weight") and m.weight.ndim > 1]
+    for a, b in zip(ours, theirs, strict=True):
+        b = b if a.ndim == 4 else b.T
+        err = np.abs(a - b).max() / max(np.abs(b).max(), 1e-12)
+        if err > grad_tol:
+            raise AssertionError(f"{name} {dtype}: gradients differ from PyTorch's by {err:.1e}")
+    model.eval()
+    norms = [m for m in model if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    bns = [layer for layer in net._layer_list() if hasattr(layer, "running_var")]
+    with torch.no_grad():
+        for module, layer in zip(norms, bns, strict=True):   # torch keeps the unbiased variance
+            module.running_mean.copy_(torch.from_numpy(layer.running_mean))
+            module.running_var.copy_(torch.from_numpy(layer.running_var))
+        ref = model(torch.from_numpy(x)).numpy()
+    err = np.abs(net.predict(x) - ref).max() / np.abs(ref).max()
+    if err > tol:
+        raise AssertionError(f"{name} {dtype}: inference differs from PyTorch's by {err:.1e}")
+
+
+# ----------------------------------------------------------------------------------- the children
+
+def time_cnncore(name, dtype, steps, batch, inference):
+    import numpy as np
+
+    from cnncore.optimizer import Adam
+
+    net = build_cnncore(name, dtype)
+    rng = np.random.default_rng(1)
+    x = rng.random((batch, *net.input_dim)).astype(dtype)
+    t = rng.integers(0, 10, batch)
+    optimizer = Adam()
+
+    def step():
+        if inference:
+            net.predict(x)
+        else:
+            optimizer.update(net.params, net.gradient(x, t))
+    return _median(step, steps)
+
+
+def time_torch(arch, dtype, steps, batch, inference, threads):
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(threads)
+    model = build_torch(arch, dtype)
+    rng = np.random.default_rng(1)
+    x = torch.from_numpy(rng.random((batch, *arch["input_dim"])).astype(dtype))
+    t = torch.from_numpy(rng.integers(0, 10, batch))
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.001)
+
+    def step():
+        if inference:
+            model.eval()
+            with torch.no_grad():
+                model(x)
+        else:
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), t).backward()
+            optimizer.step()
+    return _median(step, steps)
+
+
+def _median(step, steps):
+    for _ in range(3):
+        step()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times)
+
+
+def child(args):
+    spec = json.loads(args.child_spec)
+    if args.child == "cnncore":
+        import cnncore
+
+        cnncore.set_num_threads(args.threads)
+        ms = time_cnncore(spec["name"], spec["dtype"], args.steps, args.batch, args.inference)
+    else:
+        ms = time_torch(spec["arch"], spec["dtype"], args.steps, args.batch, args.inference,
+                        args.threads)
+    print(json.dumps({"ms": ms}))
+
+
+def run_child(which, spec, args):
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", which, "--child-spec",
+           json.dumps(spec), "--steps", str(args.steps), "--batch", str(args.batch),
+           "--threads", str(args.threads)] + (["--inference"] if args.inference else [])
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])["ms"]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--networks", default=",".join(NETWORKS))
+    parser.add_argument("--dtypes", default="float32,float64")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per process")
+    parser.add_argument("--runs", type=int, default=3, help="processes per library, alternating")
+    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--inference", action="store_true", help="time predict instead of steps")
+    parser.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
+    parser.add_argument("--child", choices=["cnncore", "torch"], help=argparse.SUPPRESS)
+    parser.add_argument("--child-spec", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        return child(args)
+
+    rows = []
+    what = f"predict, batch {args.batch}" if args.inference else f"training step, batch {args.batch}"
+    print(f"{what}, {args.threads} threads, median of {args.steps} steps per process, "
+          f"{args.runs} processes per library alternating")
+    print(f"{'network':12s} {'dtype':8s} {'torch ms':>9s} {'cnncore ms':>10s} {'torch/cnncore':>13s}")
+    for name in args.networks.split(","):
+        for dtype in args.dtypes.split(","):
+            check_agreement(name, dtype)
+            spec = {"name": name, "dtype": dtype, "arch": describe(build_cnncore(name, dtype))}
+            times = {"cnncore": [], "torch": []}
+            for _ in range(args.runs):
+                for which in ("cnncore", "torch"):
+                    times[which].append(run_child(which, spec, args))
+            ours, theirs = (statistics.median(times[k]) for k in ("cnncore", "torch"))
+            rows.append({"network": name, "dtype": dtype, "torch_ms": theirs, "cnncore_ms": ours,
+                         "ratio": theirs / ours, "runs": times})
+            print(f"{name:12s} {dtype:8s} {theirs:9.1f} {ours:10.1f} {theirs / ours:13.2f}",
+                  flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"what": what, "threads": args.threads, "rows": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
