@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from cnncore.layers import (GELU, Affine, AvgPooling, BatchNormalization, Convolution, Dropout,
                             Flatten, GlobalAvgPooling, LeakyReLU, Pooling, Relu, Sigmoid,
                             SoftmaxWithLoss, SpatialBatchNormalization)
-from cnncore.networks import (BatchNorm, BatchNorm2d, Conv2d, Linear, MultiLayerNetExtend,
+from cnncore.networks import (BatchNorm, BatchNorm2d, Conv2d, DeepConvNet, LeNet5, Linear,
+                              MultiLayerNetExtend,
                               Sequential, SimpleConvNet, cifar10_cnn, flexible_cnn, lenet5)
 from cnncore.networks._base import Network
 from cnncore.trainer import Trainer
@@ -585,3 +586,27 @@ def test_hostile_architectures_give_clear_errors(data, tmp_path_factory):
             loaded.predict(np.zeros((2, *loaded.input_dim)))
         except (ValueError, TypeError):
             pass
+
+
+@pytest.mark.parametrize("make", [
+    lambda **kw: SimpleConvNet(input_dim=(1, 8, 8), conv_param={"filter_num": 2, "filter_size": 3,
+                                                                "pad": 0, "stride": 1},
+                               hidden_size=4, output_size=3, **kw),
+    lambda **kw: LeNet5(**kw),
+    lambda **kw: DeepConvNet(**kw),
+], ids=["simple", "lenet5", "deep"])
+def test_weight_decay_on_the_textbook_conv_networks(make):
+    np.random.seed(0)
+    plain = make()
+    np.random.seed(0)
+    decayed = make(weight_decay_lambda=0.5)
+    x = np.random.rand(2, *plain.input_dim)
+    t = np.array([0, 1])
+    weights = [key for key, _, attr in plain._bindings if attr == "W"]
+    penalty = sum(0.25 * np.sum(plain.params[key] ** 2) for key in weights)
+    np.random.seed(1)
+    base = plain.loss(x, t)
+    np.random.seed(1)
+    assert np.isclose(decayed.loss(x, t), base + penalty)
+    with pytest.raises(ValueError, match="weight_decay_lambda"):
+        make(weight_decay_lambda=-1)

@@ -3,8 +3,8 @@ import numpy as np
 
 from ..initializers import float_dtype, he_std
 from ..layers import Affine, Dropout, Pooling, Relu, SoftmaxWithLoss
-from ._base import (Network, check_conv_param, check_input_dim, conv_relu_layers, init_params,
-                    weight_bindings)
+from ._base import (Network, check_conv_param, check_input_dim, check_weight_decay, conv_relu_layers,
+                    init_params, weight_bindings)
 
 
 class DeepConvNet(Network):
@@ -24,7 +24,8 @@ class DeepConvNet(Network):
     dropout masks fixed by replaying the global RNG state for every loss.
 
     Keywords: ``dtype`` float64 (default) or float32 for every parameter; ``use_fused`` replaces each
-    Convolution + Relu pair by one ConvReLU (same numbers; the list then has 14 layers).
+    Convolution + Relu pair by one ConvReLU (same numbers; the list then has 14 layers);
+    ``weight_decay_lambda`` the L2 penalty on W1..W8 (default 0, the textbook's).
     """
 
     def __init__(self, input_dim=(1, 28, 28),
@@ -34,7 +35,9 @@ class DeepConvNet(Network):
                  conv_param_4={'filter_num': 32, 'filter_size': 3, 'pad': 2, 'stride': 1},
                  conv_param_5={'filter_num': 64, 'filter_size': 3, 'pad': 1, 'stride': 1},
                  conv_param_6={'filter_num': 64, 'filter_size': 3, 'pad': 1, 'stride': 1},
-                 hidden_size=50, output_size=10, *, dtype=np.float64, use_fused=False):
+                 hidden_size=50, output_size=10, *, dtype=np.float64, use_fused=False,
+                 weight_decay_lambda=0):
+        self.weight_decay_lambda = check_weight_decay(weight_decay_lambda)
         conv_params = [conv_param_1, conv_param_2, conv_param_3, conv_param_4, conv_param_5,
                        conv_param_6]
         for i, cp in enumerate(conv_params, 1):

@@ -6,7 +6,8 @@ import numpy as np
 from .. import _validate
 from ..initializers import fan_in, float_dtype, init_std
 from ..layers import Affine, AvgPooling, Pooling, Relu, SoftmaxWithLoss
-from ._base import Network, add_conv_relu, check_input_dim, init_params, weight_bindings
+from ._base import (Network, add_conv_relu, check_input_dim, check_weight_decay, init_params,
+                    weight_bindings)
 
 _POOLS = {'max': Pooling, 'avg': AvgPooling}
 
@@ -32,11 +33,12 @@ class LeNet5(Network):
     Parameters: ``input_dim`` (C, H, W); ``output_size``; ``weight_init_std`` 'he' (default; He per
     layer), 'xavier' or a number. Keywords: ``pool`` 'max' (Pooling) or 'avg' (AvgPooling, closer to the
     paper's subsampling); ``dtype`` float64 or float32; ``use_fused`` replaces each Conv + Relu pair by
-    one ConvReLU named 'Conv{i}' (same numbers).
+    one ConvReLU named 'Conv{i}' (same numbers); ``weight_decay_lambda`` the L2 penalty on W1..W5.
     """
 
     def __init__(self, input_dim=(1, 28, 28), output_size=10, weight_init_std='he', *,
-                 pool='max', dtype=np.float64, use_fused=False):
+                 pool='max', dtype=np.float64, use_fused=False, weight_decay_lambda=0):
+        self.weight_decay_lambda = check_weight_decay(weight_decay_lambda)
         if pool not in _POOLS:
             raise ValueError(f"pool must be 'max' or 'avg', got {pool!r}")
         C, H, W = self.input_dim = check_input_dim(input_dim)

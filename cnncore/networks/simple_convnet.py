@@ -6,8 +6,8 @@ import numpy as np
 from .. import _validate
 from ..initializers import fan_in, float_dtype, init_std
 from ..layers import Affine, Pooling, Relu, SoftmaxWithLoss
-from ._base import (Network, add_conv_relu, check_conv_param, check_input_dim, init_params,
-                    weight_bindings)
+from ._base import (Network, add_conv_relu, check_conv_param, check_input_dim, check_weight_decay,
+                    init_params, weight_bindings)
 
 
 class SimpleConvNet(Network):
@@ -21,7 +21,10 @@ class SimpleConvNet(Network):
     output_size : number of classes.
     weight_init_std : std of the Gaussian initial weights, or 'relu'/'he', 'sigmoid'/'xavier'.
     dtype : (keyword) float64 (default, the textbook) or float32 for every parameter.
-    use_fused : (keyword) replace Conv1 + Relu1 by one ConvReLU layer 'Conv1' (same numbers).
+    use_fused : (keyword) replace Conv1 + Relu1 by one ConvReLU layer 'Conv1' (same numbers; the
+        network fuses the pair by itself anyway, keeping both layers).
+    weight_decay_lambda : (keyword) the L2 penalty 0.5*lambda*sum(W**2) of MultiLayerNet, here on
+        W1, W2, W3 (default 0: the textbook's SimpleConvNet).
 
     ``params`` (in this order): W1 (FN, C, FS, FS), b1 (FN,), W2 (FN*(OH//2)*(OW//2), hidden_size), b2,
     W3 (hidden_size, output_size), b3, where OH x OW is the conv output. ``layers``: 'Conv1', 'Relu1',
@@ -37,7 +40,8 @@ class SimpleConvNet(Network):
     def __init__(self, input_dim=(1, 28, 28),
                  conv_param={'filter_num': 30, 'filter_size': 5, 'pad': 0, 'stride': 1},
                  hidden_size=100, output_size=10, weight_init_std=0.01, *, dtype=np.float64,
-                 use_fused=False):
+                 use_fused=False, weight_decay_lambda=0):
+        self.weight_decay_lambda = check_weight_decay(weight_decay_lambda)
         input_dim = check_input_dim(input_dim)
         filter_num, filter_size, pad, stride = check_conv_param(conv_param)
         conv_h = _validate.output_size(input_dim[1], filter_size, stride, pad)
