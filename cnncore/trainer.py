@@ -295,11 +295,18 @@ class Trainer:
         if self.callbacks:
             self._hook("on_epoch_end")
 
-    def train(self):
+    def fit(self, max_steps=None):
+        """The training loop of train() without the final test accuracy: the hooks'
+        ``on_train_begin``, up to ``max_iter`` steps (or ``max_steps``, if fewer) ending early at
+        ``stop()``, then ``on_train_end``. Returns the number of steps run."""
+        steps = self.max_iter if max_steps is None else min(
+            check_int(max_steps, "max_steps", 0), self.max_iter)
         if self.callbacks:
             self._hook("on_train_begin")
-        for _ in range(self.max_iter):
+        done = 0
+        for _ in range(steps):
             self.train_step()
+            done += 1
             if self.stop_training:
                 break
         if self.callbacks:
@@ -307,6 +314,10 @@ class Trainer:
         if self.stop_training and self.verbose:
             print(f"training stopped after {self.current_iter} of {self.max_iter} steps: "
                   f"{self.stop_reason}")
+        return done
+
+    def train(self):
+        self.fit()
 
         test_acc = self.network.accuracy(self.x_test, self.t_test)
         self.final_test_acc = test_acc
