@@ -232,7 +232,7 @@ class ProgressBar(Callback):
     On a terminal (``stream.isatty()``, and the Trainer not printing its per-step loss lines) one
     line is redrawn about every ``interval`` seconds (default 1); otherwise a plain line is written
     every ``interval`` seconds (default 10), which suits log files. images/s and the loss are over
-    the steps since the previous update; the time left assumes that rate for the rest of the run.
+    the steps since the previous update; the time left assumes the pace of the run so far.
 
     cnncore's own rather than tqdm: no dependency, and it has to leave the textbook's epoch lines
     intact (it clears its line before each epoch's evaluation prints).
@@ -251,7 +251,8 @@ class ProgressBar(Callback):
         self.live = bool(isatty and isatty()) and not trainer.verbose
         self.every = self.interval or (1.0 if self.live else 10.0)
         self.last_time = self.start = self.clock()
-        self.last_iter, self.width = trainer.current_iter, 0
+        self.last_iter = self.first_iter = trainer.current_iter
+        self.width = 0
 
     def line(self, trainer, now):
         """The text of one update (also used for the plain lines)."""
@@ -264,7 +265,9 @@ class ProgressBar(Callback):
         rate = steps / max(now - self.last_time, 1e-9)
         losses = trainer.train_loss_list[-steps:]
         loss = f"{float(np.mean(losses)):.4f}" if losses else "-"
-        left = (trainer.max_iter - done) / rate if rate > 0 else 0.0
+        # the time left from the whole run's pace (steady), the rate from the last interval
+        pace = (now - self.start) / max(done - self.first_iter, 1)
+        left = (trainer.max_iter - done) * pace
         return (f"epoch {epoch}/{epochs} step {in_epoch}/{per_epoch} | "
                 f"{rate * trainer.batch_size:.0f} images/s | loss {loss} | "
                 f"elapsed {_clock(now - self.start)}, left {_clock(left)}")

@@ -321,7 +321,8 @@ class _EpochPrinter:
         print(f"epoch {trainer.current_epoch}/{self.epochs}: "
               f"train acc {float(trainer.train_acc_list[-1]):.4f}, "
               f"test acc {float(trainer.test_acc_list[-1]):.4f}, "
-              f"loss {float(np.mean(losses)):.4f}, {rate:.0f} images/s, "
+              + (f"val acc {trainer.val_acc_list[-1]:.4f}, " if trainer.val_acc_list else "")
+              + f"loss {float(np.mean(losses)):.4f}, {rate:.0f} images/s, "
               f"elapsed {now - self.t0:.1f} s", flush=True)
         self.last, self.last_iter = now, trainer.current_iter + 1
 

@@ -135,6 +135,7 @@ def plot_curves(source, path=None):
     if not any(history.values()):
         raise ValueError("plot_curves: no epoch has been recorded yet (train first)")
     fig = _figure(figsize=(9, 3.6))
+    from matplotlib.ticker import MaxNLocator
     loss_ax, acc_ax = fig.subplots(1, 2)
     styles = {"epoch_loss_list": ("train", "o-"), "val_loss_list": ("validation", "s--"),
               "train_acc_list": ("train", "o-"), "test_acc_list": ("test", "^:"),
@@ -149,6 +150,7 @@ def plot_curves(source, path=None):
                 ax.plot(np.arange(1, values.size + 1), values, style, label=label, markersize=4)
         ax.set_xlabel("epoch")
         ax.set_ylabel(ylabel)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend()
@@ -209,8 +211,12 @@ def plot_misclassified(x, t_true, t_pred, path=None, class_names=None, max_image
         raise ValueError(f"x, t_true and t_pred must have the same length, got {len(x)}, "
                          f"{len(t_true)}, {len(t_pred)}")
     wrong = np.flatnonzero(t_true != t_pred)[:check_int(max_images, "max_images", 1)]
-    ncols = min(check_int(ncols, "ncols", 1), max(len(wrong), 1))
-    nrows = max(math.ceil(len(wrong) / ncols), 1)
+    if not len(wrong):
+        fig = _figure(figsize=(5, 1))
+        fig.text(0.5, 0.5, f"misclassified: none of {len(t_true)}", ha="center", va="center")
+        return _save(fig, path)
+    ncols = min(check_int(ncols, "ncols", 1), len(wrong))
+    nrows = math.ceil(len(wrong) / ncols)
     fig = _figure(figsize=(ncols * 1.6, nrows * 1.8 + 0.4))
 
     def name(label):
@@ -222,7 +228,6 @@ def plot_misclassified(x, t_true, t_pred, path=None, class_names=None, max_image
         ax.imshow(image, cmap=cmap, interpolation="nearest")
         ax.set_title(f"{name(t_true[i])} → {name(t_pred[i])}", fontsize=8, color="firebrick")
     total = int(np.sum(t_true != t_pred))
-    fig.suptitle(f"misclassified: {total} of {len(t_true)} (true → predicted)"
-                 + ("" if total else ": none"), fontsize=10)
+    fig.suptitle(f"misclassified: {total} of {len(t_true)} (true → predicted)", fontsize=10)
     fig.tight_layout()
     return _save(fig, path)

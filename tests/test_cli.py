@@ -247,7 +247,9 @@ def test_train_cifar10_from_synthetic_files(cifar_dir, tmp_path):
     assert lines[0].startswith("SimpleConvNet (float32) on cifar10, 160 training / 40 "
                                "validation / 40 test images, 4 epochs x 8 steps of 20")
     assert "RandomCropFlip(pad=4, flip=True)" in lines[0] and "lr schedule cosine" in lines[0]
-    assert len([line for line in lines if re.match(r"epoch \d/4: train acc", line)]) >= 1
+    epochs = [line for line in lines if re.match(r"epoch \d/4: train acc", line)]
+    assert epochs and all(re.search(r"test acc 0\.\d{4}, val acc [01]\.\d{4}, loss", line)
+                          for line in epochs), epochs
     assert "\r" not in text   # not a terminal: the progress display writes plain lines only
     network = SimpleConvNet(input_dim=(3, 32, 32), dtype=np.float32)
     network.load_params(out)

@@ -312,3 +312,16 @@ def test_augmenter_is_seeded_and_leaves_the_global_rng_alone():
                                       True)
     with pytest.raises(TypeError, match="augment must be a function"):
         scripted_trainer(augment=3)
+
+
+def test_chapter_6_example_runs(mnist_dir, capsys):
+    """examples/ch6_hyperparameter_search.py, shortened: validation accuracies, then one test score."""
+    import runpy
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "ch6_hyperparameter_search.py"
+    module = runpy.run_path(str(script))
+    module["main"](["--data", str(mnist_dir), "--trials", "2", "--epochs", "2"])
+    out = capsys.readouterr().out
+    assert out.count("val acc") == 4 and "Best-2 (val acc:" in out
+    assert out.count("test acc of the best trial") == 1
