@@ -91,11 +91,7 @@ _memo = {}  # key -> (file stamp, verified uint8 array); the arrays are never ha
 
 def default_data_dir():
     """``$CNNCORE_DATA`` if set, else ``$XDG_CACHE_HOME/cnncore/mnist`` (``~/.cache/...``)."""
-    env = os.environ.get("CNNCORE_DATA")
-    if env:
-        return Path(env).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
-    return Path(cache).expanduser() / "cnncore" / "mnist"
+    return _cache_dir("mnist", "CNNCORE_DATA")
 
 
 def _data_dir(path):
@@ -197,6 +193,37 @@ def _fetch(url, out, timeout=60, max_bytes=32 * 2**20):
         print()
 
 
+def _store_mnist(url, key, target):
+    buffer = io.BytesIO()  # at most ~10 MB; checked before anything is written
+    _fetch(url, buffer)
+    buffer.seek(0)
+    _verified(_decompress(buffer, key, url), key, url)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(target) as out:
+        out.write(buffer.getvalue())
+
+
+def _try_mirrors(file_name, mirrors, store, verbose):
+    """Call ``store(url)`` for ``file_name`` at each mirror until one succeeds (it raises OSError,
+    ValueError or HTTPException otherwise). Returns the failures, empty on success."""
+    errors = []
+    for base in mirrors:
+        url = base.rstrip("/") + "/" + file_name
+        if verbose:
+            print(f"Downloading {file_name} from {url} ...", flush=True)
+        try:
+            store(url)
+        except (OSError, ValueError, http.client.HTTPException) as exc:
+            errors.append(f"{url}: {exc}")
+            if verbose:
+                print(f"  failed: {exc}", flush=True)
+            continue
+        if verbose:
+            print("Done", flush=True)
+        return []
+    return errors or [f"{file_name}: no mirrors"]
+
+
 def download_mnist(path=None, mirrors=None, verbose=True):
     """Download the missing MNIST files into ``path`` (default: :func:`default_data_dir`).
 
@@ -211,28 +238,9 @@ def download_mnist(path=None, mirrors=None, verbose=True):
         target = directory / file_name
         if target.exists():
             continue
-        errors = []
-        for base in mirrors:
-            url = base.rstrip("/") + "/" + file_name
-            if verbose:
-                print(f"Downloading {file_name} from {url} ...", flush=True)
-            try:
-                buffer = io.BytesIO()  # at most ~10 MB; checked before anything is written
-                _fetch(url, buffer)
-                buffer.seek(0)
-                _verified(_decompress(buffer, key, url), key, url)
-                directory.mkdir(parents=True, exist_ok=True)
-                with atomic_write(target) as out:
-                    out.write(buffer.getvalue())
-            except (OSError, ValueError, http.client.HTTPException) as exc:
-                errors.append(f"{url}: {exc}")
-                if verbose:
-                    print(f"  failed: {exc}", flush=True)
-                continue
-            if verbose:
-                print("Done", flush=True)
-            break
-        else:
+        errors = _try_mirrors(file_name, mirrors, lambda url: _store_mnist(url, key, target),
+                              verbose)
+        if errors:
             failed[file_name] = errors
     if failed:
         tried = "\n".join(f"  {e}" for errors in failed.values() for e in errors) or "  (no mirrors)"
@@ -250,9 +258,7 @@ def init_mnist(path=None):
 
 
 def _change_one_hot_label(labels):
-    one_hot = np.zeros((labels.size, 10))
-    one_hot[np.arange(labels.size), labels] = 1
-    return one_hot
+    return _one_hot(labels, 10)
 
 
 def load_mnist(normalize=True, flatten=True, one_hot_label=False, path=None, *, download=True):
@@ -398,28 +404,15 @@ def _cache_dir(name, env):
 def _download_verified(file_name, mirrors, md5, target, max_bytes, verbose):
     """Fetch ``file_name`` from the first mirror that gives bytes with the published ``md5`` and
     write them atomically to ``target``. Returns the list of failures (empty on success)."""
-    errors = []
-    for base in mirrors:
-        url = base.rstrip("/") + "/" + file_name
-        if verbose:
-            print(f"Downloading {file_name} from {url} ...", flush=True)
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_write(target) as out:   # removed again unless the body succeeds
-                writer = _HashingWriter(out)
-                _fetch(url, writer, max_bytes=max_bytes)
-                if writer.hash.hexdigest() != md5:
-                    raise ValueError(f"md5 {writer.hash.hexdigest()} differs from the published "
-                                     f"{md5}")
-        except (OSError, ValueError, http.client.HTTPException) as exc:
-            errors.append(f"{url}: {exc}")
-            if verbose:
-                print(f"  failed: {exc}", flush=True)
-            continue
-        if verbose:
-            print("Done", flush=True)
-        return []
-    return errors or [f"{file_name}: no mirrors"]
+    def store(url):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(target) as out:   # removed again unless the body succeeds
+            writer = _HashingWriter(out)
+            _fetch(url, writer, max_bytes=max_bytes)
+            if writer.hash.hexdigest() != md5:
+                raise ValueError(f"md5 {writer.hash.hexdigest()} differs from the published {md5}")
+
+    return _try_mirrors(file_name, mirrors, store, verbose)
 
 
 def _one_hot(labels, classes):
