@@ -322,3 +322,14 @@ def test_empty_validation_set_fails_before_training(tmp_path, mnist_dir, capsys)
     assert info.value.code == 1
     assert "--val-split: val_fraction=0.01 of 20 samples leaves no validation samples" in \
         capsys.readouterr().err
+
+
+def test_train_the_course_cifar10_network(cifar_dir, tmp_path):
+    """The lecture's CIFAR-10 CNN (the course-network registry) through --dataset cifar10."""
+    code, text, err = run(train_main, [
+        "--dataset", "cifar10", "--data", str(cifar_dir), "--network", "cifar10",
+        "--dtype", "float32", "--epochs", "1", "--max-steps", "2", "--batch-size", "20",
+        "--val-split", "0.2", "--early-stop", "1", "--out", str(tmp_path / "c.npz"), "--no-plot"])
+    assert code == 0, err
+    assert "on cifar10, 160 training / 40 validation / 40 test images" in text.splitlines()[0]
+    assert "stopped after 2 of 8 steps (--max-steps)" in text and (tmp_path / "c.npz").exists()
