@@ -235,7 +235,8 @@ class ProgressBar(Callback):
     the steps since the previous update; the time left assumes the pace of the run so far.
 
     cnncore's own rather than tqdm: no dependency, and it has to leave the textbook's epoch lines
-    intact (it clears its line before each epoch's evaluation prints).
+    intact (before each epoch's evaluation it clears its line and shows a short "evaluating" note
+    that the epoch line then overwrites).
     """
 
     def __init__(self, stream=None, interval=None):
@@ -295,6 +296,11 @@ class ProgressBar(Callback):
 
     def on_evaluate_begin(self, trainer):
         self._clear()
+        if self.live:   # short, and the cursor back at column 0: the epoch line overwrites it
+            text = f"epoch {trainer.current_epoch + 1}: evaluating ..."
+            self.out.write(text + "\r")
+            self.out.flush()
+            self.width = len(text)
 
     def on_epoch_end(self, trainer):
         # the evaluation's time is not training: measure the next rate from here

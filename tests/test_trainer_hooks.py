@@ -242,6 +242,7 @@ def test_progress_redraws_one_line_on_a_terminal_and_clears_it_for_the_epoch_lin
     trainer.train()
     text = stream.getvalue()
     assert "\n" not in text and text.count("\repoch ") >= 2
+    assert text.count("epoch 1: evaluating ...\r") == 1 and "epoch 2: evaluating" in text
     assert text.endswith("\r") and text.rstrip("\r").endswith(" " * 10)  # cleared at the end
     # a Trainer printing its per-step lines gets plain lines instead
     stream = Terminal()
