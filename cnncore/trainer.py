@@ -57,7 +57,7 @@ fraction, since the textbook computes ``int(epochs * iter_per_epoch)``), ``mini_
 at least one training and one test sample, as many labels as images in each set,
 ``evaluate_sample_num_per_epoch`` None or an int >= 1 (the textbook's ``[:t]`` silently drops the
 last sample for -1 and divides by zero for 0), a non-empty validation set given as both ``x_val``
-and ``t_val``; then every callback's ``on_train_begin`` runs before the first step.
+and ``t_val`` with samples shaped like the training set's; then every callback's ``on_train_begin`` runs before the first step.
 """
 import math
 import numbers
@@ -169,6 +169,9 @@ class Trainer:
             _same_length(x_val, t_val, "x_val", "t_val")
             if len(x_val) == 0:
                 raise ValueError("x_val must hold at least one sample, got none")
+            if np.shape(x_val)[1:] != np.shape(x_train)[1:]:
+                raise ValueError(f"x_val samples must have the shape of x_train's, "
+                                 f"{np.shape(x_train)[1:]}; got {np.shape(x_val)[1:]}")
         if augment is not None and not callable(augment):
             raise TypeError(f"augment must be a function of a batch, got {augment!r}")
         callbacks = list(callbacks or ())

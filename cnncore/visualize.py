@@ -73,8 +73,9 @@ def confusion_matrix(t_true, t_pred, n_classes=None):
 
 
 def _filter_weights(source, layer):
+    """(weights, label) for plot_filters: the array itself, or a network's weight by key."""
     if isinstance(source, np.ndarray):
-        return source
+        return source, ""
     params = getattr(source, "params", None)
     if params is None:
         raise TypeError(f"plot_filters takes a weight array (FN, C, FH, FW) or a network with "
@@ -85,7 +86,7 @@ def _filter_weights(source, layer):
     if key not in params or np.ndim(params[key]) != 4:
         convs = [k for k, v in params.items() if np.ndim(v) == 4]
         raise ValueError(f"layer {layer!r}: no such convolution weight; choose one of {convs}")
-    return params[key]
+    return params[key], key + ": "
 
 
 def plot_filters(source, path=None, layer=None, ncols=8, channel=None, max_filters=64):
@@ -96,7 +97,8 @@ def plot_filters(source, path=None, layer=None, ncols=8, channel=None, max_filte
     channel : which input channel to show; by default colour (C == 3) filters are shown in RGB,
         each scaled to [0, 1] on its own, others by channel 0 in gray (white = low, as the textbook).
     """
-    W = np.asarray(_filter_weights(source, layer), dtype=np.float64)
+    W, label = _filter_weights(source, layer)
+    W = np.asarray(W, dtype=np.float64)
     if W.ndim != 4:
         raise ValueError(f"filter weights must have shape (FN, C, FH, FW), got {W.shape}")
     ncols = check_int(ncols, "ncols", 1)
@@ -115,7 +117,7 @@ def plot_filters(source, path=None, layer=None, ncols=8, channel=None, max_filte
             ax.imshow((w - w.min()) / (span if span > 0 else 1), interpolation="nearest")
         else:
             ax.imshow(W[i, channel], cmap="gray_r", interpolation="nearest")
-    fig.suptitle(f"{count} filters {W.shape[2]}x{W.shape[3]}"
+    fig.suptitle(f"{label}{count} filters {W.shape[2]}x{W.shape[3]}"
                  + ("" if rgb else f", channel {channel}"), fontsize=9)
     return _save(fig, path)
 

@@ -197,6 +197,19 @@ def test_cifar10_offline_says_where(tmp_path):
     assert "data_batch_1.bin" in str(info.value)
 
 
+REAL_FASHION = os.environ.get("CNNCORE_FASHION_MNIST_REAL")
+
+
+@pytest.mark.skipif(not REAL_FASHION, reason="set CNNCORE_FASHION_MNIST_REAL to a directory "
+                                             "holding the four real Fashion-MNIST files")
+def test_real_fashion_mnist_files():
+    """The published files: their MD5s are checked, and the known class balance comes out."""
+    (x_train, t_train), (x_test, t_test) = load_fashion_mnist(path=REAL_FASHION)
+    assert x_train.shape == (60000, 784) and x_test.shape == (10000, 784)
+    assert np.bincount(t_train).tolist() == [6000] * 10
+    assert np.bincount(t_test).tolist() == [1000] * 10
+
+
 REAL_CIFAR = os.environ.get("CNNCORE_CIFAR10_REAL")
 
 

@@ -98,6 +98,10 @@ def test_validation_data_is_scored_exactly_and_printed(capsys):
     assert len(trainer.val_loss_list) == 3 and trainer.epoch_loss_list == [0.5, 1 / 3, 0.25]
     with pytest.raises(ValueError, match="both x_val and t_val"):
         scripted_trainer(t_val=None)
+    with pytest.raises(ValueError, match=r"x_val samples must have the shape of x_train's, "
+                                         r"\(1,\); got \(2,\)"):
+        Trainer(ScriptedNet(), np.zeros((5, 1)), np.zeros(5), np.zeros((5, 1)), np.zeros(5),
+                x_val=np.zeros((3, 2)), t_val=np.zeros(3))
     with pytest.raises(ValueError, match="x_val must hold at least one sample"):
         Trainer(ScriptedNet(), np.zeros((5, 1)), np.zeros(5), np.zeros((5, 1)), np.zeros(5),
                 x_val=np.zeros((0, 1)), t_val=np.zeros(0))

@@ -25,6 +25,7 @@ def test_filters_of_a_network_and_of_an_array(tmp_path):
     images = [ax for ax in fig.axes if ax.images]
     assert len(images) == 12
     np.testing.assert_array_equal(images[3].images[0].get_array(), net.params["W1"][3, 0])
+    assert fig._suptitle.get_text().startswith("W1: 12 filters 5x5")
     width, height = png_size(tmp_path / "f.png")
     assert width > height > 0
     colour = np.random.default_rng(0).normal(size=(5, 3, 3, 3))
