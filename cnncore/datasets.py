@@ -624,17 +624,73 @@ def _check_meta(place):
         raise ValueError(f"{meta}: lists classes {names[:12]}, expected {list(CIFAR10_CLASSES)}")
 
 
+#: The Python distribution's extracted directory and the MD5 of each batch pickle (torchvision's
+#: ``CIFAR10.train_list`` / ``test_list``), keyed by the binary batch each stands for.
+CIFAR10_PY_DIR = "cifar-10-batches-py"
+CIFAR10_PY_MD5 = {
+    "data_batch_1.bin": ("data_batch_1", "c99cafc152244af753f735de768cd75f"),
+    "data_batch_2.bin": ("data_batch_2", "d4bba439e000b95fd0a9bffe97cbabec"),
+    "data_batch_3.bin": ("data_batch_3", "54ebc095f3ab1f0389bbae665268c751"),
+    "data_batch_4.bin": ("data_batch_4", "634d18415352ddfa80567beed471001a"),
+    "data_batch_5.bin": ("data_batch_5", "482c414d41f54cd18b22e5b47cb7c3cb"),
+    "test_batch.bin": ("test_batch", "40351d587109b95175f43aff81a1287e"),
+}
+_CIFAR_PY_MAX_BYTES = 32 * 2**20   # a published batch pickle is about 31 MB
+
+
+def _read_cifar_pickle(file_path, md5):
+    """(images, labels) from one batch of the Python distribution, without running its code: the
+    unpickler only builds NumPy arrays and plain containers (cnncore._io's allow-list), and the
+    result must be ``{'data': uint8 (N, 3072), 'labels': N ints in 0..9, ...}``. A batch of the
+    published 10000 images must have the published ``md5``."""
+    from ._io import _ArrayUnpickler, _RefusedGlobal
+
+    shown = str(file_path)
+    with open_regular_file(file_path) as f:
+        data = f.read(_CIFAR_PY_MAX_BYTES + 1)
+    if len(data) > _CIFAR_PY_MAX_BYTES:
+        raise ValueError(f"{shown}: larger than any CIFAR-10 batch pickle "
+                         f"({_CIFAR_PY_MAX_BYTES} bytes)")
+    try:
+        batch = _ArrayUnpickler(io.BytesIO(data), encoding="latin1").load()
+    except _RefusedGlobal as exc:
+        raise ValueError(f"{shown}: refused to unpickle, not a CIFAR-10 batch: {exc}") from None
+    except Exception as exc:   # whatever damage the pickle machine reports
+        raise ValueError(f"{shown}: corrupted or truncated pickle ({type(exc).__name__}: "
+                         f"{exc})") from None
+    if isinstance(batch, dict):
+        batch = {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in batch.items()}
+    images = batch.get("data") if isinstance(batch, dict) else None
+    labels = batch.get("labels") if isinstance(batch, dict) else None
+    if not (isinstance(images, np.ndarray) and images.dtype == np.uint8 and images.ndim == 2
+            and images.shape[1] == 3072 and isinstance(labels, list)
+            and len(labels) == len(images) and 0 < len(images) <= _CIFAR_BATCH
+            and all(type(v) is int for v in labels)):
+        raise ValueError(f"{shown}: expected a CIFAR-10 batch: a dict with 'data' (uint8, N x "
+                         f"3072, N <= {_CIFAR_BATCH}) and 'labels' (N ints)")
+    labels = np.array(labels, dtype=np.int64)
+    if labels.min() < 0:
+        raise ValueError(f"{shown}: label {labels.min()} is outside the 10 classes 0..9")
+    _check_labels(labels, 10, shown)
+    digest = hashlib.md5(data).hexdigest()
+    if len(images) == _CIFAR_BATCH and digest != md5:
+        raise ValueError(f"{shown}: has the published batch's size but md5 {digest}, expected "
+                         f"{md5}: corrupted or altered")
+    return images.reshape(-1, 3, 32, 32), labels.astype(np.uint8)
+
+
 def load_cifar10(normalize=True, flatten=False, one_hot_label=False, path=None, *, download=True):
-    """CIFAR-10 (32x32 colour images, 10 classes) from the binary distribution.
+    """CIFAR-10 (32x32 colour images, 10 classes) from the binary distribution (or the Python one).
 
     Looked for in ``path``, else ``$CNNCORE_CIFAR10_DATA``, else ``~/.cache/cnncore/cifar10``:
-    the extracted ``cifar-10-batches-bin/`` (or its files directly in the directory), else the
-    archive ``cifar-10-binary.tar.gz``, which must have the published MD5 (:data:`CIFAR10_MD5`)
-    and is read without extracting. A missing archive is downloaded into the cache (verified,
+    the extracted ``cifar-10-batches-bin/`` (or its files directly in the directory), else an
+    extracted ``cifar-10-batches-py/`` (what torchvision and Keras leave behind; read by
+    :func:`_read_cifar_pickle`, which runs no code from the files and checks each published
+    batch's MD5), else the archive ``cifar-10-binary.tar.gz``, which must have the published MD5
+    (:data:`CIFAR10_MD5`) and is read without extracting. A missing archive is downloaded into the cache (verified,
     atomically) unless ``download=False``. Each batch file must hold whole records of 1 label byte
     (0..9) and 3072 pixel bytes (red, green, blue planes, row-major); ``batches.meta.txt``, if
-    present, must list the ten classes (:data:`CIFAR10_CLASSES`). The Python (pickle) distribution
-    is not read.
+    present, must list the ten classes (:data:`CIFAR10_CLASSES`).
 
     Images are ``(N, 3, 32, 32)`` (``flatten=True``: ``(N, 3072)``), float32 in [0, 1] when
     ``normalize`` else uint8; labels uint8 ``(N,)`` or float64 one-hot ``(N, 10)``.
@@ -643,8 +699,13 @@ def load_cifar10(normalize=True, flatten=False, one_hot_label=False, path=None, 
     directory = Path(path).expanduser() if path is not None else \
         _cache_dir("cifar10", "CNNCORE_CIFAR10_DATA")
     place = _cifar_files(directory)
+    python_dir = directory / CIFAR10_PY_DIR
+    if place is None and not all((python_dir / name).exists()
+                                 for name, _ in CIFAR10_PY_MD5.values()):
+        python_dir = None
     archive = directory / CIFAR10_ARCHIVE
-    if place is None and not archive.exists() and download and path is None:
+    if place is None and python_dir is None and not archive.exists() and download and \
+            path is None:
         errors = _download_verified(CIFAR10_ARCHIVE, CIFAR10_MIRRORS, CIFAR10_MD5, archive,
                                     CIFAR10_ARCHIVE_BYTES + 1, verbose=True)
         if errors:
@@ -654,6 +715,9 @@ def load_cifar10(normalize=True, flatten=False, one_hot_label=False, path=None, 
         _check_meta(place)
         parts = {name: _read_cifar_file(place / name, str(place / name))
                  for name in CIFAR10_TRAIN_FILES + CIFAR10_TEST_FILES}
+    elif python_dir is not None:
+        parts = {name: _read_cifar_pickle(python_dir / py_name, md5)
+                 for name, (py_name, md5) in CIFAR10_PY_MD5.items()}
     elif archive.exists():
         stat = os.stat(archive)
         stamp = (str(archive.resolve()), stat.st_size, stat.st_mtime_ns)
@@ -675,8 +739,9 @@ def load_cifar10(normalize=True, flatten=False, one_hot_label=False, path=None, 
 def _cifar_missing(directory):
     return (f"CIFAR-10 not found in {directory}. Put either {CIFAR10_ARCHIVE} (the binary version "
             f"from https://www.cs.toronto.edu/~kriz/cifar.html) or its extracted {CIFAR10_DIR}/ "
-            f"({', '.join(CIFAR10_TRAIN_FILES + CIFAR10_TEST_FILES)}, batches.meta.txt) there (or "
-            f"pass path=... / set $CNNCORE_CIFAR10_DATA)")
+            f"({', '.join(CIFAR10_TRAIN_FILES + CIFAR10_TEST_FILES)}, batches.meta.txt) there, or "
+            f"the Python version's extracted {CIFAR10_PY_DIR}/ (or pass path=... / set "
+            f"$CNNCORE_CIFAR10_DATA)")
 
 
 #: Class names of every dataset the loaders know, by the CLI's dataset name.

@@ -270,3 +270,69 @@ def test_split_validation_rejects(fraction, error, message):
         split_validation(np.zeros((100, 2)), np.zeros(100), fraction)
     with pytest.raises(ValueError, match="same number"):
         split_validation(np.zeros((10, 2)), np.zeros(9), 0.5)
+
+
+# ------------------------------------------------------------------------------ CIFAR-10, Python
+
+def write_python_batches(directory, per_batch=8, seed=0):
+    """cifar-10-batches-py/ as torchvision leaves it: protocol-2 pickles of dicts."""
+    import pickle
+
+    gen = np.random.default_rng(seed)
+    place = directory / "cifar-10-batches-py"
+    place.mkdir(parents=True)
+    written = {}
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        data = gen.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
+        labels = [int(v) for v in gen.integers(0, 10, per_batch)]
+        batch = {b"batch_label": b"synthetic", b"labels": labels, b"data": data,
+                 b"filenames": [b"x.png"] * per_batch}
+        (place / name).write_bytes(pickle.dumps(batch, protocol=2))
+        written[name] = (data, labels)
+    return place, written
+
+
+def test_cifar10_python_distribution(tmp_path):
+    place, written = write_python_batches(tmp_path)
+    (x_train, t_train), (x_test, t_test) = load_cifar10(path=tmp_path, normalize=False)
+    assert x_train.shape == (40, 3, 32, 32) and x_test.shape == (8, 3, 32, 32)
+    assert np.array_equal(x_test.reshape(8, -1), written["test_batch"][0])
+    assert t_test.tolist() == written["test_batch"][1] and t_test.dtype == np.uint8
+    assert x_train.flags.writeable
+
+
+def test_cifar10_python_batches_run_no_code(tmp_path):
+    place, _ = write_python_batches(tmp_path)
+    marker = tmp_path / "ran"
+    # a pickle that would call os.system when loaded by pickle.load
+    (place / "data_batch_2").write_bytes(
+        b"cos\nsystem\n(S'touch " + str(marker).encode() + b"'\ntR.")
+    with pytest.raises(ValueError, match=r"data_batch_2: refused to unpickle, not a CIFAR-10 "
+                                         r"batch: .*os\.system"):
+        load_cifar10(path=tmp_path)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("content, message", [
+    (lambda pickle: pickle.dumps([1, 2, 3], protocol=2), "expected a CIFAR-10 batch"),
+    (lambda pickle: pickle.dumps({"data": np.zeros((2, 3072), np.uint8), "labels": [1, 12]}),
+     "label 12 at index 1 is outside"),
+    (lambda pickle: pickle.dumps({"data": np.zeros((2, 3072), np.uint8), "labels": [1, -1]}),
+     "label -1 is outside"),
+    (lambda pickle: pickle.dumps({"data": np.zeros((2, 100), np.uint8), "labels": [1, 2]}),
+     "expected a CIFAR-10 batch"),
+    (lambda pickle: pickle.dumps({"data": np.zeros((2, 3072), np.uint8), "labels": [1]}),
+     "expected a CIFAR-10 batch"),
+    (lambda pickle: pickle.dumps({"data": np.zeros((2, 3072), np.uint8), "labels": [1, 2]})[:-9],
+     "corrupted or truncated pickle"),
+    (lambda pickle: pickle.dumps({"data": np.zeros((10000, 3072), np.uint8),
+                                  "labels": [0] * 10000}), "published batch's size but md5"),
+])
+def test_cifar10_python_bad_batches_are_named(tmp_path, content, message):
+    import pickle
+
+    place, _ = write_python_batches(tmp_path)
+    (place / "test_batch").write_bytes(content(pickle))
+    with pytest.raises(ValueError, match=message) as info:
+        load_cifar10(path=tmp_path)
+    assert str(place / "test_batch") in str(info.value)
