@@ -20,7 +20,6 @@ A callback is any object with some of these methods, each called with the traine
 follow the Trainer's epochs; in its default (textbook) mode those are fractional and the first
 is "evaluated" after one step, so pass ``exact_epochs=True`` for schedules and early stopping.
 """
-import contextlib
 import math
 import os
 import sys

@@ -4,7 +4,6 @@ import io
 import re
 import subprocess
 import sys
-import types
 from unittest import mock
 
 import numpy as np
