@@ -2,17 +2,24 @@
 
     python -m cnncore train --subset --epochs 5          # the course demo: 5000 train / 1000 test
     python -m cnncore train --network deep --dtype float32 --out deep.npz
+    python -m cnncore train --dataset cifar10 --val-split 0.1 --augment --lr-schedule cosine \
+        --early-stop 5 --checkpoint best.npz              # CIFAR-10 with the chapter 6 habits
     python -m cnncore train --network deep --compare-reference 5   # + timed against the NumPy network
     python -m cnncore evaluate --params params.npz       # exact accuracy on all 10000 test images
+    python -m cnncore evaluate --params p.npz --confusion cm.png --misclassified wrong.png
     python -m cnncore evaluate --params params.pkl --pickle   # a textbook params.pkl (trusted files only)
 
 ``train`` uses the textbook's settings (``train_convnet.py``): Adam lr 0.001, batch 100, 20 epochs,
 train/test accuracy on the first 1000 images after every epoch, batches drawn with replacement
 (``np.random.choice``). Unlike the textbook's Trainer it counts epochs exactly (one line after each
-full epoch) and measures the final accuracy exactly, remainder batch included. Parameters are saved
-as ``.npz``; with matplotlib installed the accuracy curves are plotted (matplotlib is optional).
+full epoch) and measures the final accuracy exactly, remainder batch included. During an epoch a
+progress line shows steps, images/s, loss and the time left (``cnncore.callbacks.ProgressBar``).
+Parameters are saved as ``.npz``; with matplotlib installed the loss and accuracy curves are drawn
+(matplotlib is optional). Everything that could fail late (an unwritable output, a bad value, an
+empty set) is checked before training starts.
 """
 import argparse
+import os
 import sys
 import time
 
@@ -28,14 +35,18 @@ NETWORKS = {
     "cifar10": ("cifar10_cnn", "the lecture's CIFAR-10 CNN (32-32-pool-64-64-pool-fc512)"),
 }
 SUBSET = (5000, 1000)  # the course demo: x_train[:5000], x_test[:1000]
+DATASETS = ("mnist", "fashion-mnist", "cifar10")
+# --augment per dataset: shift (padding) and flips; digits must not be mirrored
+AUGMENT = {"mnist": (2, False), "fashion-mnist": (2, True), "cifar10": (4, True)}
 
 
 def build_network(name, dtype, input_dim=(1, 28, 28), output_size=10):
-    """A fresh network of cnncore.networks by its short name (see NETWORKS)."""
+    """A fresh network of cnncore.networks by its short name (see NETWORKS) for images of shape
+    ``input_dim`` (C, H, W) and ``output_size`` classes."""
     from . import networks
 
     make = getattr(networks, NETWORKS[name][0])
-    return make(input_dim=input_dim, output_size=output_size, dtype=np.dtype(dtype))
+    return make(input_dim=tuple(input_dim), output_size=output_size, dtype=np.dtype(dtype))
 
 
 def _common_options(parser):
@@ -44,9 +55,12 @@ def _common_options(parser):
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float64",
                         help="parameter/compute dtype (default float64, the textbook's numbers; "
                              "float32 is faster)")
+    parser.add_argument("--dataset", choices=DATASETS, default="mnist",
+                        help="mnist (default), fashion-mnist or cifar10 (the binary version)")
     parser.add_argument("--data", metavar="DIR",
-                        help="directory with the four MNIST idx .gz files (default: $CNNCORE_DATA, "
-                             "else ~/.cache/cnncore/mnist, downloading if missing)")
+                        help="directory with the dataset's files (default: $CNNCORE_DATA for "
+                             "MNIST, $CNNCORE_FASHION_MNIST_DATA, $CNNCORE_CIFAR10_DATA, else "
+                             "~/.cache/cnncore/<dataset>, downloading if missing)")
     parser.add_argument("--batch-size", type=int, default=100, metavar="N", help="default 100")
     parser.add_argument("--threads", type=int, metavar="N",
                         help="threads for the compiled kernels (BLAS keeps its own setting)")
@@ -58,8 +72,18 @@ def _positive(parser, name, value):
 
 
 def _setup(parser, args):
-    for name in ("batch_size", "threads", "epochs", "train_size", "test_size", "max_steps"):
+    for name in ("batch_size", "threads", "epochs", "train_size", "test_size", "max_steps",
+                 "early_stop"):
         _positive(parser, "--" + name.replace("_", "-"), getattr(args, name, None))
+    split = getattr(args, "val_split", None)
+    if split is not None and not 0 < split < 1:
+        parser.error(f"--val-split must be a fraction in (0, 1), got {split}")
+    for option in ("early_stop", "checkpoint"):
+        if getattr(args, option, None) is not None and split is None:
+            parser.error(f"--{option.replace('_', '-')} watches the validation accuracy: add "
+                         f"--val-split (tuning on the test set is what chapter 6 warns against)")
+    if getattr(args, "lr_schedule", None) is not None:
+        args.schedule = _schedule(parser, args.lr_schedule)
     if getattr(args, "lr", 1) <= 0:
         parser.error(f"--lr must be > 0, got {args.lr}")
     if getattr(args, "eval_samples", 0) < 0:
@@ -72,20 +96,61 @@ def _setup(parser, args):
         set_num_threads(args.threads)
 
 
-def _load(args):
-    from .datasets import load_mnist
+def _schedule(parser, text):
+    """--lr-schedule: none, step:N[:GAMMA] (x GAMMA, default 0.1, every N epochs) or
+    cosine[:ETA_MIN] (per step, down to ETA_MIN, default 0)."""
+    from .callbacks import CosineLR, StepLR
 
+    kind, *values = text.split(":")
     try:
-        return load_mnist(flatten=False, path=args.data)
+        numbers = [float(v) for v in values]
+        if kind == "none" and not values:
+            return None
+        if kind == "step" and 1 <= len(numbers) <= 2 and numbers[0] == int(numbers[0]):
+            return StepLR(int(numbers[0]), *numbers[1:])
+        if kind == "cosine" and len(numbers) <= 1:
+            return CosineLR(*numbers)
+    except ValueError as exc:
+        parser.error(f"--lr-schedule {text}: {exc}")
+    parser.error(f"--lr-schedule must be none, step:N[:GAMMA] or cosine[:ETA_MIN], got {text!r}")
+
+
+def _check_outputs(paths):
+    """Fail before any data is read or step taken if an output file could not be written."""
+    from .callbacks import check_writable_file
+
+    for option, path in paths:
+        if path is None:
+            continue
+        try:
+            check_writable_file(path, option)
+        except OSError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            raise SystemExit(1) from None
+
+
+def _load(args):
+    from . import datasets
+
+    loader = {"mnist": datasets.load_mnist, "fashion-mnist": datasets.load_fashion_mnist,
+              "cifar10": datasets.load_cifar10}[args.dataset]
+    try:
+        return loader(flatten=False, path=args.data)
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
 
 
+def _fail(message):
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(1)
+
+
 def train_main(argv):
     parser = argparse.ArgumentParser(
         prog="python -m cnncore train",
-        description="Train a CNN on MNIST with the textbook's Trainer settings.")
+        description="Train a CNN on MNIST, Fashion-MNIST or CIFAR-10 with the textbook's Trainer "
+                    "settings.")
     _common_options(parser)
     parser.add_argument("--epochs", type=int, default=20, metavar="N", help="default 20")
     parser.add_argument("--lr", type=float, default=0.001, help="Adam learning rate (default 0.001)")
@@ -95,6 +160,21 @@ def train_main(argv):
     parser.add_argument("--test-size", type=int, metavar="N", help="use the first N test images")
     parser.add_argument("--eval-samples", type=int, default=1000, metavar="N",
                         help="images of each set scored after every epoch (default 1000; 0 = all)")
+    parser.add_argument("--val-split", type=float, metavar="F",
+                        help="hold out this fraction of the training images (shuffled) as a "
+                             "validation set, scored after every epoch")
+    parser.add_argument("--augment", action="store_true",
+                        help="random shifts (zero padding 2, CIFAR-10: 4) and, except for MNIST, "
+                             "horizontal flips of every training batch")
+    parser.add_argument("--lr-schedule", metavar="SPEC",
+                        help="none, step:N[:GAMMA] (lr x GAMMA, default 0.1, every N epochs) or "
+                             "cosine[:ETA_MIN] (annealed per step over the run)")
+    parser.add_argument("--early-stop", type=int, metavar="N",
+                        help="stop when the validation accuracy has not improved for N epochs "
+                             "and keep the best epoch's weights (needs --val-split)")
+    parser.add_argument("--checkpoint", metavar="FILE",
+                        help="save the parameters of the best epoch (validation accuracy) here "
+                             "as training goes (needs --val-split)")
     parser.add_argument("--shuffle", action="store_true",
                         help="visit every training image once per epoch instead of drawing "
                              "batches with replacement")
@@ -102,8 +182,10 @@ def train_main(argv):
     parser.add_argument("--max-steps", type=int, metavar="N", help="stop after N steps (quick runs)")
     parser.add_argument("--out", default="params.npz", help="parameter file (default params.npz)")
     parser.add_argument("--plot", default="acc.png", metavar="PNG",
-                        help="accuracy curves (default acc.png; needs matplotlib)")
+                        help="loss and accuracy curves (default acc.png; needs matplotlib)")
     parser.add_argument("--no-plot", action="store_true", help="do not plot")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress line during epochs")
     parser.add_argument("--verbose", action="store_true",
                         help="also print the textbook Trainer's per-step loss lines")
     parser.add_argument("--compare-reference", type=int, default=0, metavar="N",
@@ -111,7 +193,12 @@ def train_main(argv):
                              "same network on the pure-NumPy reference kernels (default 0: off)")
     args = parser.parse_args(argv)
     _setup(parser, args)
+    _check_outputs([("--out", args.out), ("--plot", None if args.no_plot else args.plot),
+                    ("--checkpoint", args.checkpoint)])
 
+    from . import callbacks
+    from .augment import RandomCropFlip
+    from .datasets import split_validation
     from .trainer import Trainer
 
     (x_train, t_train), (x_test, t_test) = _load(args)
@@ -123,26 +210,54 @@ def train_main(argv):
 
     if args.seed is not None:
         np.random.seed(args.seed)
-    network = build_network(args.network, args.dtype)
+    x_val = t_val = None
+    if args.val_split is not None:
+        try:
+            (x_train, t_train), (x_val, t_val) = split_validation(
+                x_train, t_train, args.val_split, rng=np.random.default_rng(args.seed))
+        except ValueError as exc:
+            _fail(f"--val-split: {exc}")
+    network = build_network(args.network, args.dtype, x_train.shape[1:], 10)
     progress = _EpochPrinter(args.epochs)
-    trainer = Trainer(network, x_train, t_train, x_test, t_test,
-                      epochs=args.epochs, mini_batch_size=args.batch_size,
-                      optimizer="Adam", optimizer_param={"lr": args.lr},
-                      evaluate_sample_num_per_epoch=args.eval_samples or None,
-                      verbose=args.verbose, exact_epochs=True, shuffle=args.shuffle,
-                      epoch_callback=progress)
-    steps = trainer.max_iter if args.max_steps is None else min(args.max_steps, trainer.max_iter)
-    print(f"{type(network).__name__} ({args.dtype}), {train_size} training / {test_size} test "
-          f"images, {args.epochs} epochs x {trainer.iter_per_epoch} steps of {args.batch_size}, "
-          f"Adam lr {args.lr}", flush=True)
+    hooks = [h for h in (getattr(args, "schedule", None),) if h is not None]
+    if args.early_stop:
+        hooks.append(callbacks.EarlyStopping(patience=args.early_stop))
+    if args.checkpoint:
+        hooks.append(callbacks.ModelCheckpoint(args.checkpoint))
+    if not (args.no_progress or args.verbose):
+        hooks.append(callbacks.ProgressBar())
+    augment = None
+    if args.augment:
+        pad, flip = AUGMENT[args.dataset]
+        augment = RandomCropFlip(pad=pad, flip=flip, seed=args.seed)
+    try:
+        trainer = Trainer(network, x_train, t_train, x_test, t_test,
+                          epochs=args.epochs, mini_batch_size=args.batch_size,
+                          optimizer="Adam", optimizer_param={"lr": args.lr},
+                          evaluate_sample_num_per_epoch=args.eval_samples or None,
+                          verbose=args.verbose, exact_epochs=True, shuffle=args.shuffle,
+                          epoch_callback=progress, x_val=x_val, t_val=t_val, augment=augment,
+                          callbacks=hooks)
+    except (TypeError, ValueError) as exc:
+        _fail(str(exc))
+    val = f" / {len(x_val)} validation" if x_val is not None else ""
+    print(f"{type(network).__name__} ({args.dtype}) on {args.dataset}, {len(x_train)} training"
+          f"{val} / {test_size} test images, {args.epochs} epochs x {trainer.iter_per_epoch} "
+          f"steps of {args.batch_size}, Adam lr {args.lr}"
+          + (f", {augment!r}" if augment else "")
+          + (f", lr schedule {args.lr_schedule}" if args.lr_schedule else ""), flush=True)
 
     if args.compare_reference:
         compare_with_reference(network, x_train, t_train, args.batch_size, args.compare_reference)
 
     progress.start()
-    for _ in range(steps):
-        trainer.train_step()
-    if steps < trainer.max_iter:
+    try:
+        steps = trainer.fit(max_steps=args.max_steps)
+    except (TypeError, ValueError) as exc:   # a callback refusing its settings, before step one
+        _fail(str(exc))
+    if trainer.stop_reason:
+        print(f"stopped after {steps} of {trainer.max_iter} steps: {trainer.stop_reason}")
+    elif steps < trainer.max_iter:
         print(f"stopped after {steps} of {trainer.max_iter} steps (--max-steps)")
 
     test_acc = network.accuracy(x_test, t_test, args.batch_size, exact=True)
@@ -155,6 +270,8 @@ def train_main(argv):
         print(f"error: cannot save the parameters: {exc}", file=sys.stderr)
         return 1
     print(f"parameters saved to {args.out}")
+    if args.checkpoint and os.path.exists(args.checkpoint):
+        print(f"best validation epoch saved to {args.checkpoint}")
     if not args.no_plot:
         _plot(trainer, args.plot)
     return 0
@@ -212,51 +329,57 @@ class _EpochPrinter:
         print(f"epoch {trainer.current_epoch}/{self.epochs}: "
               f"train acc {float(trainer.train_acc_list[-1]):.4f}, "
               f"test acc {float(trainer.test_acc_list[-1]):.4f}, "
-              f"loss {float(np.mean(losses)):.4f}, {rate:.0f} images/s, "
+              + (f"val acc {trainer.val_acc_list[-1]:.4f}, " if trainer.val_acc_list else "")
+              + f"loss {float(np.mean(losses)):.4f}, {rate:.0f} images/s, "
               f"elapsed {now - self.t0:.1f} s", flush=True)
         self.last, self.last_iter = now, trainer.current_iter + 1
 
 
 def _plot(trainer, path):
-    try:
-        import matplotlib
+    from . import visualize
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+    if not trainer.train_acc_list:
+        print("no epoch finished: no plot")
+        return
+    try:
+        visualize.plot_curves(trainer, path)
     except ImportError:
         print("matplotlib is not installed: no plot (pip install matplotlib)")
         return
-    epochs = np.arange(1, len(trainer.train_acc_list) + 1)
-    fig, ax = plt.subplots()
-    ax.plot(epochs, trainer.train_acc_list, marker="o", label="train", markevery=2)
-    ax.plot(epochs, trainer.test_acc_list, marker="s", label="test", markevery=2)
-    ax.set_xlabel("epochs")
-    ax.set_ylabel("accuracy")
-    ax.set_ylim(0, 1.0)
-    ax.legend(loc="lower right")
-    fig.savefig(path)
-    plt.close(fig)
-    print(f"accuracy curves written to {path}")
+    print(f"loss and accuracy curves written to {path}")
 
 
 def evaluate_main(argv):
     parser = argparse.ArgumentParser(
         prog="python -m cnncore evaluate",
-        description="Exact test accuracy of saved parameters on the 10000 MNIST test images.")
+        description="Exact test accuracy of saved parameters on a dataset's test images, and "
+                    "optionally its confusion matrix and misclassified images as PNGs.")
     parser.add_argument("--params", required=True, metavar="FILE",
                         help=".npz from 'train' or save_params (or a textbook .pkl with --pickle)")
     _common_options(parser)
     parser.add_argument("--test-size", type=int, metavar="N",
-                        help="score only the first N test images (default: all 10000)")
+                        help="score only the first N test images (default: all)")
+    parser.add_argument("--confusion", metavar="PNG", help="write the confusion matrix here")
+    parser.add_argument("--misclassified", metavar="PNG",
+                        help="write a grid of misclassified images (true -> predicted) here")
     parser.add_argument("--pickle", action="store_true",
                         help="allow a pickle file (the textbook's params.pkl); only for files you "
                              "trust, unpickling can run code")
     args = parser.parse_args(argv)
     _setup(parser, args)
+    _check_outputs([("--confusion", args.confusion), ("--misclassified", args.misclassified)])
+    if args.confusion or args.misclassified:
+        try:
+            import matplotlib  # noqa: F401  (fail now, not after the evaluation)
+        except ImportError:
+            _fail("--confusion / --misclassified need matplotlib: pip install matplotlib")
+
+    from . import visualize
+    from .datasets import CLASS_NAMES
 
     _, (x_test, t_test) = _load(args)
     x_test, t_test = x_test[:args.test_size], t_test[:args.test_size]
-    network = build_network(args.network, args.dtype)
+    network = build_network(args.network, args.dtype, x_test.shape[1:], 10)
     try:
         network.load_params(args.params, allow_pickle=args.pickle)
     except (OSError, ValueError) as exc:
@@ -264,8 +387,17 @@ def evaluate_main(argv):
               file=sys.stderr)
         return 1
     start = time.perf_counter()
-    acc = network.accuracy(x_test, t_test, args.batch_size, exact=True)
+    predicted = visualize.predict_labels(network, x_test, args.batch_size)
+    acc = float(np.mean(predicted == t_test))
     seconds = time.perf_counter() - start
     print(f"{type(network).__name__} ({args.dtype}) {args.params}: test acc {acc:.4f} "
           f"({round(acc * len(x_test))}/{len(x_test)} images, {seconds:.1f} s)")
+    names = CLASS_NAMES[args.dataset]
+    if args.confusion:
+        visualize.plot_confusion_matrix(t_test, predicted, args.confusion, class_names=names)
+        print(f"confusion matrix written to {args.confusion}")
+    if args.misclassified:
+        visualize.plot_misclassified(x_test, t_test, predicted, args.misclassified,
+                                     class_names=names)
+        print(f"misclassified images written to {args.misclassified}")
     return 0

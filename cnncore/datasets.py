@@ -1,7 +1,14 @@
-"""MNIST from the four standard idx ``.gz`` files, and a mini-batch iterator.
+"""MNIST, Fashion-MNIST and CIFAR-10 from their published files; a validation split; mini-batches.
 
     from cnncore.datasets import load_mnist       # instead of: from dataset.mnist import load_mnist
     (x_train, t_train), (x_test, t_test) = load_mnist(flatten=False)
+    (x_train, t_train), (x_test, t_test) = load_fashion_mnist(flatten=False)
+    (x_train, t_train), (x_test, t_test) = load_cifar10()          # (N, 3, 32, 32)
+    (x_train, t_train), (x_val, t_val) = split_validation(x_train, t_train, 0.2)
+
+Fashion-MNIST and CIFAR-10 follow the same contract as MNIST (below; details in their docstrings):
+local files first, downloads only into the per-user cache, atomically and verified against the
+published MD5s, fresh writable arrays, and a FileNotFoundError that says which files to put where.
 
 Where the files are looked for (the first that applies):
 
@@ -34,6 +41,7 @@ import http.client
 import io
 import os
 import sys
+import tarfile
 import urllib.request
 import zlib
 from pathlib import Path
@@ -83,11 +91,7 @@ _memo = {}  # key -> (file stamp, verified uint8 array); the arrays are never ha
 
 def default_data_dir():
     """``$CNNCORE_DATA`` if set, else ``$XDG_CACHE_HOME/cnncore/mnist`` (``~/.cache/...``)."""
-    env = os.environ.get("CNNCORE_DATA")
-    if env:
-        return Path(env).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
-    return Path(cache).expanduser() / "cnncore" / "mnist"
+    return _cache_dir("mnist", "CNNCORE_DATA")
 
 
 def _data_dir(path):
@@ -180,13 +184,44 @@ def _fetch(url, out, timeout=60, max_bytes=32 * 2**20):
                 break
             done += len(chunk)
             if done > max_bytes:
-                raise OSError(f"response larger than {max_bytes} bytes: not an MNIST file")
+                raise OSError(f"response larger than {max_bytes} bytes: not the expected file")
             out.write(chunk)
             if total and sys.stdout.isatty():
                 print(f"\r  {done / 1e6:.1f} / {total / 1e6:.1f} MB ({100 * done // total}%)",
                       end="", flush=True)
     if total and sys.stdout.isatty():
         print()
+
+
+def _store_mnist(url, key, target):
+    buffer = io.BytesIO()  # at most ~10 MB; checked before anything is written
+    _fetch(url, buffer)
+    buffer.seek(0)
+    _verified(_decompress(buffer, key, url), key, url)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(target) as out:
+        out.write(buffer.getvalue())
+
+
+def _try_mirrors(file_name, mirrors, store, verbose):
+    """Call ``store(url)`` for ``file_name`` at each mirror until one succeeds (it raises OSError,
+    ValueError or HTTPException otherwise). Returns the failures, empty on success."""
+    errors = []
+    for base in mirrors:
+        url = base.rstrip("/") + "/" + file_name
+        if verbose:
+            print(f"Downloading {file_name} from {url} ...", flush=True)
+        try:
+            store(url)
+        except (OSError, ValueError, http.client.HTTPException) as exc:
+            errors.append(f"{url}: {exc}")
+            if verbose:
+                print(f"  failed: {exc}", flush=True)
+            continue
+        if verbose:
+            print("Done", flush=True)
+        return []
+    return errors or [f"{file_name}: no mirrors"]
 
 
 def download_mnist(path=None, mirrors=None, verbose=True):
@@ -203,28 +238,9 @@ def download_mnist(path=None, mirrors=None, verbose=True):
         target = directory / file_name
         if target.exists():
             continue
-        errors = []
-        for base in mirrors:
-            url = base.rstrip("/") + "/" + file_name
-            if verbose:
-                print(f"Downloading {file_name} from {url} ...", flush=True)
-            try:
-                buffer = io.BytesIO()  # at most ~10 MB; checked before anything is written
-                _fetch(url, buffer)
-                buffer.seek(0)
-                _verified(_decompress(buffer, key, url), key, url)
-                directory.mkdir(parents=True, exist_ok=True)
-                with atomic_write(target) as out:
-                    out.write(buffer.getvalue())
-            except (OSError, ValueError, http.client.HTTPException) as exc:
-                errors.append(f"{url}: {exc}")
-                if verbose:
-                    print(f"  failed: {exc}", flush=True)
-                continue
-            if verbose:
-                print("Done", flush=True)
-            break
-        else:
+        errors = _try_mirrors(file_name, mirrors, lambda url: _store_mnist(url, key, target),
+                              verbose)
+        if errors:
             failed[file_name] = errors
     if failed:
         tried = "\n".join(f"  {e}" for errors in failed.values() for e in errors) or "  (no mirrors)"
@@ -242,9 +258,7 @@ def init_mnist(path=None):
 
 
 def _change_one_hot_label(labels):
-    one_hot = np.zeros((labels.size, 10))
-    one_hot[np.arange(labels.size), labels] = 1
-    return one_hot
+    return _one_hot(labels, 10)
 
 
 def load_mnist(normalize=True, flatten=True, one_hot_label=False, path=None, *, download=True):
@@ -319,3 +333,420 @@ def iterate_minibatches(x, t, batch_size, shuffle=True, drop_last=False, rng=Non
         else:
             index = order[start:start + batch_size]
             yield x[index], t[index]
+
+
+# ----------------------------------------------------------------------------- validation split
+
+def split_validation(x, t, val_fraction=0.2, shuffle=True, rng=None):
+    """Hold out ``val_fraction`` of (x, t) for validation: ``((x_train, t_train), (x_val, t_val))``.
+
+    Chapter 6's recipe (``hyperparameter_optimization.py``): shuffle, then the first
+    ``int(N * val_fraction)`` samples are the validation set. Tune on it, never on the test set.
+    ``rng``: None (the global ``np.random.permutation``, like the textbook's ``shuffle_dataset``), an
+    int seed, or a Generator / RandomState. Returns copies when shuffling, views otherwise.
+    Raises ValueError when the fraction is not in (0, 1) or either part would be empty.
+    """
+    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float, np.floating)):
+        raise TypeError(f"val_fraction must be a number in (0, 1), got {val_fraction!r}")
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
+    n = len(x)
+    if len(t) != n:
+        raise ValueError(f"x and t must have the same number of samples, got {n} and {len(t)}")
+    n_val = int(n * val_fraction)
+    if n_val == 0 or n_val == n:
+        raise ValueError(f"val_fraction={val_fraction} of {n} samples leaves "
+                         f"{'no validation' if n_val == 0 else 'no training'} samples")
+    if shuffle:
+        order = _rng(rng).permutation(n)
+        x, t = x[order], t[order]
+    return (x[n_val:], t[n_val:]), (x[:n_val], t[:n_val])
+
+
+def _rng(rng):
+    if rng is None:
+        return np.random
+    if isinstance(rng, (int, np.integer)):
+        return np.random.default_rng(rng)
+    return rng
+
+
+# ----------------------------------------------------------------------------- shared helpers
+
+class _HashingWriter:
+    """A binary file wrapper that hashes what passes through it."""
+
+    def __init__(self, out, algorithm="md5"):
+        self.out, self.hash = out, hashlib.new(algorithm)
+
+    def write(self, data):
+        self.hash.update(data)
+        return self.out.write(data)
+
+
+def _md5_of_file(f):
+    digest = hashlib.md5()
+    for block in iter(lambda: f.read(1 << 20), b""):
+        digest.update(block)
+    f.seek(0)
+    return digest.hexdigest()
+
+
+def _cache_dir(name, env):
+    """``$<env>`` if set, else ``$XDG_CACHE_HOME/cnncore/<name>`` (``~/.cache/...``)."""
+    value = os.environ.get(env)
+    if value:
+        return Path(value).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
+    return Path(cache).expanduser() / "cnncore" / name
+
+
+def _download_verified(file_name, mirrors, md5, target, max_bytes, verbose):
+    """Fetch ``file_name`` from the first mirror that gives bytes with the published ``md5`` and
+    write them atomically to ``target``. Returns the list of failures (empty on success)."""
+    def store(url):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(target) as out:   # removed again unless the body succeeds
+            writer = _HashingWriter(out)
+            _fetch(url, writer, max_bytes=max_bytes)
+            if writer.hash.hexdigest() != md5:
+                raise ValueError(f"md5 {writer.hash.hexdigest()} differs from the published {md5}")
+
+    return _try_mirrors(file_name, mirrors, store, verbose)
+
+
+def _one_hot(labels, classes):
+    one_hot = np.zeros((labels.size, classes))
+    one_hot[np.arange(labels.size), labels] = 1
+    return one_hot
+
+
+def _finish(images, labels, normalize, flatten, one_hot_label, sample_shape, classes):
+    """The load_mnist conventions: float32 / 255 or uint8 copies, flat or per-sample shape, labels
+    uint8 or float64 one-hot."""
+    if normalize:
+        out = images.astype(np.float32)
+        out /= 255.0
+    else:
+        out = images.copy()
+    out = out.reshape(len(out), -1) if flatten else out.reshape(len(out), *sample_shape)
+    labels = _one_hot(labels, classes) if one_hot_label else labels.copy()
+    return out, labels
+
+
+def _check_labels(labels, classes, shown):
+    if labels.size and labels.max() >= classes:
+        bad = int(np.argmax(labels >= classes))
+        raise ValueError(f"{shown}: label {labels[bad]} at index {bad} is outside the {classes} "
+                         f"classes 0..{classes - 1}")
+
+
+# ----------------------------------------------------------------------------- Fashion-MNIST
+
+#: Fashion-MNIST's class names, by label.
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                         "Sneaker", "Bag", "Ankle boot")
+#: Where :func:`load_fashion_mnist` downloads from (the dataset's own hosts).
+FASHION_MNIST_MIRRORS = (
+    "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+    "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
+)
+#: MD5 of the published ``.gz`` files (zalandoresearch/fashion-mnist's README; torchvision's
+#: ``FashionMNIST.resources`` lists the same).
+FASHION_MNIST_MD5 = {
+    "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+    "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+    "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+    "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
+}
+
+
+def _read_idx_gz(file_path, magic, sample_shape, max_count, md5):
+    """A uint8 idx array from a .gz file: header magic and per-sample shape checked, at most
+    ``max_count`` samples (the published file's count), decompressed with that bound. When the
+    header declares exactly the published count, the .gz must have the published ``md5``."""
+    shown = str(file_path)
+    size = 4 + 4 * (1 + len(sample_shape)) + max_count * int(np.prod(sample_shape, dtype=np.int64))
+    with open_regular_file(file_path) as f:
+        raw_md5 = _md5_of_file(f)
+        try:
+            with gzip.GzipFile(fileobj=f, mode="rb") as stream:
+                data = stream.read(size + 1)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise ValueError(f"{shown}: corrupted or truncated gzip file ({exc})") from None
+    if len(data) > size:
+        raise ValueError(f"{shown}: decompresses to more than the {size} bytes the published "
+                         f"file has: not this dataset's file")
+    if len(data) >= 8 and int.from_bytes(data[4:8], "big") > max_count:
+        raise ValueError(f"{shown}: declares {int.from_bytes(data[4:8], 'big')} samples, more "
+                         f"than the {max_count} of the published file: not this dataset's file")
+    array = parse_idx(data, shown)
+    if int.from_bytes(data[:4], "big") != magic or array.shape[1:] != tuple(sample_shape):
+        raise ValueError(f"{shown}: idx header says magic {int.from_bytes(data[:4], 'big')} shape "
+                         f"{array.shape}, expected magic {magic} and samples of shape "
+                         f"{tuple(sample_shape)} (is this the right file?)")
+    if len(array) == max_count and raw_md5 != md5:
+        raise ValueError(f"{shown}: has the published file's size but md5 {raw_md5}, expected "
+                         f"{md5}: the file is corrupted or a different dataset")
+    return array
+
+
+def load_fashion_mnist(normalize=True, flatten=True, one_hot_label=False, path=None, *,
+                       download=True):
+    """Fashion-MNIST (Zalando's 28x28 clothing images, 10 classes) like :func:`load_mnist`.
+
+    The four files have MNIST's names and idx ``.gz`` format; they are looked for in ``path``, else
+    ``$CNNCORE_FASHION_MNIST_DATA``, else ``~/.cache/cnncore/fashion-mnist`` (where missing files are
+    downloaded, each verified against :data:`FASHION_MNIST_MD5` and written atomically, unless
+    ``download=False``). Every file's idx header, length and labels (0..9) are checked; a file that
+    holds the published number of samples must also have the published MD5. Smaller files in the
+    same format (a subset) are accepted. Class names: :data:`FASHION_MNIST_CLASSES`.
+    Returns ``((x_train, t_train), (x_test, t_test))``, fresh writable arrays.
+    """
+    directory = Path(path).expanduser() if path is not None else \
+        _cache_dir("fashion-mnist", "CNNCORE_FASHION_MNIST_DATA")
+    missing = [name for name in key_file.values() if not (directory / name).exists()]
+    if missing and download and path is None:
+        failed = {}
+        for name in missing:
+            errors = _download_verified(name, FASHION_MNIST_MIRRORS, FASHION_MNIST_MD5[name],
+                                        directory / name, 32 * 2**20, verbose=True)
+            if errors:
+                failed[name] = errors
+        missing = list(failed)
+    if missing:
+        raise FileNotFoundError(
+            f"Fashion-MNIST files not found: {', '.join(missing)}.\nPut the four files\n  "
+            + "\n  ".join(key_file.values()) + f"\nfrom https://github.com/zalandoresearch/"
+            f"fashion-mnist (data/fashion) into {directory}\n(or pass path=... / set "
+            f"$CNNCORE_FASHION_MNIST_DATA)")
+    arrays = {}
+    for key, name in key_file.items():
+        is_img = key.endswith("img")
+        count = train_num if key.startswith("train") else test_num
+        arrays[key] = _read_idx_gz(directory / name, 2051 if is_img else 2049,
+                                   (28, 28) if is_img else (), count, FASHION_MNIST_MD5[name])
+    out = []
+    for split in ("train", "test"):
+        images, labels = arrays[split + "_img"], arrays[split + "_label"]
+        shown = directory / key_file[split + "_label"]
+        if len(images) != len(labels) or len(images) == 0:
+            raise ValueError(f"{shown}: {len(labels)} labels for {len(images)} images in "
+                             f"{key_file[split + '_img']} (need the same number, at least one)")
+        _check_labels(labels, 10, shown)
+        out.append(_finish(images, labels, normalize, flatten, one_hot_label, img_dim, 10))
+    return tuple(out)
+
+
+# ----------------------------------------------------------------------------- CIFAR-10
+
+#: CIFAR-10's class names, by label (as in ``batches.meta.txt``).
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+                   "truck")
+#: The binary distribution: archive name, URL directory, the MD5 published on the dataset's page
+#: (https://www.cs.toronto.edu/~kriz/cifar.html) and its size.
+CIFAR10_ARCHIVE = "cifar-10-binary.tar.gz"
+CIFAR10_MIRRORS = ("https://www.cs.toronto.edu/~kriz/",)
+CIFAR10_MD5 = "c32a1d4ab5d03f1284b67883e8d87530"
+CIFAR10_ARCHIVE_BYTES = 170052171
+CIFAR10_DIR = "cifar-10-batches-bin"
+CIFAR10_TRAIN_FILES = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
+CIFAR10_TEST_FILES = ("test_batch.bin",)
+_CIFAR_RECORD = 1 + 3 * 32 * 32   # one label byte, then 1024 red, 1024 green, 1024 blue bytes
+_CIFAR_BATCH = 10000              # records in each published batch file
+_cifar_memo = {}
+
+
+def _parse_cifar_batch(data, shown):
+    """(images (N, 3, 32, 32) uint8, labels (N,) uint8) from a data_batch_N.bin's bytes."""
+    if len(data) == 0 or len(data) % _CIFAR_RECORD:
+        raise ValueError(f"{shown}: {len(data)} bytes is not a whole number of {_CIFAR_RECORD}-byte "
+                         f"CIFAR-10 records (1 label byte + 3072 pixel bytes): truncated or not "
+                         f"a CIFAR-10 binary batch")
+    if len(data) > _CIFAR_BATCH * _CIFAR_RECORD:
+        raise ValueError(f"{shown}: {len(data) // _CIFAR_RECORD} records, more than the "
+                         f"{_CIFAR_BATCH} of a CIFAR-10 batch file")
+    records = np.frombuffer(data, np.uint8).reshape(-1, _CIFAR_RECORD)
+    labels = records[:, 0]
+    _check_labels(labels, 10, shown)
+    return records[:, 1:].reshape(-1, 3, 32, 32), labels
+
+
+def _cifar_from_archive(archive):
+    """The six batch files' bytes from the verified binary archive, read as a stream: only regular
+    members with the expected names are read, nothing is extracted."""
+    wanted = {f"{CIFAR10_DIR}/{name}": name for name in CIFAR10_TRAIN_FILES + CIFAR10_TEST_FILES}
+    found = {}
+    with open_regular_file(archive) as f:
+        md5 = _md5_of_file(f)
+        if md5 != CIFAR10_MD5:
+            raise ValueError(f"{archive}: md5 {md5} differs from the published {CIFAR10_MD5}: the "
+                             f"archive is corrupted, truncated or not {CIFAR10_ARCHIVE}")
+        with tarfile.open(fileobj=f, mode="r|gz") as tar:
+            for member in tar:
+                name = wanted.get(member.name)
+                if name is None or not member.isfile():
+                    continue
+                if member.size != _CIFAR_BATCH * _CIFAR_RECORD:
+                    raise ValueError(f"{archive}: member {member.name} has {member.size} bytes, "
+                                     f"expected {_CIFAR_BATCH * _CIFAR_RECORD}")
+                found[name] = tar.extractfile(member).read()
+    missing = sorted(set(wanted.values()) - set(found))
+    if missing:
+        raise ValueError(f"{archive}: members missing: {', '.join(missing)}")
+    return found
+
+
+def _cifar_files(directory):
+    """Where the batch files are: ``directory/cifar-10-batches-bin/``, else ``directory`` itself;
+    None when neither holds them all."""
+    names = CIFAR10_TRAIN_FILES + CIFAR10_TEST_FILES
+    for place in (directory / CIFAR10_DIR, directory):
+        if all((place / name).exists() for name in names):
+            return place
+    return None
+
+
+def _read_cifar_file(file_path, shown):
+    with open_regular_file(file_path) as f:
+        data = f.read(_CIFAR_BATCH * _CIFAR_RECORD + 1)
+    return _parse_cifar_batch(data, shown)
+
+
+def _check_meta(place):
+    """batches.meta.txt, when present, must list the ten class names (one a line)."""
+    meta = place / "batches.meta.txt"
+    if not meta.exists():
+        return
+    with open_regular_file(meta) as f:
+        names = f.read(4096).decode("ascii", "replace").split()
+    if tuple(names) != CIFAR10_CLASSES:
+        raise ValueError(f"{meta}: lists classes {names[:12]}, expected {list(CIFAR10_CLASSES)}")
+
+
+#: The Python distribution's extracted directory and the MD5 of each batch pickle (torchvision's
+#: ``CIFAR10.train_list`` / ``test_list``), keyed by the binary batch each stands for.
+CIFAR10_PY_DIR = "cifar-10-batches-py"
+CIFAR10_PY_MD5 = {
+    "data_batch_1.bin": ("data_batch_1", "c99cafc152244af753f735de768cd75f"),
+    "data_batch_2.bin": ("data_batch_2", "d4bba439e000b95fd0a9bffe97cbabec"),
+    "data_batch_3.bin": ("data_batch_3", "54ebc095f3ab1f0389bbae665268c751"),
+    "data_batch_4.bin": ("data_batch_4", "634d18415352ddfa80567beed471001a"),
+    "data_batch_5.bin": ("data_batch_5", "482c414d41f54cd18b22e5b47cb7c3cb"),
+    "test_batch.bin": ("test_batch", "40351d587109b95175f43aff81a1287e"),
+}
+_CIFAR_PY_MAX_BYTES = 32 * 2**20   # a published batch pickle is about 31 MB
+
+
+def _read_cifar_pickle(file_path, md5):
+    """(images, labels) from one batch of the Python distribution, without running its code: the
+    unpickler only builds NumPy arrays and plain containers (cnncore._io's allow-list), and the
+    result must be ``{'data': uint8 (N, 3072), 'labels': N ints in 0..9, ...}``. A batch of the
+    published 10000 images must have the published ``md5``."""
+    from ._io import _ArrayUnpickler, _RefusedGlobal
+
+    shown = str(file_path)
+    with open_regular_file(file_path) as f:
+        data = f.read(_CIFAR_PY_MAX_BYTES + 1)
+    if len(data) > _CIFAR_PY_MAX_BYTES:
+        raise ValueError(f"{shown}: larger than any CIFAR-10 batch pickle "
+                         f"({_CIFAR_PY_MAX_BYTES} bytes)")
+    try:
+        batch = _ArrayUnpickler(io.BytesIO(data), encoding="latin1").load()
+    except _RefusedGlobal as exc:
+        raise ValueError(f"{shown}: refused to unpickle, not a CIFAR-10 batch: {exc}") from None
+    except Exception as exc:   # whatever damage the pickle machine reports
+        raise ValueError(f"{shown}: corrupted or truncated pickle ({type(exc).__name__}: "
+                         f"{exc})") from None
+    if isinstance(batch, dict):
+        batch = {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in batch.items()}
+    images = batch.get("data") if isinstance(batch, dict) else None
+    labels = batch.get("labels") if isinstance(batch, dict) else None
+    if not (isinstance(images, np.ndarray) and images.dtype == np.uint8 and images.ndim == 2
+            and images.shape[1] == 3072 and isinstance(labels, list)
+            and len(labels) == len(images) and 0 < len(images) <= _CIFAR_BATCH
+            and all(type(v) is int for v in labels)):
+        raise ValueError(f"{shown}: expected a CIFAR-10 batch: a dict with 'data' (uint8, N x "
+                         f"3072, N <= {_CIFAR_BATCH}) and 'labels' (N ints)")
+    labels = np.array(labels, dtype=np.int64)
+    if labels.min() < 0:
+        raise ValueError(f"{shown}: label {labels.min()} is outside the 10 classes 0..9")
+    _check_labels(labels, 10, shown)
+    digest = hashlib.md5(data).hexdigest()
+    if len(images) == _CIFAR_BATCH and digest != md5:
+        raise ValueError(f"{shown}: has the published batch's size but md5 {digest}, expected "
+                         f"{md5}: corrupted or altered")
+    return images.reshape(-1, 3, 32, 32), labels.astype(np.uint8)
+
+
+def load_cifar10(normalize=True, flatten=False, one_hot_label=False, path=None, *, download=True):
+    """CIFAR-10 (32x32 colour images, 10 classes) from the binary distribution (or the Python one).
+
+    Looked for in ``path``, else ``$CNNCORE_CIFAR10_DATA``, else ``~/.cache/cnncore/cifar10``:
+    the extracted ``cifar-10-batches-bin/`` (or its files directly in the directory), else an
+    extracted ``cifar-10-batches-py/`` (what torchvision and Keras leave behind; read by
+    :func:`_read_cifar_pickle`, which runs no code from the files and checks each published
+    batch's MD5), else the archive ``cifar-10-binary.tar.gz``, which must have the published MD5
+    (:data:`CIFAR10_MD5`) and is read without extracting. A missing archive is downloaded into the cache (verified,
+    atomically) unless ``download=False``. Each batch file must hold whole records of 1 label byte
+    (0..9) and 3072 pixel bytes (red, green, blue planes, row-major); ``batches.meta.txt``, if
+    present, must list the ten classes (:data:`CIFAR10_CLASSES`).
+
+    Images are ``(N, 3, 32, 32)`` (``flatten=True``: ``(N, 3072)``), float32 in [0, 1] when
+    ``normalize`` else uint8; labels uint8 ``(N,)`` or float64 one-hot ``(N, 10)``.
+    Returns ``((x_train, t_train), (x_test, t_test))``, fresh writable arrays.
+    """
+    directory = Path(path).expanduser() if path is not None else \
+        _cache_dir("cifar10", "CNNCORE_CIFAR10_DATA")
+    place = _cifar_files(directory)
+    python_dir = directory / CIFAR10_PY_DIR
+    if place is None and not all((python_dir / name).exists()
+                                 for name, _ in CIFAR10_PY_MD5.values()):
+        python_dir = None
+    archive = directory / CIFAR10_ARCHIVE
+    if place is None and python_dir is None and not archive.exists() and download and \
+            path is None:
+        errors = _download_verified(CIFAR10_ARCHIVE, CIFAR10_MIRRORS, CIFAR10_MD5, archive,
+                                    CIFAR10_ARCHIVE_BYTES + 1, verbose=True)
+        if errors:
+            raise FileNotFoundError(_cifar_missing(directory) + "\nDownload attempts:\n  "
+                                    + "\n  ".join(errors))
+    if place is not None:
+        _check_meta(place)
+        parts = {name: _read_cifar_file(place / name, str(place / name))
+                 for name in CIFAR10_TRAIN_FILES + CIFAR10_TEST_FILES}
+    elif python_dir is not None:
+        parts = {name: _read_cifar_pickle(python_dir / py_name, md5)
+                 for name, (py_name, md5) in CIFAR10_PY_MD5.items()}
+    elif archive.exists():
+        stat = os.stat(archive)
+        stamp = (str(archive.resolve()), stat.st_size, stat.st_mtime_ns)
+        if _cifar_memo.get("stamp") != stamp:
+            _cifar_memo.clear()
+            _cifar_memo.update(stamp=stamp, data=_cifar_from_archive(archive))
+        parts = {name: _parse_cifar_batch(data, f"{archive}:{name}")
+                 for name, data in _cifar_memo["data"].items()}
+    else:
+        raise FileNotFoundError(_cifar_missing(directory))
+    out = []
+    for names in (CIFAR10_TRAIN_FILES, CIFAR10_TEST_FILES):
+        images = np.concatenate([parts[name][0] for name in names])
+        labels = np.concatenate([parts[name][1] for name in names])
+        out.append(_finish(images, labels, normalize, flatten, one_hot_label, (3, 32, 32), 10))
+    return tuple(out)
+
+
+def _cifar_missing(directory):
+    return (f"CIFAR-10 not found in {directory}. Put either {CIFAR10_ARCHIVE} (the binary version "
+            f"from https://www.cs.toronto.edu/~kriz/cifar.html) or its extracted {CIFAR10_DIR}/ "
+            f"({', '.join(CIFAR10_TRAIN_FILES + CIFAR10_TEST_FILES)}, batches.meta.txt) there, or "
+            f"the Python version's extracted {CIFAR10_PY_DIR}/ (or pass path=... / set "
+            f"$CNNCORE_CIFAR10_DATA)")
+
+
+#: Class names of every dataset the loaders know, by the CLI's dataset name.
+CLASS_NAMES = {
+    "mnist": tuple(str(i) for i in range(10)),
+    "fashion-mnist": FASHION_MNIST_CLASSES,
+    "cifar10": CIFAR10_CLASSES,
+}

@@ -31,10 +31,33 @@ Extensions: ``optimizer`` may also be an optimizer instance (anything with ``upd
 grads)``); ``'rmsprpo'`` (the Korean edition's spelling) is accepted; ``train()`` keeps the final
 accuracy in ``final_test_acc``; ``epoch_callback(trainer)`` runs after each epoch's evaluation.
 
+More opt-in keywords (none changes the default run, its printed lines or its ``np.random`` calls):
+
+- ``x_val, t_val``: a validation set (see ``cnncore.datasets.split_validation``). After every epoch
+  it is scored exactly (every sample, inference mode) into ``val_acc_list`` and ``val_loss_list``
+  (the data loss, without weight decay), and the epoch line gains ``, val acc:<v>``. Tune on it,
+  not on the test set (chapter 6).
+- ``augment``: a function applied to every training batch before the step (e.g.
+  ``cnncore.augment.RandomCropFlip``); the extra loss forward sees the same augmented batch.
+- ``callbacks``: objects with any of the hooks of :class:`cnncore.callbacks.Callback`:
+  ``on_train_begin(trainer)`` (before the first step: check settings here, so that a bad one
+  fails before any training), ``on_step_end(trainer)`` (after every step; ``current_iter`` then
+  counts the steps done), ``on_evaluate_begin(trainer)`` (before each epoch's evaluation and
+  line), ``on_epoch_end(trainer)`` (after each epoch's evaluation, beside ``epoch_callback``) and
+  ``on_train_end(trainer)`` (after the last step, before the final test accuracy). Ready-made: learning-rate schedules, early stopping that restores the best weights,
+  a checkpoint of the best model and a progress display, in ``cnncore.callbacks``.
+- ``trainer.stop(reason)`` (from a callback, or any code that holds the trainer) ends ``train()``
+  cleanly after the current step: the final test accuracy is still measured and printed.
+- Every epoch also appends the mean training loss of its steps to ``epoch_loss_list`` (for
+  loss curves per epoch).
+
 The constructor checks what would otherwise fail (or silently train nothing) later, raising
 ValueError or TypeError naming the argument: ``epochs >= 0`` (an int; in the default mode also a
 fraction, since the textbook computes ``int(epochs * iter_per_epoch)``), ``mini_batch_size >= 1``,
-at least one training sample, and as many labels as images in the training and the test set.
+at least one training and one test sample, as many labels as images in each set,
+``evaluate_sample_num_per_epoch`` None or an int >= 1 (the textbook's ``[:t]`` silently drops the
+last sample for -1 and divides by zero for 0), a non-empty validation set given as both ``x_val``
+and ``t_val`` with samples shaped like the training set's; then every callback's ``on_train_begin`` runs before the first step.
 """
 import math
 import numbers
@@ -80,6 +103,28 @@ def _epochs(epochs, exact):
     return epochs
 
 
+_HOOKS = ("on_train_begin", "on_step_end", "on_evaluate_begin", "on_epoch_end", "on_train_end")
+
+
+def evaluate(network, x, t, batch_size=100):
+    """Exact accuracy and mean cross-entropy loss of ``network`` on (x, t), ``batch_size`` samples
+    at a time, in inference mode (``predict(x)``): ``(acc, loss)`` as floats. ``t``: labels or
+    one-hot. The loss is the data loss only (no weight decay term)."""
+    batch_size = check_int(batch_size, "batch_size", 1)
+    if len(x) == 0:
+        raise ValueError("evaluate needs at least one sample, got none")
+    labels = np.argmax(t, axis=1) if np.ndim(t) != 1 else np.asarray(t)
+    correct, total_loss = 0, 0.0
+    for start in range(0, len(x), batch_size):
+        y = np.asarray(network.predict(x[start:start + batch_size]), dtype=np.float64)
+        tb = labels[start:start + batch_size]
+        correct += int(np.sum(np.argmax(y, axis=1) == tb))
+        y = y - y.max(axis=1, keepdims=True)
+        log_p = y - np.log(np.exp(y).sum(axis=1, keepdims=True))
+        total_loss -= float(log_p[np.arange(len(tb)), tb].sum())
+    return correct / len(x), total_loss / len(x)
+
+
 def _same_length(x, t, x_name, t_name):
     if len(x) != len(t):
         raise ValueError(f"{t_name} must have one label per sample of {x_name}: {x_name} has "
@@ -100,7 +145,8 @@ class Trainer:
                  epochs=20, mini_batch_size=100,
                  optimizer='SGD', optimizer_param={'lr': 0.01},
                  evaluate_sample_num_per_epoch=None, verbose=True,
-                 *, exact_epochs=None, shuffle=False, epoch_callback=None):
+                 *, exact_epochs=None, shuffle=False, epoch_callback=None,
+                 x_val=None, t_val=None, augment=None, callbacks=()):
         if shuffle and exact_epochs is False:
             raise ValueError("shuffle=True visits every sample once per epoch, which needs "
                              "exact_epochs=True")
@@ -111,6 +157,27 @@ class Trainer:
         _same_length(x_test, t_test, "x_test", "t_test")
         if len(x_train) == 0:
             raise ValueError("x_train must hold at least one sample, got none")
+        if len(x_test) == 0:
+            raise ValueError("x_test must hold at least one sample, got none (accuracy would "
+                             "divide by zero after the first step)")
+        if evaluate_sample_num_per_epoch is not None:
+            evaluate_sample_num_per_epoch = check_int(
+                evaluate_sample_num_per_epoch, "evaluate_sample_num_per_epoch", 1)
+        if (x_val is None) != (t_val is None):
+            raise ValueError("give both x_val and t_val, or neither")
+        if x_val is not None:
+            _same_length(x_val, t_val, "x_val", "t_val")
+            if len(x_val) == 0:
+                raise ValueError("x_val must hold at least one sample, got none")
+            if np.shape(x_val)[1:] != np.shape(x_train)[1:]:
+                raise ValueError(f"x_val samples must have the shape of x_train's, "
+                                 f"{np.shape(x_train)[1:]}; got {np.shape(x_val)[1:]}")
+        if augment is not None and not callable(augment):
+            raise TypeError(f"augment must be a function of a batch, got {augment!r}")
+        callbacks = list(callbacks or ())
+        for callback in callbacks:
+            if not any(callable(getattr(callback, hook, None)) for hook in _HOOKS):
+                raise TypeError(f"callbacks: {callback!r} has none of the hooks {', '.join(_HOOKS)}")
         self.network = network
         self.verbose = verbose
         self.x_train = x_train
@@ -124,6 +191,10 @@ class Trainer:
         self.exact_epochs = exact_epochs
         self.shuffle = bool(shuffle)
         self.epoch_callback = epoch_callback
+        self.x_val = x_val
+        self.t_val = t_val
+        self.augment = augment
+        self.callbacks = callbacks
 
         self.train_size = x_train.shape[0]
         if self.exact_epochs:
@@ -140,6 +211,23 @@ class Trainer:
         self.test_acc_list = []
         self.final_test_acc = None
         self._epoch_batches = None
+        self.val_acc_list = []
+        self.val_loss_list = []
+        self.epoch_loss_list = []
+        self.stop_training = False
+        self.stop_reason = None
+        self._epoch_first_iter = 0
+
+    def stop(self, reason="stopped"):
+        """End train() after the current step (the final test accuracy is still measured)."""
+        self.stop_training = True
+        self.stop_reason = reason
+
+    def _hook(self, name):
+        for callback in self.callbacks:
+            method = getattr(callback, name, None)
+            if method is not None:
+                method(self)
 
     def _next_batch(self):
         if not self.shuffle:
@@ -151,6 +239,8 @@ class Trainer:
 
     def train_step(self):
         x_batch, t_batch = self._next_batch()
+        if self.augment is not None:
+            x_batch = self.augment(x_batch)
 
         grads = self.network.gradient(x_batch, t_batch)
         self.optimizer.update(self.network.params, grads)
@@ -167,8 +257,12 @@ class Trainer:
         if epoch_done:
             self._evaluate_epoch()
         self.current_iter += 1
+        if self.callbacks:
+            self._hook("on_step_end")
 
     def _evaluate_epoch(self):
+        if self.callbacks:
+            self._hook("on_evaluate_begin")
         self.current_epoch += 1
 
         x_train_sample, t_train_sample = self.x_train, self.t_train
@@ -182,16 +276,51 @@ class Trainer:
         test_acc = self.network.accuracy(x_test_sample, t_test_sample)
         self.train_acc_list.append(train_acc)
         self.test_acc_list.append(test_acc)
+        losses = self.train_loss_list[self._epoch_first_iter:]
+        self.epoch_loss_list.append(float(np.mean(losses)))
+        self._epoch_first_iter = len(self.train_loss_list)
+        val = ""
+        if self.x_val is not None:
+            x_val, t_val = self.x_val, self.t_val
+            if self.evaluate_sample_num_per_epoch is not None:
+                x_val = x_val[:self.evaluate_sample_num_per_epoch]
+                t_val = t_val[:self.evaluate_sample_num_per_epoch]
+            val_acc, val_loss = evaluate(self.network, x_val, t_val)
+            self.val_acc_list.append(val_acc)
+            self.val_loss_list.append(val_loss)
+            val = ", val acc:" + str(val_acc)
 
         if self.verbose:
             print("=== epoch:" + str(self.current_epoch) + ", train acc:" + str(train_acc)
-                  + ", test acc:" + str(test_acc) + " ===")
+                  + ", test acc:" + str(test_acc) + val + " ===")
         if self.epoch_callback is not None:
             self.epoch_callback(self)
+        if self.callbacks:
+            self._hook("on_epoch_end")
+
+    def fit(self, max_steps=None):
+        """The training loop of train() without the final test accuracy: the hooks'
+        ``on_train_begin``, up to ``max_iter`` steps (or ``max_steps``, if fewer) ending early at
+        ``stop()``, then ``on_train_end``. Returns the number of steps run."""
+        steps = self.max_iter if max_steps is None else min(
+            check_int(max_steps, "max_steps", 0), self.max_iter)
+        if self.callbacks:
+            self._hook("on_train_begin")
+        done = 0
+        for _ in range(steps):
+            self.train_step()
+            done += 1
+            if self.stop_training:
+                break
+        if self.callbacks:
+            self._hook("on_train_end")
+        if self.stop_training and self.verbose:
+            print(f"training stopped after {self.current_iter} of {self.max_iter} steps: "
+                  f"{self.stop_reason}")
+        return done
 
     def train(self):
-        for _ in range(self.max_iter):
-            self.train_step()
+        self.fit()
 
         test_acc = self.network.accuracy(self.x_test, self.t_test)
         self.final_test_acc = test_acc

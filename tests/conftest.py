@@ -61,3 +61,62 @@ def run_outside_the_checkout(tmp_path_factory):
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)
+
+
+# ---------------------------------------------------------------- synthetic course datasets (issue 27)
+
+def write_idx_gz(path, array, magic):
+    """An idx .gz file in MNIST's format (big-endian header: magic, then each dimension)."""
+    import gzip
+
+    header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + np.ascontiguousarray(array, np.uint8).tobytes())
+
+
+def write_fashion_mnist(directory, n_train=60, n_test=20, seed=0):
+    """The four Fashion-MNIST files (MNIST's names and format) with n_train / n_test samples;
+    returns the arrays written."""
+    gen = np.random.default_rng(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    arrays = {}
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        images = gen.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        write_idx_gz(directory / f"{prefix}-images-idx3-ubyte.gz", images, 2051)
+        write_idx_gz(directory / f"{prefix}-labels-idx1-ubyte.gz", labels, 2049)
+        arrays[prefix] = (images, labels)
+    return arrays
+
+
+def write_cifar10(directory, per_batch=20, seed=0, learnable=False, zeros=False):
+    """CIFAR-10's binary layout: cifar-10-batches-bin/data_batch_1..5.bin and test_batch.bin, each
+    per_batch records of 1 label byte + 3072 pixel bytes, and batches.meta.txt. learnable=True makes
+    the class visible in the pixels (the red plane's mean grows with the label); zeros=True writes
+    black images (they compress to almost nothing)."""
+    gen = np.random.default_rng(seed)
+    place = directory / "cifar-10-batches-bin"
+    place.mkdir(parents=True, exist_ok=True)
+    batches = {}
+    for name in [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]:
+        labels = gen.integers(0, 10, per_batch, dtype=np.uint8)
+        images = gen.integers(0, 256, (per_batch, 3, 32, 32), dtype=np.uint8)
+        if zeros:
+            images[...] = 0
+        if learnable:
+            images[:, 0] = (labels[:, None, None] * 25 + gen.integers(0, 10, (per_batch, 32, 32)))
+        records = np.concatenate([labels[:, None], images.reshape(per_batch, -1)], axis=1)
+        (place / name).write_bytes(records.astype(np.uint8).tobytes())
+        batches[name] = (images, labels)
+    (place / "batches.meta.txt").write_text(
+        "airplane\nautomobile\nbird\ncat\ndeer\ndog\nfrog\nhorse\nship\ntruck\n\n")
+    return batches
+
+
+@pytest.fixture
+def course_data():
+    """The synthetic-file writers above, for tests (conftest is not importable in importlib mode)."""
+    import types
+
+    return types.SimpleNamespace(idx_gz=write_idx_gz, fashion_mnist=write_fashion_mnist,
+                                 cifar10=write_cifar10)

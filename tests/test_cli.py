@@ -4,7 +4,6 @@ import io
 import re
 import subprocess
 import sys
-import types
 from unittest import mock
 
 import numpy as np
@@ -42,8 +41,8 @@ def trained(tmp_path_factory, mnist_dir):
 def test_train_prints_epochs_and_saves_params(trained, mnist_dir):
     out, out_file = trained
     lines = out.splitlines()
-    assert lines[0].startswith("SimpleConvNet (float64), 1000 training / 500 test images, "
-                               "3 epochs x 10 steps of 100, Adam lr 0.001")
+    assert lines[0].startswith("SimpleConvNet (float64) on mnist, 1000 training / 500 test "
+                               "images, 3 epochs x 10 steps of 100, Adam lr 0.001")
     epochs = [line for line in lines if line.startswith("epoch ")]
     pattern = (r"epoch (\d)/3: train acc (0\.\d{4}), test acc (0\.\d{4}), loss ([\d.]+), "
                r"(\d+) images/s, elapsed ([\d.]+) s")
@@ -113,29 +112,22 @@ def test_evaluate_errors(tmp_path, mnist_dir):
 @pytest.mark.parametrize("network, name, dtype", [("lenet5", "LeNet5", "float32"),
                                                    ("deep", "DeepConvNet", "float64")])
 def test_other_networks_short_run_with_a_plot(network, name, dtype, tmp_path, mnist_dir):
-    """Two steps, textbook log lines (--verbose), and the plot through a stand-in matplotlib."""
-    pyplot = mock.MagicMock()
-    fig, ax = mock.MagicMock(), mock.MagicMock()
-    pyplot.subplots.return_value = (fig, ax)
-    fake = types.ModuleType("matplotlib")
-    fake.use = mock.MagicMock()
-    fake.pyplot = pyplot
+    """Two steps, textbook log lines (--verbose), and the curves drawn for real."""
+    pytest.importorskip("matplotlib")
     out_file, png = tmp_path / "p.npz", tmp_path / "acc.png"
-    with mock.patch.dict(sys.modules, {"matplotlib": fake, "matplotlib.pyplot": pyplot}):
-        code, out, err = run(train_main, [
-            "--network", network, "--dtype", dtype, "--data", str(mnist_dir),
-            "--train-size", "100", "--test-size", "50", "--epochs", "2", "--max-steps", "2",
-            "--eval-samples", "0", "--batch-size", "50", "--out", str(out_file),
-            "--plot", str(png), "--verbose"])
+    code, out, err = run(train_main, [
+        "--network", network, "--dtype", dtype, "--data", str(mnist_dir),
+        "--train-size", "100", "--test-size", "50", "--epochs", "2", "--max-steps", "2",
+        "--eval-samples", "0", "--batch-size", "50", "--out", str(out_file),
+        "--plot", str(png), "--verbose"])
     assert code == 0, err
-    assert out.startswith(f"{name} ({dtype}), 100 training / 50 test images")
+    assert out.startswith(f"{name} ({dtype}) on mnist, 100 training / 50 test images")
     assert out.count("train loss:") == 2
     assert re.search(r"=== epoch:1, train acc:[\d.]+, test acc:[\d.]+ ===", out)
     assert "epoch 1/2: train acc" in out and "epoch 2/2" not in out
     assert "stopped after 2 of 4 steps (--max-steps)" in out
-    fig.savefig.assert_called_once_with(str(png))
-    (x, train_acc), _ = ax.plot.call_args_list[0]
-    assert list(x) == [1] and len(train_acc) == 1
+    assert f"loss and accuracy curves written to {png}" in out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     params = load_params_file(out_file, None)
     assert all(v.dtype == dtype for v in params.values())
     assert len(params) == {"lenet5": 10, "deep": 16}[network]
@@ -146,7 +138,8 @@ def test_subset_is_the_course_demo(tmp_path, mnist_dir):
         "--subset", "--epochs", "1", "--max-steps", "2", "--network", "lenet5", "--dtype", "float32",
         "--data", str(mnist_dir), "--out", str(tmp_path / "p.npz"), "--no-plot", "--shuffle"])
     assert code == 0, err
-    assert out.startswith("LeNet5 (float32), 5000 training / 1000 test images, 1 epochs x 50 steps")
+    assert out.startswith("LeNet5 (float32) on mnist, 5000 training / 1000 test images, "
+                          "1 epochs x 50 steps")
     assert "stopped after 2 of 50 steps" in out
     assert re.search(r"final test acc 0\.\d{4} \(\d+/1000 images\)", out)
     assert "plot" not in out and (tmp_path / "p.npz").exists()
@@ -229,3 +222,113 @@ def test_info_describes_the_build_and_runtime(monkeypatch):
     # The Cython that generated the C code (setup requires >= 3.1), read from the build itself.
     built = tuple(int(part) for part in fields["built_with_cython"].split("."))
     assert len(built) == 3 and built >= (3, 1, 0)
+
+
+# ------------------------------------------------------------- datasets, validation, hooks (issue 27)
+
+@pytest.fixture
+def cifar_dir(tmp_path, course_data):
+    """Synthetic CIFAR-10 binary batches whose class shows in the red plane."""
+    course_data.cifar10(tmp_path / "cifar", per_batch=40, learnable=True)
+    return tmp_path / "cifar"
+
+
+def test_train_cifar10_from_synthetic_files(cifar_dir, tmp_path):
+    pytest.importorskip("matplotlib")
+    out, best, png = tmp_path / "p.npz", tmp_path / "best.npz", tmp_path / "curves.png"
+    code, text, err = run(train_main, [
+        "--dataset", "cifar10", "--data", str(cifar_dir), "--network", "simple",
+        "--dtype", "float32", "--epochs", "4", "--batch-size", "20", "--seed", "0",
+        "--val-split", "0.2", "--augment", "--lr-schedule", "cosine", "--early-stop", "3",
+        "--checkpoint", str(best), "--out", str(out), "--plot", str(png), "--lr", "0.003"])
+    assert code == 0, err
+    lines = text.splitlines()
+    assert lines[0].startswith("SimpleConvNet (float32) on cifar10, 160 training / 40 "
+                               "validation / 40 test images, 4 epochs x 8 steps of 20")
+    assert "RandomCropFlip(pad=4, flip=True)" in lines[0] and "lr schedule cosine" in lines[0]
+    epochs = [line for line in lines if re.match(r"epoch \d/4: train acc", line)]
+    assert epochs and all(re.search(r"test acc 0\.\d{4}, val acc [01]\.\d{4}, loss", line)
+                          for line in epochs), epochs
+    assert "\r" not in text   # not a terminal: the progress display writes plain lines only
+    network = SimpleConvNet(input_dim=(3, 32, 32), dtype=np.float32)
+    network.load_params(out)
+    network.load_params(best)
+    assert network.params["W1"].shape == (30, 3, 5, 5)
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    # evaluate writes the confusion matrix and the misclassified grid
+    cm, wrong = tmp_path / "cm.png", tmp_path / "wrong.png"
+    code, text, err = run(evaluate_main, [
+        "--dataset", "cifar10", "--data", str(cifar_dir), "--params", str(out), "--dtype",
+        "float32", "--confusion", str(cm), "--misclassified", str(wrong)])
+    assert code == 0, err
+    assert re.search(r"SimpleConvNet \(float32\) .*p\.npz: test acc 0\.\d{4} \(\d+/40 images", text)
+    assert cm.read_bytes()[:4] == b"\x89PNG" and wrong.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_train_fashion_mnist(tmp_path, course_data):
+    course_data.fashion_mnist(tmp_path / "f", 200, 50)
+    code, text, err = run(train_main, [
+        "--dataset", "fashion-mnist", "--data", str(tmp_path / "f"), "--network", "lenet5",
+        "--epochs", "1", "--batch-size", "50", "--out", str(tmp_path / "p.npz"), "--no-plot",
+        "--eval-samples", "0", "--augment"])
+    assert code == 0, err
+    assert text.startswith("LeNet5 (float64) on fashion-mnist, 200 training / 50 test images")
+    assert "RandomCropFlip(pad=2, flip=True)" in text.splitlines()[0]
+
+
+def test_unwritable_out_fails_before_training(tmp_path, mnist_dir, capsys):
+    """Issue 26: an --out in a directory that does not exist was found after the whole run."""
+    for option in ("--out", "--plot", "--checkpoint"):
+        argv = ["--data", str(mnist_dir), "--train-size", "100", "--epochs", "1",
+                "--val-split", "0.2", option, str(tmp_path / "missing" / "x.npz")]
+        started = mock.Mock(side_effect=AssertionError("training started"))
+        with mock.patch("cnncore.trainer.Trainer.train_step", started), \
+                mock.patch("cnncore.datasets.load_mnist", started):
+            with pytest.raises(SystemExit) as info:
+                train_main(argv)
+        assert info.value.code == 1
+        err = capsys.readouterr().err
+        assert f"{option} " in err and "does not exist" in err
+    with pytest.raises(SystemExit):
+        evaluate_main(["--params", "p.npz", "--confusion", str(tmp_path / "missing" / "c.png")])
+    assert "--confusion" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--val-split", "1.5"], "--val-split must be a fraction in (0, 1), got 1.5"),
+    (["--val-split", "0"], "--val-split must be a fraction in (0, 1)"),
+    (["--early-stop", "3"], "--early-stop watches the validation accuracy: add --val-split"),
+    (["--checkpoint", "b.npz"], "--checkpoint watches the validation accuracy"),
+    (["--early-stop", "0", "--val-split", "0.1"], "--early-stop must be >= 1"),
+    (["--lr-schedule", "linear"], "--lr-schedule must be none, step:N[:GAMMA] or cosine"),
+    (["--lr-schedule", "step:x"], "--lr-schedule step:x"),
+    (["--lr-schedule", "step:2:0"], "gamma must be in (0, 1]"),
+    (["--dataset", "imagenet"], "invalid choice"),
+])
+def test_bad_training_options(argv, message, capsys):
+    with pytest.raises(SystemExit) as info:
+        train_main(argv)
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_empty_validation_set_fails_before_training(tmp_path, mnist_dir, capsys):
+    with mock.patch("cnncore.trainer.Trainer.train_step",
+                    mock.Mock(side_effect=AssertionError("training started"))):
+        with pytest.raises(SystemExit) as info:
+            train_main(["--data", str(mnist_dir), "--train-size", "20", "--val-split", "0.01",
+                        "--out", str(tmp_path / "p.npz")])
+    assert info.value.code == 1
+    assert "--val-split: val_fraction=0.01 of 20 samples leaves no validation samples" in \
+        capsys.readouterr().err
+
+
+def test_train_the_course_cifar10_network(cifar_dir, tmp_path):
+    """The lecture's CIFAR-10 CNN (the course-network registry) through --dataset cifar10."""
+    code, text, err = run(train_main, [
+        "--dataset", "cifar10", "--data", str(cifar_dir), "--network", "cifar10",
+        "--dtype", "float32", "--epochs", "1", "--max-steps", "2", "--batch-size", "20",
+        "--val-split", "0.2", "--early-stop", "1", "--out", str(tmp_path / "c.npz"), "--no-plot"])
+    assert code == 0, err
+    assert "on cifar10, 160 training / 40 validation / 40 test images" in text.splitlines()[0]
+    assert "stopped after 2 of 8 steps (--max-steps)" in text and (tmp_path / "c.npz").exists()

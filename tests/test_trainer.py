@@ -222,3 +222,28 @@ def test_textbook_script_runs_unchanged(tmp_path, monkeypatch, mnist_dir, capsys
     assert (tmp_path / "params.pkl").exists()
     for name in ("Convolution", "Pooling", "softmax", "im2col", "SGD", "Adam", "np"):
         assert name in namespace  # the textbook's star-import surface
+
+
+# ------------------------------------------------------- issue 26: fail before training, not after
+
+
+@pytest.mark.parametrize("value, error, message", [
+    (-1, ValueError, "evaluate_sample_num_per_epoch must be >= 1, got -1"),
+    (0, ValueError, "evaluate_sample_num_per_epoch must be >= 1, got 0"),
+    (2.5, TypeError, "evaluate_sample_num_per_epoch must be an integer"),
+])
+def test_evaluate_sample_num_is_checked_in_the_constructor(value, error, message):
+    """The textbook slices [:t]: -1 silently drops the last sample, 0 divides by zero after the
+    first step. Both are refused before any training."""
+    net = RecordingNet()
+    with pytest.raises(error, match=message):
+        Trainer(net, *indexed_data(100), evaluate_sample_num_per_epoch=value, verbose=False)
+    assert net.calls == []
+
+
+def test_empty_test_set_is_refused_before_training():
+    x, t, _, _ = indexed_data(100)
+    net = RecordingNet()
+    with pytest.raises(ValueError, match="x_test must hold at least one sample"):
+        Trainer(net, x, t, np.zeros((0, 1)), np.zeros(0, np.uint8), verbose=False)
+    assert net.calls == []
