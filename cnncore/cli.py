@@ -102,8 +102,30 @@ def train_main(argv):
                              "same network on the pure-NumPy reference kernels (default 0: off)")
     args = parser.parse_args(argv)
     _setup(parser, args)
+    from .distributed import launched_by_mpi   # mpi4py is imported only under an MPI launcher
 
+    if launched_by_mpi():   # mpirun -n P cnncore train ...: one model, data-parallel on P ranks
+        from .distributed import abort_on_error
+
+        with abort_on_error() as comm, _quiet_unless(comm.rank == 0):
+            return _train(args, comm)
+    return _train(args)
+
+
+def _quiet_unless(condition):
+    """Silence stdout (errors still go to stderr) unless condition: only rank 0 prints."""
+    import contextlib
+    import os
+
+    return contextlib.nullcontext() if condition else contextlib.redirect_stdout(
+        open(os.devnull, "w"))
+
+
+def _train(args, comm=None):
     from .trainer import Trainer
+
+    if comm is not None:
+        from .distributed import DistributedTrainer as Trainer
 
     (x_train, t_train), (x_test, t_test) = _load(args)
     train_size, test_size = SUBSET if args.subset else (len(x_train), len(x_test))
@@ -121,11 +143,16 @@ def train_main(argv):
                       optimizer="Adam", optimizer_param={"lr": args.lr},
                       evaluate_sample_num_per_epoch=args.eval_samples or None,
                       verbose=args.verbose, exact_epochs=True, shuffle=args.shuffle,
-                      epoch_callback=progress)
+                      epoch_callback=progress, **({} if comm is None else {"comm": comm}))
     steps = trainer.max_iter if args.max_steps is None else min(args.max_steps, trainer.max_iter)
     print(f"{type(network).__name__} ({args.dtype}), {train_size} training / {test_size} test "
           f"images, {args.epochs} epochs x {trainer.iter_per_epoch} steps of {args.batch_size}, "
           f"Adam lr {args.lr}", flush=True)
+    if comm is not None:
+        from . import get_num_threads
+
+        print(f"data-parallel: {comm.size} ranks x {get_num_threads()} threads, "
+              f"{args.batch_size} images a step shared among them", flush=True)
 
     if args.compare_reference:
         compare_with_reference(network, x_train, t_train, args.batch_size, args.compare_reference)
@@ -136,10 +163,11 @@ def train_main(argv):
     if steps < trainer.max_iter:
         print(f"stopped after {steps} of {trainer.max_iter} steps (--max-steps)")
 
-    test_acc = network.accuracy(x_test, t_test, args.batch_size, exact=True)
+    test_acc = trainer.network.accuracy(x_test, t_test, args.batch_size, exact=True)
     print(f"final test acc {test_acc:.4f} ({round(test_acc * test_size)}/{test_size} images), "
           f"total {time.perf_counter() - progress.t0:.1f} s")
-
+    if comm is not None and comm.rank != 0:
+        return 0   # rank 0 saves and plots
     try:
         network.save_params(args.out)
     except OSError as exc:

@@ -1,0 +1,166 @@
+"""Run under mpirun by tests/test_distributed.py: ``mpirun -n P python mpi_worker.py CASE OUT MNIST``.
+
+CASE "train": data-parallel runs that the test compares with one-process runs; every rank writes
+``<name>_rank<r>.npz`` (parameters, buffers, loss and accuracy lists) and ``threads_rank<r>.json``.
+CASE "raise" / "kill": rank 1 fails on its third gradient (an exception, or SIGKILL); the job must end.
+"""
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from cnncore import get_num_threads
+from cnncore.datasets import load_mnist
+from cnncore.distributed import (DataParallelNetwork, DistributedTrainer, default_rank_threads,
+                                 get_communicator)
+from cnncore.layers import Dropout
+from cnncore.networks import DeepConvNet, MultiLayerNet, MultiLayerNetExtend, SimpleConvNet
+from cnncore.optimizer import SGD
+
+# The settings the test repeats in one process: name -> (network factory, Trainer keywords, sizes)
+TRAIN_SIZE, TEST_SIZE = 1000, 200
+NETWORK_SEED, SAMPLE_SEED = 100, 7
+
+
+def simple64():
+    return SimpleConvNet()
+
+
+def simple32():
+    return SimpleConvNet(dtype=np.float32)
+
+
+def deep32():
+    """DeepConvNet with its Dropout ratios at 0: the masks are then all ones on every rank."""
+    net = DeepConvNet(dtype=np.float32)
+    for layer in net.layers:
+        if isinstance(layer, Dropout):
+            layer.dropout_ratio = 0.0
+    return net
+
+
+CASES = {
+    # name: (factory, train size, Trainer keywords)
+    "simple64": (simple64, TRAIN_SIZE, dict(mini_batch_size=100, exact_epochs=True)),
+    "simple32_shuffle": (simple32, TRAIN_SIZE, dict(mini_batch_size=96, shuffle=True)),
+    "deep32": (deep32, 500, dict(mini_batch_size=100, exact_epochs=True)),
+}
+
+
+class BatchNormNet(MultiLayerNetExtend):
+    """MultiLayerNetExtend with batch norm, and the layer contract's buffers() where the network
+    does not have it yet."""
+
+    def __init__(self):
+        super().__init__(784, [40, 30], 10, use_batchnorm=True)
+
+    if not hasattr(MultiLayerNetExtend, "buffers"):
+        def buffers(self):
+            return {f"{key}.{name}": getattr(layer, name)
+                    for key, layer in self.layers.items() if key.startswith("BatchNorm")
+                    for name in ("running_mean", "running_var")}
+
+        def load_buffers(self, values):
+            for key, value in values.items():
+                layer, name = key.split(".")
+                setattr(self.layers[layer], name, np.array(value))
+
+
+def seeded(factory, rank):
+    """A network built from a rank-dependent seed (the broadcast must make them equal), then the
+    global RNG left in a rank-dependent state (its broadcast must make the batches equal)."""
+    np.random.seed(NETWORK_SEED if rank == 0 else 1000 + rank)
+    net = factory()
+    np.random.seed(SAMPLE_SEED if rank == 0 else 2000 + rank)
+    return net
+
+
+def save(out, name, rank, net, **lists):
+    arrays = {f"param.{k}": v for k, v in net.params.items()}
+    if hasattr(net, "buffers"):
+        arrays.update({f"buffer.{k}": v for k, v in net.buffers().items() if v is not None})
+    arrays.update({k: np.asarray(v, np.float64) for k, v in lists.items()})
+    np.savez(out / f"{name}_rank{rank}.npz", **arrays)
+
+
+def train(out, data):
+    comm = get_communicator()
+    rank = comm.rank
+    (x_train, t_train), (x_test, t_test) = data
+    with open(out / f"threads_rank{rank}.json", "w") as f:
+        json.dump({"threads": get_num_threads(), "local_size": comm.local_size,
+                   "expected": default_rank_threads(comm.local_size), "size": comm.size,
+                   "cpu_count": os.cpu_count()}, f)
+
+    for name, (factory, n, kwargs) in CASES.items():
+        net = seeded(factory, rank)
+        trainer = DistributedTrainer(net, x_train[:n], t_train[:n], x_test[:TEST_SIZE],
+                                     t_test[:TEST_SIZE], epochs=1, optimizer="Adam",
+                                     optimizer_param={"lr": 0.001}, verbose=False, **kwargs)
+        trainer.train()
+        save(out, name, rank, net, loss=trainer.train_loss_list, train_acc=trainer.train_acc_list,
+             test_acc=trainer.test_acc_list, final=[trainer.final_test_acc])
+
+    # Batch norm: one step from equal parameters, then three more (running statistics in sync).
+    net = seeded(BatchNormNet, rank)
+    dp = DataParallelNetwork(net)
+    x = x_train[:300].reshape(300, -1).astype(np.float64)
+    batch = np.random.choice(300, 120)
+    SGD(0.1).update(dp.params, dp.gradient(x[batch], t_train[batch]))
+    save(out, "bn_one_step", rank, net)
+    for _ in range(3):
+        batch = np.random.choice(300, 120)
+        SGD(0.1).update(dp.params, dp.gradient(x[batch], t_train[batch]))
+    save(out, "bn_four_steps", rank, net)
+
+    # A hand-written loop: own RNG for the indices, the shard's gradient, reduce_gradients.
+    np.random.seed(NETWORK_SEED if rank == 0 else 1000 + rank)
+    net = MultiLayerNet(784, [50], 10, weight_decay_lambda=0.01)
+    dp = DataParallelNetwork(net)
+    sampler = np.random.RandomState(SAMPLE_SEED)
+    optimizer = SGD(0.1)
+    losses = []
+    for _ in range(5):
+        idx = sampler.choice(300, 101)
+        lo, hi = dp.local_bounds(len(idx))
+        grads = net.gradient(x[idx[lo:hi]], t_train[idx[lo:hi]])
+        optimizer.update(net.params, dp.reduce_gradients(grads, hi - lo, len(idx)))
+        losses.append(dp.loss(x[idx], t_train[idx]))
+    save(out, "hand_loop", rank, net, loss=losses)
+
+
+class FailingNet(SimpleConvNet):
+    """Fails on rank 1's third gradient, by raising or by killing its own process."""
+
+    def __init__(self, how, rank):
+        super().__init__()
+        self.how, self.rank, self.calls = how, rank, 0
+
+    def gradient(self, x, t):
+        self.calls += 1
+        if self.rank == 1 and self.calls == 3:
+            if self.how == "kill":
+                os.kill(os.getpid(), signal.SIGKILL)
+            raise RuntimeError("injected failure on rank 1")
+        return super().gradient(x, t)
+
+
+def fail(how, data):
+    comm = get_communicator()
+    (x_train, t_train), (x_test, t_test) = data
+    net = FailingNet(how, comm.rank)
+    trainer = DistributedTrainer(net, x_train[:1000], t_train[:1000], x_test[:100], t_test[:100],
+                                 epochs=2, mini_batch_size=100, verbose=False)
+    trainer.train()   # rank 0 waits in the all-reduce of step 3 until the job is ended
+
+
+if __name__ == "__main__":
+    case, out, mnist = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+    data = load_mnist(flatten=False, path=mnist)
+    if case == "train":
+        train(out, data)
+    else:
+        fail(case, data)
