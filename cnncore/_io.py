@@ -31,6 +31,7 @@ textbook's shipped files) load fine.
 import contextlib
 import errno
 import io
+import json
 import math
 import os
 import pickle
@@ -42,6 +43,10 @@ import zlib
 import numpy as np
 
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip with members / an empty zip
+
+# The member of a network file holding its architecture: UTF-8 JSON bytes as a uint8 array.
+ARCHITECTURE = "__architecture__"
+_ARCHITECTURE_MAX_BYTES = 1 << 20
 _NPY_MAGIC = b"\x93NUMPY"
 
 # What a pickled {name: ndarray} dict may reference (NumPy 1.x, 2.x, protocols 2-5).
@@ -128,7 +133,7 @@ def open_regular_file(path):
         raise
 
 
-def save_params_file(params, path, format=None):
+def save_params_file(params, path, format=None, *, architecture=None):
     """Save a dict ``{name: array}`` to ``path``, atomically.
 
     Parameters
@@ -138,9 +143,13 @@ def save_params_file(params, path, format=None):
     format : ``None`` or ``"npz"`` writes ``np.savez`` content (no pickle inside);
         ``"pickle"`` writes the textbook's ``params.pkl`` format: a pickled plain dict of plain
         ndarrays (default protocol), loadable by the textbook's ``load_params``.
+    architecture : (keyword, .npz only) a JSON-able dict describing the network, stored as data in
+        the member ``__architecture__`` (read back by :func:`load_architecture`).
     """
     if format not in (None, "npz", "pickle"):
         raise ValueError(f"format must be None, 'npz' or 'pickle', got {format!r}")
+    if architecture is not None and format == "pickle":
+        raise ValueError("an architecture is saved in .npz files only, not in pickles")
     arrays = {}
     for key, value in params.items():
         if not isinstance(key, str):
@@ -150,6 +159,9 @@ def save_params_file(params, path, format=None):
             raise TypeError(f"parameter {key!r} has dtype {array.dtype}; expected float16, "
                             f"float32 or float64")
         arrays[key] = array
+    if architecture is not None:
+        text = json.dumps(architecture, allow_nan=False).encode("utf-8")
+        arrays[ARCHITECTURE] = np.frombuffer(text, np.uint8)
     with atomic_write(path) as f:
         if format == "pickle":
             pickle.dump(arrays, f)
@@ -165,7 +177,7 @@ def _write_npz(f, arrays):
                 np.lib.format.write_array(member, array, allow_pickle=False)
 
 
-def load_params_file(path, expected, allow_pickle=False):
+def load_params_file(path, expected, allow_pickle=False, *, optional=None):
     """Read a parameter file written by :func:`save_params_file` or by the textbook.
 
     Parameters
@@ -175,6 +187,8 @@ def load_params_file(path, expected, allow_pickle=False):
     expected : dict ``{name: shape}`` (a shape tuple, or anything with ``.shape``); the file must
         hold exactly these names with exactly these shapes. ``None`` skips the name/shape checks.
     allow_pickle : read pickles (restricted to dicts of NumPy arrays). Default False.
+    optional : (keyword) dict ``{name: shape}`` of names the file may hold but need not (a
+        network's BatchNorm running statistics, absent from older files); checked like expected.
 
     Returns
     -------
@@ -190,11 +204,14 @@ def load_params_file(path, expected, allow_pickle=False):
     path = os.fspath(path)
     if expected is not None:
         expected = {key: tuple(getattr(want, "shape", want)) for key, want in expected.items()}
+        expected.update({key: tuple(getattr(want, "shape", want))
+                         for key, want in (optional or {}).items()})
+    required = None if expected is None else [k for k in expected if k not in (optional or {})]
     with open_regular_file(path) as f:
         head = f.read(8)
         f.seek(0)
         if head.startswith(_ZIP_MAGIC):
-            loaded = _read_npz(f, path, expected)
+            loaded = _read_npz(f, path, expected, required)
         elif head.startswith(_NPY_MAGIC):
             raise ValueError(f"{path}: is a single-array .npy file, not a parameter file "
                              f"(.npz holding one array per parameter name)")
@@ -209,16 +226,63 @@ def load_params_file(path, expected, allow_pickle=False):
             )
         else:
             loaded = _read_pickle(f, path, _pickle_size_limit(expected))
-    return _checked(path, loaded, expected)
+    return _checked(path, loaded, expected, required)
 
 
-def _read_npz(f, path, expected):
+def load_architecture(path):
+    """The architecture dict a network file was saved with (see save_params_file), read as JSON:
+    data only, nothing in the file runs. ValueError naming the file when there is none."""
+    path = os.fspath(path)
+    with open_regular_file(path) as f:
+        if not f.read(4).startswith(_ZIP_MAGIC):
+            raise ValueError(f"{path}: not an .npz network file (no architecture inside)")
+        f.seek(0)
+        try:
+            with zipfile.ZipFile(f) as archive:
+                members = _member_names(archive, path)
+                if ARCHITECTURE not in members:
+                    raise ValueError(f"{path}: holds parameters but no architecture (it was "
+                                     f"written by save_params, not save); build the network "
+                                     f"and use load_params")
+                with archive.open(members[ARCHITECTURE]) as member:
+                    array = _read_array(member, members[ARCHITECTURE], path, archive,
+                                        _ARCHITECTURE_MAX_BYTES)
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, KeyError, OverflowError,
+                NotImplementedError, RuntimeError) as exc:
+            raise ValueError(f"{path}: corrupted or truncated .npz file ({exc})") from None
+    if array.dtype != np.uint8 or array.ndim != 1:
+        raise ValueError(f"{path}: the architecture member must be uint8 bytes, got "
+                         f"{array.dtype} {array.shape}")
+    try:
+        architecture = json.loads(array.tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"{path}: the architecture is not valid JSON ({exc})") from None
+    if not isinstance(architecture, dict):
+        raise ValueError(f"{path}: the architecture must be a JSON object, got "
+                         f"{type(architecture).__name__}")
+    return architecture
+
+
+def _member_names(archive, path):
+    """{key: member name}; a key stored twice (a repeated member, or 'W1' beside 'W1.npy') is
+    refused, since reading it would silently take one of the two."""
+    members = {}
+    for name in archive.namelist():
+        key = name[:-4] if name.endswith(".npy") else name
+        if key in members:
+            raise ValueError(f"{path}: the archive holds {key!r} twice; refusing an ambiguous file")
+        members[key] = name
+    return members
+
+
+def _read_npz(f, path, expected, required):
     """{name: array} of an .npz; names, dtypes and shapes are checked before any data is read."""
     try:
         with zipfile.ZipFile(f) as archive:
-            members = {(n[:-4] if n.endswith(".npy") else n): n for n in archive.namelist()}
+            members = _member_names(archive, path)
+            members.pop(ARCHITECTURE, None)
             if expected is not None:
-                _check_names(path, list(members), expected)
+                _check_names(path, list(members), expected, required)
             return {key: _read_member(archive, name, key, path, expected)
                     for key, name in members.items()}
     # zipfile raises NotImplementedError for unknown compression and RuntimeError for encryption
@@ -229,26 +293,35 @@ def _read_npz(f, path, expected):
 
 def _read_member(archive, name, key, path, expected):
     with archive.open(name) as member:
-        try:
-            version = np.lib.format.read_magic(member)
-            if version == (1, 0):
-                shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(member)
-            elif version == (2, 0):
-                shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(member)
-            else:
-                raise ValueError(f"unsupported .npy format version {version}")
-        except ValueError as exc:
-            raise ValueError(f"{path}: member {name!r} is not an .npy array readable without "
-                             f"pickle ({exc})") from None
+        return _read_array(member, name, path, archive, None, key, expected)
+
+
+def _read_array(member, name, path, archive, max_bytes, key=None, expected=None):
+    """One .npy member, its header checked (dtype and shape, or a byte limit) before its data."""
+    try:
+        version = np.lib.format.read_magic(member)
+        if version == (1, 0):
+            shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(member)
+        elif version == (2, 0):
+            shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(member)
+        else:
+            raise ValueError(f"unsupported .npy format version {version}")
+    except ValueError as exc:
+        raise ValueError(f"{path}: member {name!r} is not an .npy array readable without "
+                         f"pickle ({exc})") from None
+    if max_bytes is None:
         _check_entry(path, key, shape, dtype, expected)
-        nbytes = math.prod(shape) * dtype.itemsize
-        size = archive.getinfo(name).file_size - member.tell()
-        if nbytes != size:
-            raise ValueError(f"{path}: corrupted or truncated .npz file (member {name!r} holds "
-                             f"{size} data bytes, its header declares {shape} {dtype})")
-        data = member.read(nbytes)
-        if len(data) != nbytes or member.read(1):  # the last read also checks the CRC
-            raise ValueError(f"{path}: corrupted or truncated .npz file (member {name!r})")
+    elif dtype.hasobject or math.prod(shape) * dtype.itemsize > max_bytes:
+        raise ValueError(f"{path}: member {name!r} is larger than {max_bytes} bytes or not "
+                         f"plain data")
+    nbytes = math.prod(shape) * dtype.itemsize
+    size = archive.getinfo(name).file_size - member.tell()
+    if nbytes != size:
+        raise ValueError(f"{path}: corrupted or truncated .npz file (member {name!r} holds "
+                         f"{size} data bytes, its header declares {shape} {dtype})")
+    data = member.read(nbytes)
+    if len(data) != nbytes or member.read(1):  # the last read also checks the CRC
+        raise ValueError(f"{path}: corrupted or truncated .npz file (member {name!r})")
     return np.frombuffer(data, dtype).reshape(shape, order="F" if fortran_order else "C")
 
 
@@ -297,8 +370,8 @@ def _read_pickle(f, path, limit):
     return loaded
 
 
-def _check_names(path, names, expected):
-    missing = [k for k in expected if k not in names]
+def _check_names(path, names, expected, required=None):
+    missing = [k for k in (expected if required is None else required) if k not in names]
     unexpected = [k for k in names if k not in expected]
     if missing or unexpected:
         parts = []
@@ -319,15 +392,16 @@ def _check_entry(path, key, shape, dtype, expected):
                          f"{expected[key]}")
 
 
-def _checked(path, loaded, expected):
+def _checked(path, loaded, expected, required=None):
     for name, value in loaded.items():
         if not isinstance(name, str) or not isinstance(value, np.ndarray):
             raise ValueError(f"{path}: entry {name!r} is a {type(value).__name__}, expected an "
                              f"array under a string name")
         _check_entry(path, name, value.shape, value.dtype, None)
     if expected is not None:
-        _check_names(path, list(loaded), expected)
+        _check_names(path, list(loaded), expected, required)
         for key in expected:
-            _check_entry(path, key, loaded[key].shape, loaded[key].dtype, expected)
-    order = list(loaded) if expected is None else list(expected)
+            if key in loaded:
+                _check_entry(path, key, loaded[key].shape, loaded[key].dtype, expected)
+    order = list(loaded) if expected is None else [key for key in expected if key in loaded]
     return {key: np.array(loaded[key], order="C", copy=True) for key in order}

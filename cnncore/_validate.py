@@ -136,6 +136,24 @@ def image_batch(x, name="x"):
     return x
 
 
+def replicate_pad_setup(x, pad, name="x"):
+    """(x, pad) checked for replicate padding: a 4-D batch, an integer pad >= 0."""
+    x = image_batch(x, name)
+    pad = check_int(pad, "pad", 0)
+    check_total_size((*x.shape[:2], x.shape[2] + 2 * pad, x.shape[3] + 2 * pad), "the padded batch")
+    return x, pad
+
+
+def replicate_pad_backward_setup(dx_padded, pad):
+    """(dx_padded, pad) checked: a 4-D batch whose H and W exceed 2*pad."""
+    dx_padded = as_array(dx_padded, "dx_padded", ndim=4)
+    pad = check_int(pad, "pad", 0)
+    if min(dx_padded.shape[1:]) < 1 or min(dx_padded.shape[2:]) <= 2 * pad:
+        raise ValueError(f"dx_padded must be (N, C, H + 2*pad, W + 2*pad) with C, H, W >= 1; got "
+                         f"shape {dx_padded.shape} for pad {pad}")
+    return dx_padded, pad
+
+
 def matching_shape(array, expected, name, why):
     """Raise ValueError unless array.shape == expected."""
     if tuple(array.shape) != tuple(expected):

@@ -18,20 +18,29 @@ import time
 
 import numpy as np
 
-NETWORKS = {"simple": "SimpleConvNet", "deep": "DeepConvNet", "lenet5": "LeNet5"}
+# --network NAME: (cnncore.networks attribute, help). The textbook's networks take input_dim and
+# output_size by keyword; the course's builders too.
+NETWORKS = {
+    "simple": ("SimpleConvNet", "ch07's SimpleConvNet"),
+    "deep": ("DeepConvNet", "ch08's DeepConvNet"),
+    "lenet5": ("LeNet5", "LeNet-5 (the lecture's layout)"),
+    "flexible": ("flexible_cnn", "the lecture's flexible CNN (conv32-conv64-pool-fc128)"),
+    "cifar10": ("cifar10_cnn", "the lecture's CIFAR-10 CNN (32-32-pool-64-64-pool-fc512)"),
+}
 SUBSET = (5000, 1000)  # the course demo: x_train[:5000], x_test[:1000]
 
 
-def build_network(name, dtype):
-    """A fresh network of cnncore.networks by its short name (simple, deep, lenet5)."""
+def build_network(name, dtype, input_dim=(1, 28, 28), output_size=10):
+    """A fresh network of cnncore.networks by its short name (see NETWORKS)."""
     from . import networks
 
-    return getattr(networks, NETWORKS[name])(dtype=np.dtype(dtype))
+    make = getattr(networks, NETWORKS[name][0])
+    return make(input_dim=input_dim, output_size=output_size, dtype=np.dtype(dtype))
 
 
 def _common_options(parser):
-    parser.add_argument("--network", choices=sorted(NETWORKS), default="simple",
-                        help="simple = SimpleConvNet (ch07), deep = DeepConvNet (ch08), lenet5")
+    parser.add_argument("--network", choices=list(NETWORKS), default="simple",
+                        help="; ".join(f"{name} = {text}" for name, (_, text) in NETWORKS.items()))
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float64",
                         help="parameter/compute dtype (default float64, the textbook's numbers; "
                              "float32 is faster)")

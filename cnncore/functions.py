@@ -127,15 +127,51 @@ def leaky_relu_grad(x, alpha=0.01):
 _GELU_C = math.sqrt(2.0 / math.pi)
 
 
-def gelu(x):
+def gelu_tanh(x):
+    """tanh(sqrt(2/pi)*(x + 0.044715*x**3)), the inner term of gelu and gelu_grad (x*x*x, not x**3:
+    NumPy's float32 power is a slow generic path)."""
+    x = _float_array(x)
+    inner = np.multiply(x, x, out=np.empty_like(x))
+    inner *= 0.044715
+    inner += 1
+    inner *= x
+    inner *= _GELU_C
+    return np.tanh(inner, out=inner)
+
+
+def gelu(x, tanh=None):
     """GELU, tanh approximation: 0.5*x*(1 + tanh(sqrt(2/pi)*(x + 0.044715*x**3))).
 
     This is PyTorch's ``gelu(approximate='tanh')``; it differs from the exact erf form by < 1e-3.
+    ``tanh``: gelu_tanh(x) when already computed.
     """
-    return 0.5 * x * (1 + np.tanh(_GELU_C * (x + 0.044715 * x ** 3)))
+    x = _float_array(x)
+    th = gelu_tanh(x) if tanh is None else tanh
+    out = np.add(th, 1, out=np.empty_like(x))
+    out *= x
+    out *= 0.5
+    return out[()] if out.ndim == 0 else out
 
 
-def gelu_grad(x):
-    """Derivative of the tanh-approximated gelu at x."""
-    th = np.tanh(_GELU_C * (x + 0.044715 * x ** 3))
-    return 0.5 * (1 + th) + 0.5 * x * (1 - th * th) * _GELU_C * (1 + 3 * 0.044715 * x * x)
+def gelu_grad(x, tanh=None):
+    """Derivative of the tanh-approximated gelu at x (``tanh``: gelu_tanh(x) when known)."""
+    x = _float_array(x)
+    th = gelu_tanh(x) if tanh is None else tanh
+    # 0.5*(1 + th) + 0.5*x*(1 - th**2)*c*(1 + 3*0.044715*x**2)
+    inner = np.multiply(x, x, out=np.empty_like(x))
+    inner *= 3 * 0.044715
+    inner += 1
+    inner *= x
+    inner *= 0.5 * _GELU_C
+    sech2 = th * th
+    np.subtract(1, sech2, out=sech2)
+    inner *= sech2
+    inner += 0.5
+    inner += 0.5 * th
+    return inner[()] if inner.ndim == 0 else inner
+
+
+def _float_array(x):
+    """x as an array of its float dtype (other dtypes in float64, as the textbook computes)."""
+    x = np.asarray(x)
+    return x if x.dtype.kind == "f" else x.astype(np.float64)

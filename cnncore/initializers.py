@@ -4,6 +4,7 @@ Initial weights are ``std * np.random.randn(*shape)``: one call on the global RN
 the textbook's order, so ``np.random.seed(k)`` reproduces a textbook network. Biases are zeros.
 """
 import math
+import numbers
 
 import numpy as np
 
@@ -35,9 +36,10 @@ def init_std(weight_init_std, fan_in):
         return he_std(fan_in)
     if name in ("sigmoid", "xavier"):
         return xavier_std(fan_in)
-    if isinstance(weight_init_std, str):
-        raise ValueError(f"weight_init_std must be a number, 'relu'/'he' or 'sigmoid'/'xavier', got "
-                         f"{weight_init_std!r}")
+    if (isinstance(weight_init_std, (str, bool)) or not isinstance(weight_init_std, numbers.Real)
+            or not math.isfinite(weight_init_std) or weight_init_std < 0):
+        raise ValueError(f"weight_init_std must be a finite number >= 0, 'relu'/'he' or "
+                         f"'sigmoid'/'xavier', got {weight_init_std!r}")
     return weight_init_std
 
 

@@ -20,6 +20,7 @@ from ._ext import adam as _adam
 from ._ext import conv as _conv
 from ._ext import conv_avx2 as _conv_avx2
 from ._ext import im2col as _im2col
+from ._ext import padding as _padding
 from ._ext import pooling as _pooling
 from ._ext import winograd as _winograd
 from ._threads import get_num_threads as _requested_threads
@@ -808,3 +809,31 @@ def conv_bias_relu_backward(dout, x, W, out, stride=1, pad=0, *, need_dx=True):
     if out is None:
         raise TypeError("out must be the array conv_bias_relu_forward returned, got None")
     return _backward(dout, x, W, out, stride, pad, need_dx)
+
+
+# ------------------------------------------------------------------------------------ replicate padding
+
+def pad_replicate(x, pad):
+    """(N, C, H, W) -> (N, C, H + 2*pad, W + 2*pad), the border copied from the nearest edge pixel
+    (``np.pad(mode='edge')``; PyTorch's ``padding_mode='replicate'``). dtype as im2col's."""
+    x, pad = v.replicate_pad_setup(x, pad)
+    N, C, H, W = x.shape
+    dtype = v.compute_dtype(x)
+    out = _output((N, C, H + 2 * pad, W + 2 * pad), dtype)
+    _padding.replicate_pad(v.as_kernel_input(x, dtype).reshape(N * C, H, W),
+                           out.reshape(N * C, H + 2 * pad, W + 2 * pad), pad,
+                           get_num_threads(out.size))
+    return out
+
+
+def pad_replicate_backward(dx_padded, pad):
+    """Gradient of pad_replicate: (N, C, H + 2*pad, W + 2*pad) -> (N, C, H, W), each border cell's
+    gradient added to the edge pixel it was copied from."""
+    d, pad = v.replicate_pad_backward_setup(dx_padded, pad)
+    N, C, HP, WP = d.shape
+    dtype = v.compute_dtype(d)
+    dx = _output((N, C, HP - 2 * pad, WP - 2 * pad), dtype)
+    _padding.replicate_pad_backward(v.as_kernel_input(d, dtype).reshape(N * C, HP, WP),
+                                    dx.reshape(N * C, HP - 2 * pad, WP - 2 * pad), pad,
+                                    get_num_threads(d.size))
+    return dx

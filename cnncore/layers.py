@@ -19,19 +19,21 @@ unchanged ``dout``). An empty batch (N = 0) gives empty results of the right sha
 every name of cnncore.functions, im2col, col2im and np; plus cnncore's extension layers.
 """
 import math
+import numbers
 
 import numpy as np
 
 from . import kernels as _kernels
 from ._validate import as_array as _as_array
 from ._validate import compute_dtype as _compute_dtype
+from ._validate import output_size as _output_size
 from .functions import *  # noqa: F403  (re-exported, as the textbook's star import does)
 from .functions import __all__ as _functions_all
-from .functions import cross_entropy_error, gelu, gelu_grad, sigmoid, softmax
+from .functions import cross_entropy_error, gelu, gelu_grad, gelu_tanh, sigmoid, softmax
 from .util import col2im, im2col
 
 __all__ = [
-    "Relu", "Sigmoid", "Affine", "SoftmaxWithLoss", "Dropout", "BatchNormalization", "Convolution",
+    "Layer", "Relu", "Sigmoid", "Affine", "SoftmaxWithLoss", "Dropout", "BatchNormalization", "Convolution",
     "Pooling",
     # cnncore extensions
     "ConvReLU", "AvgPooling", "GlobalAvgPooling", "LeakyReLU", "GELU", "Flatten",
@@ -41,6 +43,27 @@ __all__ = [
 
 # The textbook writes this 10e-7, which is the same number.
 _BN_EPS = 1e-6
+
+PADDING_MODES = ("zeros", "replicate")
+
+
+def _check_window(stride, pad, *window):
+    """stride >= 1, pad >= 0 and window sizes >= 1, as integers (checked when the layer is made)."""
+    for name, value, low in (("stride", stride, 1), ("pad", pad, 0),
+                             *(("pool size", w, 1) for w in window)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+def _window_out(layer, input_shape, FH, FW):
+    """(OH, OW) of a window sweep over a (C, H, W) sample, refusing sizes below 1."""
+    _, H, W = input_shape
+    OH = _output_size(H, FH, layer.stride, layer.pad)
+    OW = _output_size(W, FW, layer.stride, layer.pad)
+    if OH < 1 or OW < 1:
+        raise _shape_error(layer, input_shape, f"a {FH}x{FW} window with stride {layer.stride} "
+                                               f"and pad {layer.pad} leaves an output of {OH}x{OW}")
+    return OH, OW
 
 
 def _dtype_of(*arrays):
@@ -59,7 +82,54 @@ def _forward_done(layer, cache, forward="forward()"):
         raise RuntimeError(f"{type(layer).__name__}.backward() called before {forward}")
 
 
-class Relu:
+def _check_weight(W, name, ndim):
+    """A layer's weight must be a real array of ndim axes (checked when the layer is made)."""
+    if not isinstance(W, np.ndarray) or W.ndim != ndim or W.dtype.kind != "f":
+        raise TypeError(f"{name} must be a float ndarray with {ndim} axes, got "
+                        f"{type(W).__name__} {getattr(W, 'dtype', '')} of shape {np.shape(W)}")
+
+
+def _check_bias(b, size, name, of):
+    """A bias-like vector must hold one value per output (a scalar bias broadcasts, as in NumPy)."""
+    shape = np.shape(b)
+    if shape not in ((size,), ()):
+        raise ValueError(f"{name} must have {size} entries (one per {of}), got shape {shape}")
+
+
+def _shape_error(layer, input_shape, why):
+    return ValueError(f"{type(layer).__name__} cannot take an input of shape {tuple(input_shape)} "
+                      f"(one sample): {why}")
+
+
+class Layer:
+    """The contract every layer follows; networks, export and data parallelism rely on it.
+
+    - ``forward(x, train_flg=True)`` and ``backward(dout)``; layers without a training mode ignore
+      ``train_flg``.
+    - ``param_names``: the attributes holding trained arrays; ``grad_names``: where ``backward``
+      stores their gradients, in the same order (``("W", "b")`` and ``("dW", "db")``).
+    - ``buffer_names``: state that is not trained but is needed to predict (BatchNorm's running
+      statistics).
+    - ``output_shape(input_shape)``: the shape of one output sample for one input sample (no batch
+      axis), raising ValueError when the layer cannot take that input.
+    - ``config()``: the constructor's hyperparameters as plain JSON values (no arrays), so that
+      ``type(layer)(**params, **config())`` builds the layer again.
+    - ``key_prefix``: the textbook's key for the layer in a network (``Conv`` for ``Conv1``).
+    """
+
+    param_names = ()
+    grad_names = ()
+    buffer_names = ()
+    key_prefix = None
+
+    def output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def config(self):
+        return {}
+
+
+class Relu(Layer):
     """ReLU: x where x > 0, else 0.  Shape: any -> same; dtype of x.
 
     Attribute ``mask``: bool array ``x <= 0`` of the last forward; the gradient there is 0 (also at
@@ -73,10 +143,12 @@ class Relu:
 
     kernels = _kernels
 
+    key_prefix = "Relu"
+
     def __init__(self):
         self.mask = None
 
-    def forward(self, x):
+    def forward(self, x, train_flg=True):
         out, self.mask = self.kernels.relu_forward(x)
         return out
 
@@ -85,13 +157,15 @@ class Relu:
         return self.kernels.relu_backward(dout, self.mask)
 
 
-class Sigmoid:
+class Sigmoid(Layer):
     """Sigmoid: 1 / (1 + exp(-x)).  Shape: any -> same.  Attribute ``out``: the last output."""
+
+    key_prefix = "Sigmoid"
 
     def __init__(self):
         self.out = None
 
-    def forward(self, x):
+    def forward(self, x, train_flg=True):
         self.out = sigmoid(x)
         return self.out
 
@@ -100,7 +174,7 @@ class Sigmoid:
         return dout * (1.0 - self.out) * self.out
 
 
-class Affine:
+class Affine(Layer):
     """Fully connected layer: x2d @ W + b.
 
     Shapes: x (N, ...) is flattened to x2d (N, D); W (D, M); b (M,); out (N, M). ``backward`` returns
@@ -112,8 +186,13 @@ class Affine:
     """
 
     kernels = _kernels
+    param_names = ("W", "b")
+    grad_names = ("dW", "db")
+    key_prefix = "Affine"
 
     def __init__(self, W, b):
+        _check_weight(W, "W", 2)
+        _check_bias(b, W.shape[1], "b", "W.shape[1]")
         self.W = W
         self.b = b
         self.x = None
@@ -121,7 +200,14 @@ class Affine:
         self.dW = None
         self.db = None
 
-    def forward(self, x):
+    def output_shape(self, input_shape):
+        D = math.prod(input_shape)
+        if D != self.W.shape[0]:
+            raise _shape_error(self, input_shape, f"it flattens to {D} features but W has "
+                                                  f"{self.W.shape[0]} rows")
+        return (self.W.shape[1],)
+
+    def forward(self, x, train_flg=True):
         x = _as_array(x, "x")
         self.original_x_shape = x.shape
         x = _rows(x)
@@ -142,7 +228,7 @@ class Affine:
         return dx.reshape(self.original_x_shape)
 
 
-class SoftmaxWithLoss:
+class SoftmaxWithLoss(Layer):
     """Softmax followed by the cross-entropy loss (batch mean, 1e-7 inside the log).
 
     ``forward(x, t)``: x (N, K) scores; t one-hot (N, K) or integer labels (N,) of any integer dtype.
@@ -151,6 +237,8 @@ class SoftmaxWithLoss:
     ``backward(dout=1)`` ignores ``dout``, as in the textbook (every caller passes 1; scaling by it now
     would silently change the results of anyone passing something else). Returns (y - onehot(t)) / N.
     """
+
+    key_prefix = "SoftmaxWithLoss"
 
     def __init__(self):
         self.loss = None
@@ -174,7 +262,7 @@ class SoftmaxWithLoss:
         return dx / batch_size
 
 
-class Dropout:
+class Dropout(Layer):
     """Vanilla dropout (http://arxiv.org/abs/1207.0580): drop in training, scale at test time.
 
     ``forward(x, train_flg=True)``: training draws ``mask = np.random.rand(*x.shape) > dropout_ratio``
@@ -183,9 +271,17 @@ class Dropout:
     DeepConvNet weights expect this scaling. Shape: any -> same.
     """
 
+    key_prefix = "Dropout"
+
     def __init__(self, dropout_ratio=0.5):
-        self.dropout_ratio = dropout_ratio
+        if (isinstance(dropout_ratio, bool) or not isinstance(dropout_ratio, numbers.Real)
+                or not 0 <= dropout_ratio < 1):
+            raise ValueError(f"dropout_ratio must be a number in [0, 1), got {dropout_ratio!r}")
+        self.dropout_ratio = float(dropout_ratio)
         self.mask = None
+
+    def config(self):
+        return {"dropout_ratio": self.dropout_ratio}
 
     def forward(self, x, train_flg=True):
         if train_flg:
@@ -198,7 +294,7 @@ class Dropout:
         return dout * self.mask
 
 
-class BatchNormalization:
+class BatchNormalization(Layer):
     """Batch normalization (http://arxiv.org/abs/1502.03167), the textbook's version.
 
     Any input (N, ...) is flattened to (N, D) and normalised per feature, so for a conv activation
@@ -214,7 +310,21 @@ class BatchNormalization:
     ``running_var``, ``batch_size``, ``xc``, ``xn``, ``std``, ``dgamma``, ``dbeta``.
     """
 
+    param_names = ("gamma", "beta")
+    grad_names = ("dgamma", "dbeta")
+    buffer_names = ("running_mean", "running_var")
+    key_prefix = "BatchNorm"
+
     def __init__(self, gamma, beta, momentum=0.9, running_mean=None, running_var=None):
+        _check_weight(gamma, "gamma", 1)
+        _check_bias(beta, gamma.shape[0], "beta", "gamma")
+        if (isinstance(momentum, bool) or not isinstance(momentum, numbers.Real)
+                or not 0 <= momentum <= 1):
+            raise ValueError(f"momentum must be a number in [0, 1], got {momentum!r}")
+        for name, stat in (("running_mean", running_mean), ("running_var", running_var)):
+            if stat is not None and np.shape(stat) != gamma.shape:
+                raise ValueError(f"{name} must have gamma's shape {gamma.shape}, got "
+                                 f"{np.shape(stat)}")
         self.gamma = gamma
         self.beta = beta
         self.momentum = momentum
@@ -228,8 +338,32 @@ class BatchNormalization:
         self.dgamma = None
         self.dbeta = None
 
+    def config(self):
+        return {"momentum": float(self.momentum)}
+
+    def features(self, input_shape):
+        """How many statistics (and gamma entries) an input of this per-sample shape needs."""
+        return math.prod(input_shape)
+
+    def output_shape(self, input_shape):
+        D = self.features(input_shape)
+        if D != self.gamma.shape[0]:
+            raise _shape_error(self, input_shape, f"it needs {D} gamma entries, gamma has "
+                                                  f"{self.gamma.shape[0]}")
+        return tuple(input_shape)
+
+    def init_buffers(self):
+        """Zero running statistics (what the first forward would create), so that they exist,
+        and are saved, before any forward."""
+        if self.running_mean is None:
+            self.running_mean = np.zeros(self.gamma.shape, self.gamma.dtype)
+            self.running_var = np.zeros(self.gamma.shape, self.gamma.dtype)
+
     def _rows(self, a):
         """(N, ...) -> (rows, D): the samples over which statistics are taken, one column a feature."""
+        if a.ndim < 2 or math.prod(a.shape[1:]) != self.gamma.shape[0]:
+            raise ValueError(f"x of shape {a.shape} needs {math.prod(a.shape[1:])} gamma entries "
+                             f"per sample, gamma has {self.gamma.shape[0]}")
         return _rows(a)
 
     def _unrows(self, a):
@@ -279,25 +413,78 @@ class SpatialBatchNormalization(BatchNormalization):
     x (N, C, H, W): statistics over N, H, W for each channel; ``gamma``, ``beta``, running statistics of
     shape (C,). A 2-D (N, C) input is normalised per column like BatchNormalization. Same constructor,
     attributes and textbook conventions (eps 1e-6, momentum 0.9 keeps the old value, running
-    statistics start at zeros); ``xc``/``xn`` are cached as (N*H*W, C) rows.
+    statistics start at zeros); ``xn`` is cached in the input's layout, ``std`` per channel.
     """
 
-    def _rows(self, a):
-        if a.ndim == 2:
-            return a
-        if a.ndim != 4:
-            raise ValueError(f"SpatialBatchNormalization needs (N, C, H, W) or (N, C) input, got "
-                             f"shape {a.shape}")
-        return a.transpose(0, 2, 3, 1).reshape(-1, a.shape[1])
+    def features(self, input_shape):
+        if len(input_shape) not in (1, 3):
+            raise _shape_error(self, input_shape, "it needs (C, H, W) or (C,) samples")
+        return input_shape[0]
 
-    def _unrows(self, a):
-        if len(self.input_shape) == 2:
-            return a
-        N, C, H, W = self.input_shape
-        return np.ascontiguousarray(a.reshape(N, H, W, C).transpose(0, 3, 1, 2))
+    def _axes(self, x):
+        """The axes statistics are taken over, and the shape that broadcasts a (C,) vector."""
+        if x.ndim not in (2, 4) or x.shape[1] != self.gamma.shape[0]:
+            raise ValueError(f"SpatialBatchNormalization needs (N, C, H, W) or (N, C) input with "
+                             f"C = {self.gamma.shape[0]}, got shape {x.shape}")
+        if x.ndim == 2:
+            return (0,), (1, -1)
+        return (0, 2, 3), (1, -1, 1, 1)
+
+    def forward(self, x, train_flg=True):
+        x = np.asarray(x, _dtype_of(x, self.gamma))
+        axes, vec = self._axes(x)
+        self.input_shape = x.shape
+        self.init_buffers()
+        if train_flg and x.shape[0] > 0:
+            mu = x.mean(axis=axes)
+            xc = x - mu.reshape(vec)
+            var = np.mean(np.square(xc), axis=axes)
+            self.std = np.sqrt(var + _BN_EPS)
+            xc /= self.std.reshape(vec)
+            self.xn = xc
+            self.batch_size = x.shape[0]
+            self.running_mean = self.momentum * self.running_mean + (1 - self.momentum) * mu
+            self.running_var = self.momentum * self.running_var + (1 - self.momentum) * var
+        else:
+            std = np.sqrt(self.running_var + _BN_EPS)
+            xn = (x - self.running_mean.reshape(vec)) / std.reshape(vec)
+            if not train_flg:
+                return np.ascontiguousarray(self.gamma.reshape(vec) * xn + self.beta.reshape(vec))
+            self.xn, self.std, self.batch_size = xn, std, 0  # an empty batch
+        return self.gamma.reshape(vec) * self.xn + self.beta.reshape(vec)
+
+    @property
+    def xc(self):
+        """x minus the batch mean, recomputed from xn (kept for the textbook's attribute)."""
+        if self.xn is None:
+            return None
+        return self.xn * self.std.reshape(self._axes(self.xn)[1])
+
+    @xc.setter
+    def xc(self, value):  # the base constructor sets it to None
+        pass
+
+    def backward(self, dout):
+        _forward_done(self, self.xn, "forward(x, train_flg=True)")
+        axes, vec = self._axes(self.xn)
+        dout = np.asarray(dout)
+        if dout.shape != self.xn.shape:
+            raise ValueError(f"dout must have the forward output's shape {self.xn.shape}, got "
+                             f"{dout.shape}")
+        self.dbeta = dout.sum(axis=axes)
+        self.dgamma = np.einsum("nchw,nchw->c" if dout.ndim == 4 else "nc,nc->c", self.xn, dout)
+        M = dout.size // max(self.gamma.shape[0], 1)
+        if M == 0:
+            return self.gamma.reshape(vec) * dout
+        # Through the batch mean and variance, in closed form (equal to the textbook's chain):
+        scale = (self.gamma / self.std).reshape(vec)
+        dx = dout - (self.dbeta / M).reshape(vec)
+        dx -= self.xn * (self.dgamma / M).reshape(vec)
+        dx *= scale
+        return dx
 
 
-class Convolution:
+class Convolution(Layer):
     """2-D convolution (cross-correlation) plus bias, computed by the compiled kernels.
 
     Shapes: x (N, C, H, W); W (FN, C, FH, FW); b (FN,) or a scalar; out (N, FN, OH, OW) with
@@ -307,45 +494,81 @@ class Convolution:
     input: the kernels never build it for the whole batch, so it is computed when read) and ``col_W``
     (``W.reshape(FN, -1).T``, a view).
 
+    ``padding_mode`` (a cnncore extension): ``'zeros'`` (the textbook's) or ``'replicate'``, which
+    pads with copies of the edge pixels (the lecture's 복사 덧대기, PyTorch's ``padding_mode=
+    'replicate'``); its gradient folds back onto the edge pixels.
+
     ``kernels`` is the module that computes the layer: cnncore.kernels by default. Any module with the
     same functions works (cnncore.reference is one); set it on an instance to swap one layer.
     """
 
     kernels = _kernels
+    param_names = ("W", "b")
+    grad_names = ("dW", "db")
+    key_prefix = "Conv"
 
-    def __init__(self, W, b, stride=1, pad=0):
+    def __init__(self, W, b, stride=1, pad=0, *, padding_mode="zeros"):
+        _check_weight(W, "W", 4)
+        _check_bias(b, W.shape[0], "b", "filter")
+        _check_window(stride, pad)
+        if padding_mode not in PADDING_MODES:
+            raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
         self.W = W
         self.b = b
         self.stride = stride
         self.pad = pad
+        self.padding_mode = padding_mode
         self.x = None
         self.dW = None
         self.db = None
+
+    def config(self):
+        return {"stride": int(self.stride), "pad": int(self.pad), "padding_mode": self.padding_mode}
+
+    def output_shape(self, input_shape):
+        FN, C, FH, FW = self.W.shape
+        if len(input_shape) != 3 or input_shape[0] != C:
+            raise _shape_error(self, input_shape, f"W {self.W.shape} needs (C, H, W) samples with "
+                                                  f"C = {C}")
+        return (FN, *_window_out(self, input_shape, FH, FW))
+
+    def _padded(self, x):
+        """(x, pad) for the kernels: replicate padding is applied here, zero padding by the kernels."""
+        if self.padding_mode == "replicate" and self.pad > 0:
+            return self.kernels.pad_replicate(x, self.pad), 0
+        return x, self.pad
+
+    def _unpadded(self, dx):
+        if dx is not None and self.padding_mode == "replicate" and self.pad > 0:
+            return self.kernels.pad_replicate_backward(dx, self.pad)
+        return dx
 
     @property
     def col(self):
         if self.x is None:
             return None
         FN, C, FH, FW = self.W.shape
-        x = np.asarray(self.x, _dtype_of(self.x, self.W))
-        return self.kernels.im2col(x, FH, FW, self.stride, self.pad)
+        x, pad = self._padded(np.asarray(self.x, _dtype_of(self.x, self.W)))
+        return self.kernels.im2col(x, FH, FW, self.stride, pad)
 
     @property
     def col_W(self):
         return self.W.reshape(self.W.shape[0], -1).T
 
-    def forward(self, x):
-        out = self.kernels.conv_forward(x, self.W, self.b, self.stride, self.pad)
-        self.x = x
+    def forward(self, x, train_flg=True):
+        xp, pad = self._padded(x)
+        out = self.kernels.conv_forward(xp, self.W, self.b, self.stride, pad)
+        self.x, self._xp = x, xp
         return out
 
     def backward(self, dout, *, need_dx=True):
         """-> dx (N, C, H, W); sets dW and db. need_dx=False (a cnncore extension, used for a
         network's first layer) skips computing dx and returns None."""
         _forward_done(self, self.x)
-        dx, self.dW, self.db = self.kernels.conv_backward(dout, self.x, self.W, self.stride, self.pad,
+        xp, pad = self._xp, (0 if self._xp is not self.x else self.pad)
+        dx, self.dW, self.db = self.kernels.conv_backward(dout, xp, self.W, self.stride, pad,
                                                           need_dx=need_dx)
-        return dx
+        return self._unpadded(dx)
 
 
 class ConvReLU(Convolution):
@@ -356,34 +579,46 @@ class ConvReLU(Convolution):
     not modify it in place). Gives the same numbers as Convolution followed by Relu.
     """
 
-    def __init__(self, W, b, stride=1, pad=0):
-        super().__init__(W, b, stride, pad)
+    def __init__(self, W, b, stride=1, pad=0, *, padding_mode="zeros"):
+        super().__init__(W, b, stride, pad, padding_mode=padding_mode)
         self.out = None
 
-    def forward(self, x):
-        self.out = self.kernels.conv_bias_relu_forward(x, self.W, self.b, self.stride, self.pad)
-        self.x = x
+    def forward(self, x, train_flg=True):
+        xp, pad = self._padded(x)
+        self.out = self.kernels.conv_bias_relu_forward(xp, self.W, self.b, self.stride, pad)
+        self.x, self._xp = x, xp
         return self.out
 
     def backward(self, dout, *, need_dx=True):
         _forward_done(self, self.out)
-        dx, self.dW, self.db = self.kernels.conv_bias_relu_backward(dout, self.x, self.W, self.out,
-                                                                    self.stride, self.pad,
+        xp, pad = self._xp, (0 if self._xp is not self.x else self.pad)
+        dx, self.dW, self.db = self.kernels.conv_bias_relu_backward(dout, xp, self.W, self.out,
+                                                                    self.stride, pad,
                                                                     need_dx=need_dx)
-        return dx
+        return self._unpadded(dx)
 
 
-class _WindowPooling:
+class _WindowPooling(Layer):
     """Shared constructor of the pooling layers; ``kernels`` as in Convolution."""
 
     kernels = _kernels
 
     def __init__(self, pool_h, pool_w, stride=2, pad=0):
+        _check_window(stride, pad, pool_h, pool_w)
         self.pool_h = pool_h
         self.pool_w = pool_w
         self.stride = stride
         self.pad = pad
         self.x = None
+
+    def config(self):
+        return {"pool_h": int(self.pool_h), "pool_w": int(self.pool_w), "stride": int(self.stride),
+                "pad": int(self.pad)}
+
+    def output_shape(self, input_shape):
+        if len(input_shape) != 3:
+            raise _shape_error(self, input_shape, "it needs (C, H, W) samples")
+        return (input_shape[0], *_window_out(self, input_shape, self.pool_h, self.pool_w))
 
 
 class Pooling(_WindowPooling):
@@ -398,6 +633,8 @@ class Pooling(_WindowPooling):
     value ky*pool_w + kx; computed from the kernel's (N, C, OH, OW) array when read.
     """
 
+    key_prefix = "Pool"
+
     def __init__(self, pool_h, pool_w, stride=2, pad=0):
         super().__init__(pool_h, pool_w, stride, pad)
         self._arg_max = None
@@ -408,7 +645,7 @@ class Pooling(_WindowPooling):
             return None
         return self._arg_max.transpose(0, 2, 3, 1).ravel()
 
-    def forward(self, x):
+    def forward(self, x, train_flg=True):
         out, self._arg_max = self.kernels.max_pool_forward(x, self.pool_h, self.pool_w, self.stride,
                                                            self.pad)
         self.x = x
@@ -426,7 +663,9 @@ class AvgPooling(_WindowPooling):
     Padding counts as zeros in a full-size window (PyTorch's ``count_include_pad=True``).
     """
 
-    def forward(self, x):
+    key_prefix = "AvgPool"
+
+    def forward(self, x, train_flg=True):
         out = self.kernels.avg_pool_forward(x, self.pool_h, self.pool_w, self.stride, self.pad)
         self.x = x
         return out
@@ -437,13 +676,20 @@ class AvgPooling(_WindowPooling):
                                               self.stride, self.pad)
 
 
-class GlobalAvgPooling:
+class GlobalAvgPooling(Layer):
     """Global average pooling (a cnncore extension): x (N, C, H, W) -> (N, C), the mean of each map."""
+
+    key_prefix = "GlobalAvgPool"
 
     def __init__(self):
         self.input_shape = None
 
-    def forward(self, x):
+    def output_shape(self, input_shape):
+        if len(input_shape) != 3:
+            raise _shape_error(self, input_shape, "it needs (C, H, W) samples")
+        return (input_shape[0],)
+
+    def forward(self, x, train_flg=True):
         if x.ndim != 4:
             raise ValueError(f"GlobalAvgPooling needs (N, C, H, W) input, got shape {x.shape}")
         self.input_shape = x.shape
@@ -456,17 +702,24 @@ class GlobalAvgPooling:
                                                     self.input_shape))
 
 
-class LeakyReLU:
+class LeakyReLU(Layer):
     """Leaky ReLU (a cnncore extension): x where x > 0, else alpha * x; gradient alpha at x <= 0.
 
     Shape: any -> same.  Attribute ``mask``: ``x <= 0`` of the last forward.
     """
 
+    key_prefix = "LeakyRelu"
+
     def __init__(self, alpha=0.01):
+        if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not math.isfinite(alpha):
+            raise ValueError(f"alpha must be a finite number, got {alpha!r}")
         self.alpha = alpha
         self.mask = None
 
-    def forward(self, x):
+    def config(self):
+        return {"alpha": float(self.alpha)}
+
+    def forward(self, x, train_flg=True):
         self.mask = x <= 0
         return np.where(self.mask, self.alpha * x, x)
 
@@ -475,28 +728,40 @@ class LeakyReLU:
         return np.where(self.mask, self.alpha * dout, dout)
 
 
-class GELU:
-    """GELU (a cnncore extension), tanh approximation (cnncore.functions.gelu). Shape: any -> same."""
+class GELU(Layer):
+    """GELU (a cnncore extension), tanh approximation (cnncore.functions.gelu). Shape: any -> same.
+
+    The forward keeps tanh(...) for the backward, so the gradient costs no second tanh.
+    """
+
+    key_prefix = "Gelu"
 
     def __init__(self):
         self.x = None
+        self._tanh = None
 
-    def forward(self, x):
+    def forward(self, x, train_flg=True):
         self.x = x
-        return gelu(x)
+        self._tanh = gelu_tanh(x)
+        return gelu(x, self._tanh)
 
     def backward(self, dout):
         _forward_done(self, self.x)
-        return dout * gelu_grad(self.x)
+        return dout * gelu_grad(self.x, self._tanh)
 
 
-class Flatten:
+class Flatten(Layer):
     """(N, ...) -> (N, D) (a cnncore extension; Affine already flattens its input by itself)."""
+
+    key_prefix = "Flatten"
 
     def __init__(self):
         self.input_shape = None
 
-    def forward(self, x):
+    def output_shape(self, input_shape):
+        return (math.prod(input_shape),)
+
+    def forward(self, x, train_flg=True):
         self.input_shape = x.shape
         return np.ascontiguousarray(_rows(x))
 

@@ -173,3 +173,24 @@ def conv_bias_relu_backward(dout, x, W, out, stride=1, pad=0, *, need_dx=True):
     dout, x, W, out, stride, pad, _, dtype = v.conv_backward_setup(dout, x, W, out, stride, pad)
     d = np.where(out <= 0, 0, dout).astype(dtype, copy=False)
     return conv_backward(d, x, W, stride, pad, need_dx=need_dx)
+
+
+def pad_replicate(x, pad):
+    """(N, C, H, W) -> (N, C, H + 2*pad, W + 2*pad), the border copied from the nearest edge pixel."""
+    x, pad = v.replicate_pad_setup(x, pad)
+    x = x.astype(v.compute_dtype(x), copy=False)
+    return np.pad(x, [(0, 0), (0, 0), (pad, pad), (pad, pad)], mode="edge")
+
+
+def pad_replicate_backward(dx_padded, pad):
+    """Gradient of pad_replicate: each border cell's gradient added to the edge pixel it copied."""
+    d, pad = v.replicate_pad_backward_setup(dx_padded, pad)
+    d = d.astype(v.compute_dtype(d), copy=True)
+    if pad == 0:
+        return d
+    d[..., pad] += d[..., :pad].sum(axis=-1)           # columns first, over every padded row
+    d[..., -pad - 1] += d[..., -pad:].sum(axis=-1)
+    d = d[..., pad:-pad]
+    d[..., pad, :] += d[..., :pad, :].sum(axis=-2)     # then rows
+    d[..., -pad - 1, :] += d[..., -pad:, :].sum(axis=-2)
+    return np.ascontiguousarray(d[..., pad:-pad, :])

@@ -78,7 +78,7 @@ def test_deep_convnet_matches_the_textbook_layout():
     assert net.params['W4'].shape == (32, 32, 3, 3) and net.layers[7].pad == 2
     assert net.params['W7'].shape == (1024, 50)
     assert count_params(net) == 123_552
-    assert not hasattr(net, 'numerical_gradient')
+    assert net.input_dim == (1, 28, 28) and net.output_shape() == (10,)
 
 
 def test_lenet5_architecture_and_parameter_count():

@@ -3,7 +3,8 @@ import numpy as np
 
 from ..initializers import float_dtype, he_std
 from ..layers import Affine, Dropout, Pooling, Relu, SoftmaxWithLoss
-from ._base import Network, conv_relu_layers, init_params, weight_bindings
+from ._base import (Network, check_conv_param, check_input_dim, conv_relu_layers, init_params,
+                    weight_bindings)
 
 
 class DeepConvNet(Network):
@@ -18,8 +19,9 @@ class DeepConvNet(Network):
     (9, 144, 144, 288, 288, 576, 1024, hidden_size) and hard-coded W7 rows: only the channel count of
     input_dim is honoured, as in the textbook.
 
-    ``predict(x, train_flg=False)``; ``loss(x, t)`` always runs in training mode (dropout active);
-    ``accuracy`` in inference mode. There is no ``numerical_gradient``: the training loss is random.
+    ``predict(x, train_flg=False)``; ``loss(x, t)`` runs in training mode (dropout active), as in the
+    textbook; ``accuracy`` in inference mode. ``numerical_gradient`` (a cnncore extension) holds the
+    dropout masks fixed by replaying the global RNG state for every loss.
 
     Keywords: ``dtype`` float64 (default) or float32 for every parameter; ``use_fused`` replaces each
     Convolution + Relu pair by one ConvReLU (same numbers; the list then has 14 layers).
@@ -35,6 +37,9 @@ class DeepConvNet(Network):
                  hidden_size=50, output_size=10, *, dtype=np.float64, use_fused=False):
         conv_params = [conv_param_1, conv_param_2, conv_param_3, conv_param_4, conv_param_5,
                        conv_param_6]
+        for i, cp in enumerate(conv_params, 1):
+            check_conv_param(cp, f"conv_param_{i}")
+        self.input_dim = check_input_dim(input_dim)
         pre_node_nums = [1 * 3 * 3, 16 * 3 * 3, 16 * 3 * 3, 32 * 3 * 3, 32 * 3 * 3, 64 * 3 * 3,
                          64 * 4 * 4, hidden_size]
         shapes = []
@@ -58,15 +63,6 @@ class DeepConvNet(Network):
         self._bindings = weight_bindings(
             enumerate([layer for layer in self.layers if hasattr(layer, 'W')], 1))
 
-    def predict(self, x, train_flg=False):
-        """Scores (N, output_size); train_flg goes to the Dropout layers only."""
-        for layer in self.layers:
-            if isinstance(layer, Dropout):
-                x = layer.forward(x, train_flg)
-            else:
-                x = layer.forward(x)
-        return x
-
-    def loss(self, x, t):
-        """Loss in training mode (dropout active), as in the textbook."""
-        return self.last_layer.forward(self.predict(x, train_flg=True), t)
+    def loss(self, x, t, train_flg=True):
+        """Loss in training mode (dropout active) by default, as in the textbook."""
+        return super().loss(x, t, train_flg)

@@ -6,12 +6,12 @@ import numpy as np
 from .. import _validate
 from ..initializers import fan_in, float_dtype, init_std
 from ..layers import Affine, AvgPooling, Pooling, Relu, SoftmaxWithLoss
-from ._base import Network, NumericalGradientMixin, add_conv_relu, init_params, weight_bindings
+from ._base import Network, add_conv_relu, check_input_dim, init_params, weight_bindings
 
 _POOLS = {'max': Pooling, 'avg': AvgPooling}
 
 
-class LeNet5(NumericalGradientMixin, Network):
+class LeNet5(Network):
     """LeNet-5: C-P-C-P-C-FC-FC, with ReLU and (by default) max pooling.
 
     The classic layout on a 28x28 input: C1 pads by 2, standing in for the original 32x32 input, so the
@@ -39,7 +39,7 @@ class LeNet5(NumericalGradientMixin, Network):
                  pool='max', dtype=np.float64, use_fused=False):
         if pool not in _POOLS:
             raise ValueError(f"pool must be 'max' or 'avg', got {pool!r}")
-        C, H, W = input_dim
+        C, H, W = self.input_dim = check_input_dim(input_dim)
         h, w = H // 2, W // 2  # Conv1 (5x5 with pad 2 keeps the size), Pool1
         h, w = _validate.output_size(h, 5) // 2, _validate.output_size(w, 5) // 2  # Conv2, Pool2
         h, w = _validate.output_size(h, 5), _validate.output_size(w, 5)  # Conv3

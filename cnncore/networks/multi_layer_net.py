@@ -5,13 +5,13 @@ import numpy as np
 
 from ..initializers import float_dtype, init_std
 from ..layers import GELU, Affine, LeakyReLU, Relu, Sigmoid, SoftmaxWithLoss
-from ._base import Network, NumericalGradientMixin, init_params, weight_bindings
+from ._base import Network, check_weight_decay, init_params, weight_bindings
 
 # The textbook has 'relu' and 'sigmoid'; the others are cnncore extensions.
 ACTIVATIONS = {'relu': Relu, 'sigmoid': Sigmoid, 'leaky_relu': LeakyReLU, 'gelu': GELU}
 
 
-class MultiLayerNet(NumericalGradientMixin, Network):
+class MultiLayerNet(Network):
     """Fully connected network: (affine - activation) x L - affine - softmax.
 
     Parameters
@@ -33,10 +33,11 @@ class MultiLayerNet(NumericalGradientMixin, Network):
     def __init__(self, input_size, hidden_size_list, output_size, activation='relu',
                  weight_init_std='relu', weight_decay_lambda=0, *, dtype=np.float64):
         self.input_size = input_size
+        self.input_dim = (input_size,)
         self.output_size = output_size
         self.hidden_size_list = hidden_size_list
         self.hidden_layer_num = len(hidden_size_list)
-        self.weight_decay_lambda = weight_decay_lambda
+        self.weight_decay_lambda = check_weight_decay(weight_decay_lambda)
         key = str(activation).lower()
         if key not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
@@ -61,28 +62,8 @@ class MultiLayerNet(NumericalGradientMixin, Network):
         """The layers after hidden Affine{idx}."""
         self.layers[f'Activation_function{idx}'] = activation_layer()
 
-    def _weight_decay(self):
-        weight_decay = 0
-        for idx in range(1, self.hidden_layer_num + 2):
-            W = self.params[f'W{idx}']
-            weight_decay += 0.5 * self.weight_decay_lambda * np.sum(W ** 2)
-        return weight_decay
-
-    def loss(self, x, t):
-        """Cross-entropy loss plus the L2 weight decay."""
-        y = self.predict(x)
-        return self.last_layer.forward(y, t) + self._weight_decay()
-
     def accuracy(self, x, t):
         """Share of correct argmax predictions over the whole batch (t: labels or one-hot)."""
+        t = self._accuracy_labels(x, t)
         y = np.argmax(self.predict(x), axis=1)
-        if t.ndim != 1:
-            t = np.argmax(t, axis=1)
         return np.sum(y == t) / float(x.shape[0])
-
-    def gradient(self, x, t):
-        """Gradients by backpropagation; weights get dW + weight_decay_lambda * W."""
-        grads = super().gradient(x, t)
-        for idx in range(1, self.hidden_layer_num + 2):
-            grads[f'W{idx}'] = grads[f'W{idx}'] + self.weight_decay_lambda * self.params[f'W{idx}']
-        return grads

@@ -15,8 +15,9 @@ class MultiLayerNetExtend(MultiLayerNet):
     Hidden block i: 'Affine{i}', ['BatchNorm{i}'], 'Activation_function{i}', ['Dropout{i}'].
     With batch norm, ``params`` gets gamma{i} (ones) and beta{i} (zeros) for each hidden layer, after all
     the W/b entries; ``gradient`` reports W{i}, b{i}, gamma{i}, beta{i} per layer.
-    ``predict(x, train_flg=False)`` passes train_flg to every layer whose key contains "Dropout" or
-    "BatchNorm" (the textbook dispatches on the key). ``loss(x, t, train_flg=False)``;
+    ``predict(x, train_flg=False)`` passes train_flg to every layer (the textbook passed it to the
+    layers whose key contains "Dropout" or "BatchNorm"; the others ignore it). ``loss(x, t,
+    train_flg=False)``;
     ``accuracy`` runs in inference mode; ``gradient`` and ``numerical_gradient`` in training mode.
     """
 
@@ -36,25 +37,10 @@ class MultiLayerNetExtend(MultiLayerNet):
             self.params[f'gamma{idx}'] = np.ones(size, self._dtype)
             self.params[f'beta{idx}'] = np.zeros(size, self._dtype)
             bn = BatchNormalization(self.params[f'gamma{idx}'], self.params[f'beta{idx}'])
+            bn.init_buffers()  # so that save_params and state_dict carry them from the start
             self.layers[f'BatchNorm{idx}'] = bn
             self._bindings += [(f'gamma{idx}', bn, 'gamma'), (f'beta{idx}', bn, 'beta')]
         super()._add_hidden_block(idx, activation_layer)
         if self.use_dropout:
             self.layers[f'Dropout{idx}'] = Dropout(self.dropout_ration)
 
-    def predict(self, x, train_flg=False):
-        """Scores (N, output_size); train_flg goes to the Dropout and BatchNorm layers."""
-        for key, layer in self.layers.items():
-            if "Dropout" in key or "BatchNorm" in key:
-                x = layer.forward(x, train_flg)
-            else:
-                x = layer.forward(x)
-        return x
-
-    def loss(self, x, t, train_flg=False):
-        """Cross-entropy loss plus the L2 weight decay, in inference mode unless train_flg."""
-        y = self.predict(x, train_flg)
-        return self.last_layer.forward(y, t) + self._weight_decay()
-
-    def _train_loss(self, x, t):
-        return self.loss(x, t, train_flg=True)

@@ -6,10 +6,11 @@ import numpy as np
 from .. import _validate
 from ..initializers import fan_in, float_dtype, init_std
 from ..layers import Affine, Pooling, Relu, SoftmaxWithLoss
-from ._base import Network, NumericalGradientMixin, add_conv_relu, init_params, weight_bindings
+from ._base import (Network, add_conv_relu, check_conv_param, check_input_dim, init_params,
+                    weight_bindings)
 
 
-class SimpleConvNet(NumericalGradientMixin, Network):
+class SimpleConvNet(Network):
     """A simple ConvNet: conv - relu - pool - affine - relu - affine - softmax.
 
     Parameters
@@ -37,11 +38,14 @@ class SimpleConvNet(NumericalGradientMixin, Network):
                  conv_param={'filter_num': 30, 'filter_size': 5, 'pad': 0, 'stride': 1},
                  hidden_size=100, output_size=10, weight_init_std=0.01, *, dtype=np.float64,
                  use_fused=False):
-        filter_num = conv_param['filter_num']
-        filter_size = conv_param['filter_size']
-        pad, stride = conv_param['pad'], conv_param['stride']
+        input_dim = check_input_dim(input_dim)
+        filter_num, filter_size, pad, stride = check_conv_param(conv_param)
         conv_h = _validate.output_size(input_dim[1], filter_size, stride, pad)
         conv_w = _validate.output_size(input_dim[2], filter_size, stride, pad)
+        if conv_h < 2 or conv_w < 2:
+            raise ValueError(f"input_dim {input_dim} is too small for a {filter_size}x{filter_size} "
+                             f"filter with pad {pad} and stride {stride} followed by 2x2 pooling "
+                             f"(the convolution gives {conv_h}x{conv_w})")
         pool_output_size = filter_num * (conv_h // 2) * (conv_w // 2)
 
         shapes = [(filter_num, input_dim[0], filter_size, filter_size),
@@ -49,6 +53,7 @@ class SimpleConvNet(NumericalGradientMixin, Network):
         self.params = init_params(shapes, [init_std(weight_init_std, fan_in(s)) for s in shapes],
                                   float_dtype(dtype))
         p = self.params
+        self.input_dim = input_dim
 
         self.layers = OrderedDict()
         add_conv_relu(self.layers, 1, p['W1'], p['b1'], stride, pad, use_fused)
