@@ -393,6 +393,12 @@ class DataParallelNetwork:
         if global_n <= 0:
             raise ValueError(f"global_n must be >= 1, got {global_n}")
         buffers = _buffers(self.network)
+        if global_n < self.comm.size:
+            # Some rank has no samples, so its BatchNorm layers may not have run yet: every rank
+            # takes the buffer layout of the last rank, which always has samples.
+            layout = self.comm.bcast_object(_signature(buffers), root=self.comm.size - 1)
+            if local_n == 0:
+                buffers = {key: np.zeros(shape, dtype) for key, shape, dtype in layout}
         arrays = {("grad", key): grads[key] for key in self._grad_keys}
         arrays.update({("buffer", key): value for key, value in buffers.items()})
         if self.comm.size == 1 and local_n == global_n:

@@ -16,8 +16,9 @@ from cnncore import get_num_threads
 from cnncore.datasets import load_mnist
 from cnncore.distributed import (DataParallelNetwork, DistributedTrainer, default_rank_threads,
                                  get_communicator)
-from cnncore.layers import Dropout
-from cnncore.networks import DeepConvNet, MultiLayerNet, MultiLayerNetExtend, SimpleConvNet
+from cnncore.layers import Dropout, Pooling, Relu
+from cnncore.networks import (BatchNorm2d, Conv2d, DeepConvNet, Linear, MultiLayerNet,
+                              MultiLayerNetExtend, Sequential, SimpleConvNet)
 from cnncore.optimizer import SGD
 
 # The settings the test repeats in one process: name -> (network factory, Trainer keywords, sizes)
@@ -50,23 +51,28 @@ CASES = {
 }
 
 
-class BatchNormNet(MultiLayerNetExtend):
-    """MultiLayerNetExtend with batch norm, and the layer contract's buffers() where the network
-    does not have it yet."""
+def batchnorm_mlp():
+    """The textbook's MultiLayerNetExtend with batch norm (statistics per feature)."""
+    return MultiLayerNetExtend(784, [40, 30], 10, use_batchnorm=True)
 
-    def __init__(self):
-        super().__init__(784, [40, 30], 10, use_batchnorm=True)
 
-    if not hasattr(MultiLayerNetExtend, "buffers"):
-        def buffers(self):
-            return {f"{key}.{name}": getattr(layer, name)
-                    for key, layer in self.layers.items() if key.startswith("BatchNorm")
-                    for name in ("running_mean", "running_var")}
+def batchnorm_cnn():
+    """A Sequential with per-channel batch norm after a convolution."""
+    return Sequential([Conv2d(4, 3), BatchNorm2d(), Relu(), Pooling(2, 2), Linear(10)],
+                      input_dim=(1, 28, 28))
 
-        def load_buffers(self, values):
-            for key, value in values.items():
-                layer, name = key.split(".")
-                setattr(self.layers[layer], name, np.array(value))
+
+def lazy_batchnorm_mlp():
+    """batchnorm_mlp with the textbook's lazy running statistics: none until the first forward."""
+    net = batchnorm_mlp()
+    for key, layer in net.layers.items():
+        if key.startswith("BatchNorm"):
+            layer.running_mean = layer.running_var = None
+    assert not net.buffers()
+    return net
+
+
+BATCHNORM = {"bn_mlp": (batchnorm_mlp, (-1, 784)), "bn_cnn": (batchnorm_cnn, (-1, 1, 28, 28))}
 
 
 def seeded(factory, rank):
@@ -80,8 +86,7 @@ def seeded(factory, rank):
 
 def save(out, name, rank, net, **lists):
     arrays = {f"param.{k}": v for k, v in net.params.items()}
-    if hasattr(net, "buffers"):
-        arrays.update({f"buffer.{k}": v for k, v in net.buffers().items() if v is not None})
+    arrays.update({f"buffer.{k}": v for k, v in net.buffers().items()})
     arrays.update({k: np.asarray(v, np.float64) for k, v in lists.items()})
     np.savez(out / f"{name}_rank{rank}.npz", **arrays)
 
@@ -105,16 +110,26 @@ def train(out, data):
              test_acc=trainer.test_acc_list, final=[trainer.final_test_acc])
 
     # Batch norm: one step from equal parameters, then three more (running statistics in sync).
-    net = seeded(BatchNormNet, rank)
-    dp = DataParallelNetwork(net)
-    x = x_train[:300].reshape(300, -1).astype(np.float64)
-    batch = np.random.choice(300, 120)
-    SGD(0.1).update(dp.params, dp.gradient(x[batch], t_train[batch]))
-    save(out, "bn_one_step", rank, net)
-    for _ in range(3):
+    for name, (factory, shape) in BATCHNORM.items():
+        net = seeded(factory, rank)
+        dp = DataParallelNetwork(net)
+        x = x_train[:300].reshape(shape).astype(np.float64)
         batch = np.random.choice(300, 120)
         SGD(0.1).update(dp.params, dp.gradient(x[batch], t_train[batch]))
-    save(out, "bn_four_steps", rank, net)
+        save(out, f"{name}_one_step", rank, net)
+        for _ in range(3):
+            batch = np.random.choice(300, 120)
+            SGD(0.1).update(dp.params, dp.gradient(x[batch], t_train[batch]))
+        save(out, f"{name}_four_steps", rank, net)
+
+    # Fewer samples than ranks: rank 0's shard is empty and its BatchNorm has never run.
+    net = seeded(lazy_batchnorm_mlp, rank)
+    dp = DataParallelNetwork(net)
+    x = x_train[:300].reshape(300, -1).astype(np.float64)
+    batch = np.random.choice(300, comm.size - 1)
+    SGD(0.1).update(dp.params, dp.gradient(x[batch], t_train[batch]))
+    save(out, "bn_tiny_batch", rank, net)
+
 
     # A hand-written loop: own RNG for the indices, the shard's gradient, reduce_gradients.
     np.random.seed(NETWORK_SEED if rank == 0 else 1000 + rank)

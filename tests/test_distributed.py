@@ -250,26 +250,52 @@ def test_mpi_deepconvnet_float32_equals_one_process(mpi_runs, mnist):
                                rtol=1e-4)
 
 
-def test_mpi_batchnorm_running_statistics_stay_in_sync(mpi_runs, mnist):
-    """The first BatchNorm's running mean after one step is the one-process one (batch-weighted
-    average of the shards' means; later layers see inputs normalised per shard); after four steps
-    every rank still holds the same statistics and parameters."""
+@pytest.mark.parametrize("name", sorted(worker.BATCHNORM))
+def test_mpi_batchnorm_running_statistics_stay_in_sync(mpi_runs, mnist, name):
+    """MultiLayerNetExtend (per-feature) and a Sequential with BatchNorm2d (per-channel): the first
+    BatchNorm's running mean after one step is the one-process one (batch-weighted average of the
+    shards' means; later layers see inputs normalised per shard, the variances lack the spread of
+    the shard means); after four steps every rank still holds the same statistics and parameters."""
     size, out = mpi_runs
-    one = rank_files(out, "bn_one_step", size)
-    rank_files(out, "bn_four_steps", size)
+    one = rank_files(out, f"{name}_one_step", size)
+    four = rank_files(out, f"{name}_four_steps", size)
+    factory, shape = worker.BATCHNORM[name]
     (x, t), _ = mnist
     np.random.seed(worker.NETWORK_SEED)
-    net = worker.BatchNormNet()
+    net = factory()
     np.random.seed(worker.SAMPLE_SEED)
-    xs = x[:300].reshape(300, -1).astype(np.float64)
+    xs = x[:300].reshape(shape).astype(np.float64)
     batch = np.random.choice(300, 120)
     SGD(0.1).update(net.params, net.gradient(xs[batch], t[batch]))
     buffers = net.buffers()
-    assert relative_error(one["buffer.BatchNorm1.running_mean"],
-                          buffers["BatchNorm1.running_mean"]) <= 1e-12
-    # The variances average the shards' (biased) variances: without the spread of the shard means.
-    assert 0 < relative_error(one["buffer.BatchNorm1.running_var"],
-                              buffers["BatchNorm1.running_var"]) < 0.5
+    first = next(iter(buffers)).split(".")[0]
+    assert {k for k in one if k.startswith("buffer.")} == {f"buffer.{k}" for k in buffers}
+    assert relative_error(one[f"buffer.{first}.running_mean"],
+                          buffers[f"{first}.running_mean"]) <= 1e-12
+    assert 0 < relative_error(one[f"buffer.{first}.running_var"],
+                              buffers[f"{first}.running_var"]) < 0.5
+    assert not np.array_equal(four[f"buffer.{first}.running_mean"], one[f"buffer.{first}.running_mean"])
+
+
+def test_mpi_batch_smaller_than_ranks(mpi_runs, mnist):
+    """A global batch of P - 1 samples: rank 0 has none, and its BatchNorm layers, whose running
+    statistics appear at the first forward, have never run; it contributes nothing and still ends
+    with the one-process parameters and statistics."""
+    size, out = mpi_runs
+    got = rank_files(out, "bn_tiny_batch", size)
+    (x, t), _ = mnist
+    np.random.seed(worker.NETWORK_SEED)
+    net = worker.lazy_batchnorm_mlp()
+    np.random.seed(worker.SAMPLE_SEED)
+    xs = x[:300].reshape(300, -1).astype(np.float64)
+    batch = np.random.choice(300, size - 1)
+    SGD(0.1).update(net.params, net.gradient(xs[batch], t[batch]))
+    if size == 2:   # one sample on one rank: exactly the one-process step
+        for key, value in {**net.params, **net.buffers()}.items():
+            prefix = "param" if key in net.params else "buffer"
+            assert relative_error(got[f"{prefix}.{key}"], value) <= 1e-12, key
+    assert relative_error(got["buffer.BatchNorm1.running_mean"],
+                          net.buffers()["BatchNorm1.running_mean"]) <= 1e-12
 
 
 def test_mpi_hand_written_loop(mpi_runs, mnist):
