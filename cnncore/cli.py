@@ -3,6 +3,7 @@
     python -m cnncore train --subset --epochs 5          # the course demo: 5000 train / 1000 test
     python -m cnncore train --network deep --dtype float32 --out deep.npz
     python -m cnncore train --network deep --compare-reference 5   # + timed against the NumPy network
+    mpirun -n 2 cnncore train --network deep             # data-parallel on 2 ranks (cnncore.distributed)
     python -m cnncore evaluate --params params.npz       # exact accuracy on all 10000 test images
     python -m cnncore evaluate --params params.pkl --pickle   # a textbook params.pkl (trusted files only)
 
@@ -13,6 +14,8 @@ full epoch) and measures the final accuracy exactly, remainder batch included. P
 as ``.npz``; with matplotlib installed the accuracy curves are plotted (matplotlib is optional).
 """
 import argparse
+import contextlib
+import os
 import sys
 import time
 
@@ -121,13 +124,14 @@ def train_main(argv):
     return _train(args)
 
 
+@contextlib.contextmanager
 def _quiet_unless(condition):
     """Silence stdout (errors still go to stderr) unless condition: only rank 0 prints."""
-    import contextlib
-    import os
-
-    return contextlib.nullcontext() if condition else contextlib.redirect_stdout(
-        open(os.devnull, "w"))
+    if condition:
+        yield
+        return
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+        yield
 
 
 def _train(args, comm=None):
