@@ -109,6 +109,13 @@ def train(out, data):
         save(out, name, rank, net, loss=trainer.train_loss_list, train_acc=trainer.train_acc_list,
              test_acc=trainer.test_acc_list, final=[trainer.final_test_acc])
 
+    # Dropout on: masks differ per rank, but the batches must not (the global RNG stays shared).
+    net = seeded(lambda: DeepConvNet(dtype=np.float32), rank)
+    trainer = DistributedTrainer(net, x_train[:300], t_train[:300], x_test[:100], t_test[:100],
+                                 epochs=1, mini_batch_size=100, verbose=False, exact_epochs=True)
+    trainer.train()
+    save(out, "deep_dropout", rank, net, rng_state=np.random.get_state()[1])
+
     # Batch norm: one step from equal parameters, then three more (running statistics in sync).
     for name, (factory, shape) in BATCHNORM.items():
         net = seeded(factory, rank)

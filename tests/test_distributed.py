@@ -250,6 +250,15 @@ def test_mpi_deepconvnet_float32_equals_one_process(mpi_runs, mnist):
                                rtol=1e-4)
 
 
+def test_mpi_dropout_leaves_batch_sampling_in_step(mpi_runs):
+    """DeepConvNet with its Dropout on, shards of 50/50 or 33/33/34: each rank draws masks for its
+    own shard, from its own stream, so the global RNG that picks the batches ends in the same state
+    on every rank (and so do the parameters)."""
+    size, out = mpi_runs
+    got = rank_files(out, "deep_dropout", size)   # checks every rank's arrays, rng_state included
+    assert got["rng_state"].shape == (624,)
+
+
 @pytest.mark.parametrize("name", sorted(worker.BATCHNORM))
 def test_mpi_batchnorm_running_statistics_stay_in_sync(mpi_runs, mnist, name):
     """MultiLayerNetExtend (per-feature) and a Sequential with BatchNorm2d (per-channel): the first
