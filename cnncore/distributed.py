@@ -48,6 +48,7 @@ import traceback
 
 import numpy as np
 
+from ._validate import check_int
 from .trainer import Trainer
 
 __all__ = ["launched_by_mpi", "get_communicator", "SerialCommunicator", "MPICommunicator",
@@ -82,6 +83,8 @@ def _import_mpi():
 
 def shard_bounds(n, rank, size):
     """(lo, hi): the contiguous slice of n items that rank (of size) takes; sizes differ by <= 1."""
+    n, size = check_int(n, "n", 0), check_int(size, "size", 1)
+    rank = check_int(rank, "rank", 0, size - 1)
     return rank * n // size, (rank + 1) * n // size
 
 
@@ -131,6 +134,10 @@ class MPICommunicator:
     """
 
     def __init__(self, comm=None):
+        if comm is not None and not all(callable(getattr(comm, name, None)) for name in
+                                        ("Get_rank", "Get_size", "Split_type", "Allreduce", "Bcast")):
+            raise TypeError(f"comm must be an mpi4py intracommunicator (e.g. MPI.COMM_WORLD), "
+                            f"got {comm!r}")
         MPI = _import_mpi()
         self._MPI = MPI
         self.comm = MPI.COMM_WORLD if comm is None else comm
@@ -306,6 +313,10 @@ class DataParallelNetwork:
     """
 
     def __init__(self, network, comm=None):
+        if not isinstance(getattr(network, "params", None), dict) or not all(
+                callable(getattr(network, name, None)) for name in ("gradient", "loss")):
+            raise TypeError(f"network must have a params dict and gradient(x, t) and loss(x, t) "
+                            f"methods, got {type(network).__name__}")
         self.network = network
         self.comm = get_communicator(comm)
         self._packed, self._packed_keys = None, None
@@ -391,8 +402,11 @@ class DataParallelNetwork:
         its local_n samples), with the network's buffers averaged the same way in the same
         all-reduce. Returns the summed gradients (arrays reused by the next call); the averaged
         buffers are loaded into the network."""
-        if global_n <= 0:
-            raise ValueError(f"global_n must be >= 1, got {global_n}")
+        global_n = check_int(global_n, "global_n", 1)
+        local_n = check_int(local_n, "local_n", 0, global_n)
+        missing = [key for key in self._grad_keys if key not in grads]
+        if missing:
+            raise ValueError(f"grads must hold a gradient for every parameter; missing {missing}")
         buffers = _buffers(self.network)
         if global_n < self.comm.size:
             # Some rank has no samples, so its BatchNorm layers may not have run yet: every rank

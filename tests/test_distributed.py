@@ -121,6 +121,21 @@ def test_reduce_gradients_weights_the_shard():
         np.testing.assert_array_equal(value, 0.5)
     with pytest.raises(ValueError, match="global_n"):
         dp.reduce_gradients(grads, 0, 0)
+    with pytest.raises(ValueError, match="local_n"):
+        dp.reduce_gradients(grads, 101, 100)
+    with pytest.raises(ValueError, match=r"missing \['W1'\]"):
+        dp.reduce_gradients({k: v for k, v in grads.items() if k != "W1"}, 25, 100)
+
+
+def test_bad_arguments_are_refused():
+    with pytest.raises(ValueError, match="rank"):
+        shard_bounds(10, 3, 3)
+    with pytest.raises(ValueError, match="n must be >= 0"):
+        shard_bounds(-1, 0, 2)
+    with pytest.raises(TypeError, match="comm must be an mpi4py intracommunicator"):
+        get_communicator("COMM_WORLD")
+    with pytest.raises(TypeError, match="network must have a params dict"):
+        DataParallelNetwork(object(), SerialCommunicator())
 
 
 def test_networks_that_differ_are_refused():
