@@ -146,7 +146,18 @@ class Relu(Layer):
     key_prefix = "Relu"
 
     def __init__(self):
-        self.mask = None
+        self._mask = None
+        self._fused_out = None   # set when a network ran this Relu fused with the conv before it
+
+    @property
+    def mask(self):
+        if self._mask is None and self._fused_out is not None:
+            self._mask = self._fused_out <= 0
+        return self._mask
+
+    @mask.setter
+    def mask(self, value):
+        self._mask, self._fused_out = value, None
 
     def forward(self, x, train_flg=True):
         out, self.mask = self.kernels.relu_forward(x)
@@ -413,7 +424,7 @@ class SpatialBatchNormalization(BatchNormalization):
     x (N, C, H, W): statistics over N, H, W for each channel; ``gamma``, ``beta``, running statistics of
     shape (C,). A 2-D (N, C) input is normalised per column like BatchNormalization. Same constructor,
     attributes and textbook conventions (eps 1e-6, momentum 0.9 keeps the old value, running
-    statistics start at zeros); ``xn`` is cached in the input's layout, ``std`` per channel.
+    statistics start at zeros); ``xc`` is cached in the input's layout, ``std`` per channel.
     """
 
     def features(self, input_shape):
@@ -438,50 +449,66 @@ class SpatialBatchNormalization(BatchNormalization):
         if train_flg and x.shape[0] > 0:
             mu = x.mean(axis=axes)
             xc = x - mu.reshape(vec)
-            var = np.mean(np.square(xc), axis=axes)
-            self.std = np.sqrt(var + _BN_EPS)
-            xc /= self.std.reshape(vec)
-            self.xn = xc
+            var = _sum_of_products(xc, xc) / (xc.size // xc.shape[1])
+            std = np.sqrt(var + _BN_EPS)
             self.batch_size = x.shape[0]
             self.running_mean = self.momentum * self.running_mean + (1 - self.momentum) * mu
             self.running_var = self.momentum * self.running_var + (1 - self.momentum) * var
         else:
             std = np.sqrt(self.running_var + _BN_EPS)
-            xn = (x - self.running_mean.reshape(vec)) / std.reshape(vec)
-            if not train_flg:
-                return np.ascontiguousarray(self.gamma.reshape(vec) * xn + self.beta.reshape(vec))
-            self.xn, self.std, self.batch_size = xn, std, 0  # an empty batch
-        return self.gamma.reshape(vec) * self.xn + self.beta.reshape(vec)
+            xc = x - self.running_mean.reshape(vec)
+            if train_flg:  # an empty batch
+                self.batch_size = 0
+        if train_flg:
+            self._xc, self.std = xc, std
+        out = xc * (self.gamma / std).reshape(vec)   # gamma * xn + beta, xn never stored
+        out += self.beta.reshape(vec)
+        return out
 
+    # The textbook's attributes: xc is cached, xn = xc / std is computed when read.
     @property
     def xc(self):
-        """x minus the batch mean, recomputed from xn (kept for the textbook's attribute)."""
-        if self.xn is None:
-            return None
-        return self.xn * self.std.reshape(self._axes(self.xn)[1])
+        return self._xc
 
     @xc.setter
-    def xc(self, value):  # the base constructor sets it to None
-        pass
+    def xc(self, value):
+        self._xc = value
+
+    @property
+    def xn(self):
+        if self._xc is None:
+            return None
+        return self._xc / self.std.reshape(self._axes(self._xc)[1])
+
+    @xn.setter
+    def xn(self, value):   # the base constructor's None; xn itself is never stored
+        if value is not None:
+            raise AttributeError("SpatialBatchNormalization.xn is computed from xc and std")
 
     def backward(self, dout):
-        _forward_done(self, self.xn, "forward(x, train_flg=True)")
-        axes, vec = self._axes(self.xn)
+        _forward_done(self, self._xc, "forward(x, train_flg=True)")
+        xc = self._xc
+        axes, vec = self._axes(xc)
         dout = np.asarray(dout)
-        if dout.shape != self.xn.shape:
-            raise ValueError(f"dout must have the forward output's shape {self.xn.shape}, got "
+        if dout.shape != xc.shape:
+            raise ValueError(f"dout must have the forward output's shape {xc.shape}, got "
                              f"{dout.shape}")
         self.dbeta = dout.sum(axis=axes)
-        self.dgamma = np.einsum("nchw,nchw->c" if dout.ndim == 4 else "nc,nc->c", self.xn, dout)
+        self.dgamma = _sum_of_products(xc, dout) / self.std
         M = dout.size // max(self.gamma.shape[0], 1)
         if M == 0:
             return self.gamma.reshape(vec) * dout
         # Through the batch mean and variance, in closed form (equal to the textbook's chain):
-        scale = (self.gamma / self.std).reshape(vec)
+        # dx = gamma/std * (dout - mean(dout) - xn * mean(dout * xn))
         dx = dout - (self.dbeta / M).reshape(vec)
-        dx -= self.xn * (self.dgamma / M).reshape(vec)
-        dx *= scale
+        dx -= xc * (self.dgamma / (M * self.std)).reshape(vec)
+        dx *= (self.gamma / self.std).reshape(vec)
         return dx
+
+
+def _sum_of_products(a, b):
+    """Per channel sum of a * b over (N, C, H, W) or (N, C), without the product array."""
+    return np.einsum("nchw,nchw->c" if a.ndim == 4 else "nc,nc->c", a, b)
 
 
 class Convolution(Layer):
@@ -596,6 +623,32 @@ class ConvReLU(Convolution):
                                                                     self.stride, pad,
                                                                     need_dx=need_dx)
         return self._unpadded(dx)
+
+
+def fusible(conv, relu):
+    """Whether a network may run conv then relu as one fused step: a Convolution (not a subclass)
+    followed by a Relu, both on the default kernels (a swapped kernels module keeps its own path)."""
+    return (type(conv) is Convolution and type(relu) is Relu and conv.kernels is _kernels
+            and relu.kernels is _kernels)
+
+
+def conv_relu_forward(conv, relu, x):
+    """relu.forward(conv.forward(x)) in one fused kernel pass, leaving both layers' textbook
+    attributes as the two calls would (conv.x; relu.mask, computed when read)."""
+    xp, pad = conv._padded(x)
+    out = conv.kernels.conv_bias_relu_forward(xp, conv.W, conv.b, conv.stride, pad)
+    conv.x, conv._xp = x, xp
+    relu._mask, relu._fused_out = None, out
+    return out
+
+
+def conv_relu_backward(conv, relu, dout, need_dx=True):
+    """conv.backward(relu.backward(dout)) in one fused kernel pass; sets conv.dW and conv.db."""
+    _forward_done(relu, relu._fused_out, "a fused forward")
+    xp, pad = conv._xp, (0 if conv._xp is not conv.x else conv.pad)
+    dx, conv.dW, conv.db = conv.kernels.conv_bias_relu_backward(dout, xp, conv.W, relu._fused_out,
+                                                                conv.stride, pad, need_dx=need_dx)
+    return conv._unpadded(dx)
 
 
 class _WindowPooling(Layer):

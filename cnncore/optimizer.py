@@ -8,7 +8,8 @@ the order of operations; float32 parameters stay float32. Hyperparameters are ch
 (ValueError naming the argument).
 
 ``update`` is all or nothing: every gradient is checked first (present, the parameter's shape, real
-numbers), so a bad one raises (KeyError, ValueError, TypeError) with no parameter or state changed.
+numbers) and every parameter array (writeable), so a bad one raises (KeyError, ValueError,
+TypeError) with no parameter or state changed.
 """
 import math
 import numbers
@@ -49,6 +50,8 @@ def _check_grads(params, grads):
                              f"{np.shape(param)}, got {grad.shape}")
         if grad.dtype.kind not in "fiu":
             raise TypeError(f"grads[{key!r}] must hold real numbers, got dtype {grad.dtype}")
+        if isinstance(param, np.ndarray) and not param.flags.writeable:
+            raise ValueError(f"params[{key!r}] is read-only: it cannot be updated in place")
 
 
 def _zeros_like_each(params):

@@ -21,11 +21,17 @@ ATOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
 
 
 def mnist_path():
-    """The real MNIST idx .gz files: $CNNCORE_TEST_DATA, else ../shared/data/mnist beside the repo."""
+    """The real MNIST idx .gz files: $CNNCORE_TEST_DATA, else ../shared/data/mnist beside the repo,
+    else cnncore's own data directory (where load_mnist() downloads them: release wheels' tests)."""
     env = os.environ.get("CNNCORE_TEST_DATA")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+    shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+    if shared.exists():
+        return shared
+    from cnncore.datasets import default_data_dir
+
+    return default_data_dir()
 
 
 @pytest.fixture(scope="session")

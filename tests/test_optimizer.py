@@ -239,3 +239,16 @@ def test_adam_update_rejects_what_it_cannot_take(bad, rng):
     with pytest.raises(ValueError, match="adam_update"):
         K.adam_update(p, g, m, v, 0.01, 0.9, 0.999)
     np.testing.assert_array_equal(p, before)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_read_only_parameter_is_refused_before_anything_changes(name, rng):
+    """Issue 26: the others were updated, then the read-only one raised."""
+    params = {"W1": rng.standard_normal((3, 2)), "W2": rng.standard_normal(4)}
+    params["W2"].flags.writeable = False
+    grads = {key: rng.standard_normal(np.shape(val)) for key, val in params.items()}
+    before = {key: val.copy() for key, val in params.items()}
+    optimizer = _make(name)
+    with pytest.raises(ValueError, match=r"params\['W2'\] is read-only"):
+        optimizer.update(params, grads)
+    assert all(np.array_equal(params[key], before[key]) for key in params)

@@ -20,7 +20,8 @@ from .._io import load_params_file, save_params_file
 from ..functions import _check_labels
 from ..gradient import numerical_gradient
 from ..initializers import gaussian
-from ..layers import ConvReLU, Convolution, Relu
+from ..layers import (ConvReLU, Convolution, Relu, conv_relu_backward, conv_relu_forward,
+                      fusible)
 
 
 def init_params(shapes, stds, dtype):
@@ -132,13 +133,27 @@ class Network:
     def _layer_list(self):
         return [layer for _, layer in self._layer_items()]
 
+    def _steps(self):
+        """The layers in order as steps: (layer,), or (conv, relu) where a Convolution is directly
+        followed by a Relu, which run as one fused kernel (the same numbers, one pass less). The
+        layer objects, keys and attributes stay the textbook's."""
+        layers, steps, i = self._layer_list(), [], 0
+        while i < len(layers):
+            if i + 1 < len(layers) and fusible(layers[i], layers[i + 1]):
+                steps.append((layers[i], layers[i + 1]))
+                i += 2
+            else:
+                steps.append((layers[i],))
+                i += 1
+        return steps
+
     # ------------------------------------------------------------------------------ forward, backward
 
     def predict(self, x, train_flg=False):
         """Scores (N, classes) for x, through every layer in order. Dropout and BatchNorm run in
         inference mode unless train_flg."""
-        for layer in self._layer_list():
-            x = forward(layer, x, train_flg)
+        for step in self._steps():
+            x = conv_relu_forward(*step, x) if len(step) == 2 else forward(step[0], x, train_flg)
         return x
 
     def loss(self, x, t, train_flg=False):
@@ -168,13 +183,15 @@ class Network:
         each weight's entry is a new array dW + weight_decay_lambda * W."""
         self._train_loss(x, t)
         dout = self.last_layer.backward(1)
-        first, *rest = self._layer_list()
-        for layer in reversed(rest):
-            dout = layer.backward(dout)
-        if isinstance(first, Convolution):   # nobody wants the gradient of the input: skip it
-            first.backward(dout, need_dx=False)
+        first, *rest = self._steps()
+        for step in reversed(rest):
+            dout = conv_relu_backward(*step, dout) if len(step) == 2 else step[0].backward(dout)
+        if len(first) == 2:   # nobody wants the gradient of the input: skip it
+            conv_relu_backward(*first, dout, need_dx=False)
+        elif isinstance(first[0], Convolution):
+            first[0].backward(dout, need_dx=False)
         else:
-            first.backward(dout)
+            first[0].backward(dout)
         grads = {key: getattr(layer, grad_attribute(layer, attr))
                  for key, layer, attr in self._bindings}
         if self.weight_decay_lambda:
@@ -326,7 +343,7 @@ class Network:
 
     def _split_state(self, state, what):
         """(params part, buffers part) of a dict holding both; warns naming missing buffers."""
-        slots = {key for key, _, _ in self._buffer_slots()}
+        slots = [key for key, _, _ in self._buffer_slots()]
         params = {k: v for k, v in state.items() if k not in slots}
         buffers = {k: v for k, v in state.items() if k in slots}
         missing = [k for k in slots if k not in buffers]

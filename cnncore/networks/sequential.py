@@ -175,6 +175,8 @@ class Sequential(Network):
                 raise ValueError(f"layer {position}: the key {key!r} is used twice")
             if shape is not None:
                 shape = _output_shape(position, key, layer, shape)
+                if hasattr(layer, "init_buffers"):   # statistics exist (and are saved) from the start
+                    layer.init_buffers()
             self.layers[key] = layer
             self._bind(layer, counters)
         if not self.layers:
@@ -208,9 +210,6 @@ class Sequential(Network):
                 value = getattr(item, attr)
                 if value.dtype != dtype:
                     setattr(item, attr, value.astype(dtype))
-        if hasattr(item, "init_buffers") and shape is not None:
-            _output_shape(position, key or type(item).__name__, item, shape)
-            item.init_buffers()
         return item
 
     def _bind(self, layer, counters):
