@@ -34,13 +34,21 @@ def simple32():
     return SimpleConvNet(dtype=np.float32)
 
 
-def deep32():
+def deep_without_dropout(dtype):
     """DeepConvNet with its Dropout ratios at 0: the masks are then all ones on every rank."""
-    net = DeepConvNet(dtype=np.float32)
+    net = DeepConvNet(dtype=dtype)
     for layer in net.layers:
         if isinstance(layer, Dropout):
             layer.dropout_ratio = 0.0
     return net
+
+
+def deep32():
+    return deep_without_dropout(np.float32)
+
+
+def deep64():
+    return deep_without_dropout(np.float64)
 
 
 CASES = {
@@ -48,6 +56,7 @@ CASES = {
     "simple64": (simple64, TRAIN_SIZE, dict(mini_batch_size=100, exact_epochs=True)),
     "simple32_shuffle": (simple32, TRAIN_SIZE, dict(mini_batch_size=96, shuffle=True)),
     "deep32": (deep32, 500, dict(mini_batch_size=100, exact_epochs=True)),
+    "deep64": (deep64, 300, dict(mini_batch_size=100, exact_epochs=True)),
 }
 
 

@@ -252,17 +252,19 @@ def test_mpi_training_equals_one_process_trainer(mpi_runs, mnist, name, tol):
     assert got["final"][0] == float(trainer.final_test_acc)
 
 
-def test_mpi_deepconvnet_float32_equals_one_process(mpi_runs, mnist):
-    """DeepConvNet float32 (Dropout at 0) against the one-process DistributedTrainer (the Trainer
-    draws its batches from the RNG Dropout also draws from, so it is not the reference here)."""
+@pytest.mark.parametrize("name, tol", [("deep32", 1e-4), ("deep64", 1e-10)])
+def test_mpi_deepconvnet_equals_one_process(mpi_runs, mnist, name, tol):
+    """DeepConvNet (Dropout at 0) against the one-process DistributedTrainer (the Trainer draws its
+    batches from the RNG Dropout also draws from, so it is not the reference here): float32 500
+    images, float64 300."""
     size, out = mpi_runs
-    got = rank_files(out, "deep32", size)
-    net, trainer = one_process_trainer("deep32", mnist, DistributedTrainer,
-                                       comm=SerialCommunicator())
+    got = rank_files(out, name, size)
+    net, trainer = one_process_trainer(name, mnist, DistributedTrainer, comm=SerialCommunicator())
     for key, value in net.params.items():
-        assert relative_error(got[f"param.{key}"], value) <= 1e-4, key
+        assert relative_error(got[f"param.{key}"], value) <= tol, key
     np.testing.assert_allclose(got["loss"], np.asarray(trainer.train_loss_list, np.float64),
-                               rtol=1e-4)
+                               rtol=tol)
+    assert list(got["test_acc"]) == [float(a) for a in trainer.test_acc_list]
 
 
 def test_mpi_dropout_leaves_batch_sampling_in_step(mpi_runs):
