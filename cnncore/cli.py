@@ -5,6 +5,7 @@
     python -m cnncore train --dataset cifar10 --val-split 0.1 --augment --lr-schedule cosine \
         --early-stop 5 --checkpoint best.npz              # CIFAR-10 with the chapter 6 habits
     python -m cnncore train --network deep --compare-reference 5   # + timed against the NumPy network
+    mpirun -n 2 cnncore train --network deep             # data-parallel on 2 ranks (cnncore.distributed)
     python -m cnncore evaluate --params params.npz       # exact accuracy on all 10000 test images
     python -m cnncore evaluate --params p.npz --confusion cm.png --misclassified wrong.png
     python -m cnncore evaluate --params params.pkl --pickle   # a textbook params.pkl (trusted files only)
@@ -19,6 +20,7 @@ Parameters are saved as ``.npz``; with matplotlib installed the loss and accurac
 empty set) is checked before training starts.
 """
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -195,11 +197,34 @@ def train_main(argv):
     _setup(parser, args)
     _check_outputs([("--out", args.out), ("--plot", None if args.no_plot else args.plot),
                     ("--checkpoint", args.checkpoint)])
+    from .distributed import launched_by_mpi   # mpi4py is imported only under an MPI launcher
 
+    if launched_by_mpi():   # mpirun -n P cnncore train ...: one model, data-parallel on P ranks
+        from .distributed import abort_on_error
+
+        with abort_on_error() as comm, _quiet_unless(comm.rank == 0):
+            return _train(args, comm)
+    return _train(args)
+
+
+@contextlib.contextmanager
+def _quiet_unless(condition):
+    """Silence stdout (errors still go to stderr) unless condition: only rank 0 prints."""
+    if condition:
+        yield
+        return
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+        yield
+
+
+def _train(args, comm=None):
     from . import callbacks
     from .augment import RandomCropFlip
     from .datasets import split_validation
     from .trainer import Trainer
+
+    if comm is not None:
+        from .distributed import DistributedTrainer as Trainer
 
     (x_train, t_train), (x_test, t_test) = _load(args)
     train_size, test_size = SUBSET if args.subset else (len(x_train), len(x_test))
@@ -208,6 +233,8 @@ def train_main(argv):
     x_train, t_train = x_train[:train_size], t_train[:train_size]
     x_test, t_test = x_test[:test_size], t_test[:test_size]
 
+    if comm is not None and args.seed is None:   # every rank must split and draw alike
+        args.seed = comm.bcast_object(int(np.random.SeedSequence().entropy % 2**32))
     if args.seed is not None:
         np.random.seed(args.seed)
     x_val = t_val = None
@@ -222,9 +249,10 @@ def train_main(argv):
     hooks = [h for h in (getattr(args, "schedule", None),) if h is not None]
     if args.early_stop:
         hooks.append(callbacks.EarlyStopping(patience=args.early_stop))
-    if args.checkpoint:
+    rank0 = comm is None or comm.rank == 0   # only rank 0 writes files and shows progress
+    if args.checkpoint and rank0:
         hooks.append(callbacks.ModelCheckpoint(args.checkpoint))
-    if not (args.no_progress or args.verbose):
+    if not (args.no_progress or args.verbose) and rank0:
         hooks.append(callbacks.ProgressBar())
     augment = None
     if args.augment:
@@ -237,7 +265,7 @@ def train_main(argv):
                           evaluate_sample_num_per_epoch=args.eval_samples or None,
                           verbose=args.verbose, exact_epochs=True, shuffle=args.shuffle,
                           epoch_callback=progress, x_val=x_val, t_val=t_val, augment=augment,
-                          callbacks=hooks)
+                          callbacks=hooks, **({} if comm is None else {"comm": comm}))
     except (TypeError, ValueError) as exc:
         _fail(str(exc))
     val = f" / {len(x_val)} validation" if x_val is not None else ""
@@ -246,6 +274,11 @@ def train_main(argv):
           f"steps of {args.batch_size}, Adam lr {args.lr}"
           + (f", {augment!r}" if augment else "")
           + (f", lr schedule {args.lr_schedule}" if args.lr_schedule else ""), flush=True)
+    if comm is not None:
+        from . import get_num_threads
+
+        print(f"data-parallel: {comm.size} ranks x {get_num_threads()} threads, "
+              f"{args.batch_size} images a step shared among them", flush=True)
 
     if args.compare_reference:
         compare_with_reference(network, x_train, t_train, args.batch_size, args.compare_reference)
@@ -260,10 +293,11 @@ def train_main(argv):
     elif steps < trainer.max_iter:
         print(f"stopped after {steps} of {trainer.max_iter} steps (--max-steps)")
 
-    test_acc = network.accuracy(x_test, t_test, args.batch_size, exact=True)
+    test_acc = trainer.network.accuracy(x_test, t_test, args.batch_size, exact=True)
     print(f"final test acc {test_acc:.4f} ({round(test_acc * test_size)}/{test_size} images), "
           f"total {time.perf_counter() - progress.t0:.1f} s")
-
+    if comm is not None and comm.rank != 0:
+        return 0   # rank 0 saves and plots
     try:
         network.save_params(args.out)
     except OSError as exc:
