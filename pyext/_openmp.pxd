@@ -12,3 +12,8 @@ cdef extern from *:
     """
     int cnncore_openmp_enabled() noexcept nogil
     int cnncore_omp_max_threads() noexcept nogil
+
+# Elements per parallel chunk of the elementwise kernels (ReLU, Adam): large enough that a chunk's
+# loop amortises its start, small enough that every thread gets many chunks.
+cdef enum:
+    CHUNK = 16384

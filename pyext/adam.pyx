@@ -12,9 +12,8 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport sqrt, sqrtf
 
-# Elements per parallel chunk, as in activation.pyx.
-cdef enum:
-    CHUNK = 16384
+from _openmp cimport CHUNK
+
 
 
 cdef inline void _adam_chunk(floating* p, const floating* g, floating* m, floating* v,

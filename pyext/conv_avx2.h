@@ -10,7 +10,7 @@
  * multiply-add).
  *
  * Written with GCC/clang vector extensions and compiled for AVX2 + FMA through a target attribute,
- * so the rest of the build stays baseline x86-64; cnncore_avx2_supported() says at run time
+ * so the rest of the build stays baseline x86-64; cpu_features.h says at run time
  * whether this CPU (and compiler) has it. Elsewhere (MSVC, other architectures) it is 0 and the
  * kernel is an empty function that nothing calls: the caller then takes im2col + GEMM.
  */
@@ -19,17 +19,13 @@
 /* Most vectors of 8 outputs in an output row of cnncore_avx2_rows_image: 32 * 8 = 256 outputs. */
 #define CNNCORE_AVX2_ROWS_MAX_VECTORS 32
 
-#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+#include "cpu_features.h"
+
+#if CNNCORE_X86_TARGETS
 
 #include <immintrin.h>
 
 typedef float cnncore_v8f __attribute__((vector_size(32), aligned(4)));
-
-static int cnncore_avx2_supported(void)
-{
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-}
 
 /* PB (1..6) outputs of one row, at x (the padded image at the first output's window), for the
  * block of 16 filters whose weights start at w, laid out (C, FH, FW, 16). Writes filters 0..nf-1
@@ -469,8 +465,6 @@ static void cnncore_avx2_rows_dx_image(const float* d, Py_ssize_t drow, Py_ssize
 }
 
 #else
-
-static int cnncore_avx2_supported(void) { return 0; }
 
 static void cnncore_avx2_image(const float* xp, Py_ssize_t C, Py_ssize_t PH, Py_ssize_t PW,
                                const float* w, Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t s,

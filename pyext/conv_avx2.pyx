@@ -9,14 +9,13 @@ blocks of 16:
     w[k, ((c*FH + ky)*FW + kx)*16 + j] = W[16*k + j, c, ky, kx]   (0 past the last filter)
 
 Threads own (image, block) pairs (forward_rows: images), so writes never race and results do not
-depend on the thread count. supported() is False when the CPU or the compiler lacks AVX2 + FMA;
-neither kernel is then to be called.
+depend on the thread count. Neither kernel is to be called where the CPU or the
+compiler lacks AVX2 + FMA (cnncore._cpu says).
 """
 from cython.parallel cimport prange, threadid
 from libc.string cimport memcpy
 
 cdef extern from "conv_avx2.h":
-    int cnncore_avx2_supported() noexcept nogil
     void cnncore_avx2_image(const float* xp, Py_ssize_t C, Py_ssize_t PH, Py_ssize_t PW,
                             const float* w, Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t s,
                             const float* bias, int relu,
@@ -48,11 +47,6 @@ cdef inline void _copy_into_padded(const float* image, float* xp, Py_ssize_t C, 
     for c in range(C):
         for y in range(H):
             memcpy(xp + (c * PH + y + pad) * PW + pad, image + (c * H + y) * W, W * sizeof(float))
-
-
-def supported():
-    """Whether this build and this CPU run the direct kernel (x86 with AVX2 and FMA)."""
-    return bool(cnncore_avx2_supported())
 
 
 def forward(const float[:, :, :, ::1] x,      # IN  (n, C, H, W)

@@ -8,22 +8,18 @@
  * the cell-by-cell path. The baseline build (SSE2) does 4 float32 outputs per step with shuffles
  * and float64 one at a time: for the (128,64,32,32) forward, 9.6 ms on one thread against 5.9 here
  * (float32), 7.95 ms on two threads against 4.18 (float64). A row shorter than one step stays on
- * it; a longer row's last step overlaps the one before. cnncore_pool_avx2() says at run time whether this may be called;
+ * it; a longer row's last step overlaps the one before. cnncore_cpu_avx2() (cpu_features.h) says at run time whether this may be called;
  * elsewhere (MSVC, other architectures) it is 0 and the function does nothing.
  */
 /* Most steps of 8 windows in a row of the AVX2 backward (its carry buffers are sized by it). */
 #define CNNCORE_POOL_BACKWARD_MAX_STEPS 64
 
-#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+#include "cpu_features.h"
+
+#if CNNCORE_X86_TARGETS
 
 #include <immintrin.h>
 #include <string.h>
-
-static int cnncore_pool_avx2(void)
-{
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2");
-}
 
 /* Columns 2i, 2i + 1 and 2i + 2 of one window row r, for i = 0..7: reads r[0..16] only. */
 static inline __attribute__((always_inline, target("avx2"))) void
@@ -259,8 +255,6 @@ cnncore_max_backward_3x3_avx2(const float* dout, const Py_ssize_t* arg, float* d
 }
 
 #else
-
-static int cnncore_pool_avx2(void) { return 0; }
 
 static void cnncore_max_backward_3x3_avx2(const float* dout, const Py_ssize_t* arg, float* dx,
                                           Py_ssize_t H, Py_ssize_t W, Py_ssize_t out_h,

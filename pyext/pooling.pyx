@@ -14,6 +14,8 @@ from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.string cimport memset
 
+from _cpu cimport cnncore_cpu_avx2
+
 cdef extern from "pooling_2x2.h":
     void cnncore_max_backward_row_2x2_float(const float* d, const Py_ssize_t* arg,
                                             float* q0, float* q1, Py_ssize_t n) noexcept nogil
@@ -22,7 +24,6 @@ cdef extern from "pooling_2x2.h":
 
 
 cdef extern from "pool_3x3_avx2.h":
-    int cnncore_pool_avx2() noexcept nogil
     enum: CNNCORE_POOL_BACKWARD_MAX_STEPS
     void cnncore_max_backward_3x3_avx2(const float* dout, const Py_ssize_t* arg, float* dx,
                                        Py_ssize_t H, Py_ssize_t W, Py_ssize_t out_h, Py_ssize_t n,
@@ -659,12 +660,7 @@ cdef inline Window _window(Py_ssize_t H, Py_ssize_t W, Py_ssize_t out_h, Py_ssiz
 
 # Whether this CPU and compiler have AVX2: max_pool_forward takes its AVX2 loops only then, whatever
 # its caller asks (they would stop the process with an illegal instruction).
-cdef bint _AVX2 = cnncore_pool_avx2()
-
-
-def avx2_supported():
-    """Whether max_pool_forward's avx2=True takes the AVX2 loops (this CPU and compiler have AVX2)."""
-    return bool(_AVX2)
+cdef bint _AVX2 = cnncore_cpu_avx2()
 
 
 def max_pool_forward(const floating[:, :, :, ::1] x,     # IN  (N, C, H, W)
@@ -672,7 +668,7 @@ def max_pool_forward(const floating[:, :, :, ::1] x,     # IN  (N, C, H, W)
                      Py_ssize_t[:, :, :, ::1] arg_max,   # OUT (N, C, OH, OW) index in window
                      Py_ssize_t pool_h, Py_ssize_t pool_w,
                      Py_ssize_t stride, Py_ssize_t pad, int n_threads, bint avx2):
-    """avx2: 3x3 stride-2 windows take the AVX2 loops where avx2_supported() (else ignored)."""
+    """avx2: 3x3 stride-2 windows take the AVX2 loops where the CPU has AVX2 (else ignored)."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], nc
     cdef Window g = _window(x.shape[2], x.shape[3], out.shape[2], out.shape[3],
                             pool_h, pool_w, stride, pad)
@@ -690,7 +686,7 @@ def max_pool_backward(const floating[:, :, :, ::1] dout,      # IN  (N, C, OH, O
                       floating[:, :, :, ::1] dx,              # OUT (N, C, H, W), overwritten
                       Py_ssize_t pool_h, Py_ssize_t pool_w,
                       Py_ssize_t stride, Py_ssize_t pad, int n_threads, bint avx2):
-    """avx2: float32 3x3 stride-2 windows take the AVX2 loop where avx2_supported() (else
+    """avx2: float32 3x3 stride-2 windows take the AVX2 loop where the CPU has AVX2 (else
     ignored)."""
     cdef Py_ssize_t N = dx.shape[0], C = dx.shape[1], nc
     cdef Window g = _window(dx.shape[2], dx.shape[3], dout.shape[2], dout.shape[3],

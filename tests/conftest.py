@@ -55,3 +55,13 @@ def run_outside_the_checkout(tmp_path_factory):
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)
+
+
+@pytest.fixture
+def config():
+    """set_config for this test only: the settings it found are put back afterwards."""
+    import cnncore
+
+    saved = cnncore.get_config()
+    yield cnncore.set_config
+    cnncore.set_config(**saved)

@@ -77,7 +77,7 @@ def test_im2col_windows_wholly_in_the_left_padding():
 @pytest.mark.parametrize("how", ["set_num_threads", "OMP_NUM_THREADS"])
 def test_absurd_thread_counts(how):
     """set_num_threads(100000) segfaulted inside GNU OpenMP (per-thread start-up data on the
-    caller's stack); the kernels now cap their team at kernels.MAX_THREADS."""
+    caller's stack); the kernels now cap their team at cnncore._threads.MAX_THREADS."""
     env = {"OMP_NUM_THREADS": "100000"} if how == "OMP_NUM_THREADS" else {}
     run_isolated("""
     if "%s" == "set_num_threads":
