@@ -19,27 +19,7 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.string cimport memcpy, memset
 
-
-cdef inline void _out_range(Py_ssize_t k, Py_ssize_t size, Py_ssize_t out_size,
-                            Py_ssize_t stride, Py_ssize_t pad,
-                            Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
-    # Output positions o whose input position o*stride - pad + k lies inside [0, size).
-    cdef Py_ssize_t first = 0, last
-    if pad > k:
-        first = (pad - k + stride - 1) // stride
-    last = size - 1 + pad - k            # o*stride <= last
-    if last < 0:
-        hi[0] = first
-    else:
-        hi[0] = last // stride + 1
-        if hi[0] > out_size:
-            hi[0] = out_size
-        if hi[0] < first:
-            hi[0] = first
-    if first > out_size:
-        first = out_size
-        hi[0] = out_size
-    lo[0] = first
+from _window cimport out_range, output_size
 
 
 cdef inline void _shifted_block(Py_ssize_t H, Py_ssize_t W, Py_ssize_t oy_lo, Py_ssize_t oy_hi,
@@ -81,10 +61,10 @@ cdef inline void _unfold_channel_same(const floating* plane, floating* rows, Py_
     cdef Py_ssize_t ky, kx, oy_lo, oy_hi, ox_lo, ox_hi, s, a, b
     cdef floating* dst
     for ky in range(filter_h):
-        _out_range(ky, H, out_h, 1, pad, &oy_lo, &oy_hi)
+        out_range(ky, H, out_h, 1, pad, &oy_lo, &oy_hi)
         for kx in range(filter_w):
             dst = rows + (ky * filter_w + kx) * row_stride
-            _out_range(kx, W, W, 1, pad, &ox_lo, &ox_hi)
+            out_range(kx, W, W, 1, pad, &ox_lo, &ox_hi)
             s = (ky - pad) * W + kx - pad
             _shifted_block(H, W, oy_lo, oy_hi, s, &a, &b)
             memset(dst, 0, a * sizeof(floating))
@@ -109,7 +89,7 @@ cdef inline void _unfold_channel(const floating* plane, floating* rows, Py_ssize
     for ky in range(filter_h):
         for kx in range(filter_w):
             dst = rows + (ky * filter_w + kx) * row_stride
-            _out_range(kx, W, out_w, stride, pad, &ox_lo, &ox_hi)
+            out_range(kx, W, out_w, stride, pad, &ox_lo, &ox_hi)
             for oy in range(out_h):
                 iy = oy * stride - pad + ky
                 if iy < 0 or iy >= H:
@@ -141,10 +121,10 @@ cdef inline void _fold_channel_same(floating* rows, Py_ssize_t row_stride, float
     cdef floating* src
     cdef floating* dst
     for ky in range(filter_h):
-        _out_range(ky, H, out_h, 1, pad, &oy_lo, &oy_hi)
+        out_range(ky, H, out_h, 1, pad, &oy_lo, &oy_hi)
         for kx in range(filter_w):
             src = rows + (ky * filter_w + kx) * row_stride
-            _out_range(kx, W, W, 1, pad, &ox_lo, &ox_hi)
+            out_range(kx, W, W, 1, pad, &ox_lo, &ox_hi)
             s = (ky - pad) * W + kx - pad
             _shifted_block(H, W, oy_lo, oy_hi, s, &a, &b)
             if b == a:
@@ -173,7 +153,7 @@ cdef inline void _fold_channel(floating* rows, Py_ssize_t row_stride, floating* 
     for ky in range(filter_h):
         for kx in range(filter_w):
             src = rows + (ky * filter_w + kx) * row_stride
-            _out_range(kx, W, out_w, stride, pad, &ox_lo, &ox_hi)
+            out_range(kx, W, out_w, stride, pad, &ox_lo, &ox_hi)
             for oy in range(out_h):
                 iy = oy * stride - pad + ky
                 if 0 <= iy < H:
@@ -193,8 +173,8 @@ def unfold(const floating[:, :, :, ::1] x,     # IN  (n, C, H, W)
            Py_ssize_t stride, Py_ssize_t pad, int n_threads):
     """cols[(c*FH + ky)*FW + kx, (i*OH + oy)*OW + ox] = x_padded[i, c, oy*stride + ky, ox*stride + kx]."""
     cdef Py_ssize_t n = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
-    cdef Py_ssize_t out_h = (H + 2 * pad - filter_h) // stride + 1
-    cdef Py_ssize_t out_w = (W + 2 * pad - filter_w) // stride + 1
+    cdef Py_ssize_t out_h = output_size(H, filter_h, stride, pad)
+    cdef Py_ssize_t out_w = output_size(W, filter_w, stride, pad)
     cdef Py_ssize_t ic, i, c, KK = filter_h * filter_w, L = out_h * out_w
     if n == 0 or C == 0:
         return
@@ -215,8 +195,8 @@ def fold(floating[:, ::1] cols,                # IN  (C*filter_h*filter_w, n*out
     cols is scratch: cells that fall outside the image may be zeroed.
     """
     cdef Py_ssize_t n = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
-    cdef Py_ssize_t out_h = (H + 2 * pad - filter_h) // stride + 1
-    cdef Py_ssize_t out_w = (W + 2 * pad - filter_w) // stride + 1
+    cdef Py_ssize_t out_h = output_size(H, filter_h, stride, pad)
+    cdef Py_ssize_t out_w = output_size(W, filter_w, stride, pad)
     cdef Py_ssize_t ic, i, c, KK = filter_h * filter_w, L = out_h * out_w
     if n == 0 or C == 0:
         return

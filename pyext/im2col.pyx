@@ -12,6 +12,8 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.string cimport memcpy, memset
 
+from _window cimport out_range, output_size, window_hi, window_lo
+
 
 cdef inline void _window_to_row(const floating* img, floating* row,
                                 Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
@@ -20,13 +22,8 @@ cdef inline void _window_to_row(const floating* img, floating* row,
     # Copy the window whose top-left corner is (y0, x0) (unpadded coordinates, may be negative)
     # into one row of col, writing zeros where the window covers padding.
     cdef Py_ssize_t c, ky, kx, iy
-    cdef Py_ssize_t kx_lo = -x0 if x0 < 0 else 0
-    cdef Py_ssize_t kx_hi = W - x0 if W - x0 < filter_w else filter_w
+    cdef Py_ssize_t kx_lo = window_lo(x0, filter_w), kx_hi = window_hi(x0, filter_w, W)
     cdef const floating* line
-    if kx_lo > filter_w:    # the window lies wholly in the left padding (pad > filter_w)
-        kx_lo = filter_w
-    if kx_hi < kx_lo:
-        kx_hi = kx_lo
     for c in range(C):
         for ky in range(filter_h):
             iy = y0 + ky
@@ -120,10 +117,7 @@ cdef inline void _add_rows_by_column(const floating* col, floating* img, Py_ssiz
                 line = img + (c * H + iy) * W
                 j = (c * filter_h + ky) * filter_w
                 for kx in range(filter_w):
-                    # the ox with 0 <= ox*stride - pad + kx < W
-                    lo = (pad - kx + stride - 1) // stride if pad > kx else 0
-                    hi = (W - 1 + pad - kx) // stride + 1 if W - 1 + pad >= kx else 0
-                    hi = hi if hi < out_w else out_w
+                    out_range(kx, W, out_w, stride, pad, &lo, &hi)
                     _add_column(line, kx - pad, rows + j + kx, K, stride, lo, hi)
 
 
@@ -133,8 +127,7 @@ cdef inline void _row_to_window(const floating* row, floating* img,
                                 Py_ssize_t y0, Py_ssize_t x0) noexcept nogil:
     # Adjoint of _window_to_row: add one row of col into its window, skipping padding.
     cdef Py_ssize_t c, ky, kx, iy
-    cdef Py_ssize_t kx_lo = -x0 if x0 < 0 else 0
-    cdef Py_ssize_t kx_hi = W - x0 if W - x0 < filter_w else filter_w
+    cdef Py_ssize_t kx_lo = window_lo(x0, filter_w), kx_hi = window_hi(x0, filter_w, W)
     cdef floating* line
     for c in range(C):
         for ky in range(filter_h):
@@ -230,8 +223,8 @@ def im2col(const floating[:, :, :, ::1] x,    # IN  (N, C, H, W)
            Py_ssize_t stride, Py_ssize_t pad, int n_threads):
     """Fill col with the windows of x (textbook layout). Threads split the (n, oy) rows."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
-    cdef Py_ssize_t out_h = (H + 2 * pad - filter_h) // stride + 1
-    cdef Py_ssize_t out_w = (W + 2 * pad - filter_w) // stride + 1
+    cdef Py_ssize_t out_h = output_size(H, filter_h, stride, pad)
+    cdef Py_ssize_t out_w = output_size(W, filter_w, stride, pad)
     cdef Py_ssize_t n_oy, n, oy
     if N == 0 or col.shape[0] == 0:
         return
@@ -256,8 +249,8 @@ def col2im(const floating[:, ::1] col,         # IN  (N*out_h*out_w, C*filter_h*
            Py_ssize_t stride, Py_ssize_t pad, int n_threads):
     """Sum every row of col back into its window of x. Threads split the images."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
-    cdef Py_ssize_t out_h = (H + 2 * pad - filter_h) // stride + 1
-    cdef Py_ssize_t out_w = (W + 2 * pad - filter_w) // stride + 1
+    cdef Py_ssize_t out_h = output_size(H, filter_h, stride, pad)
+    cdef Py_ssize_t out_w = output_size(W, filter_w, stride, pad)
     cdef Py_ssize_t n
     if N == 0 or x.shape[1] == 0:
         return

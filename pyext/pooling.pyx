@@ -15,6 +15,7 @@ from cython.parallel cimport prange, threadid
 from libc.string cimport memset
 
 from _cpu cimport cnncore_cpu_avx2
+from _window cimport window_hi, window_lo
 
 cdef extern from "pooling_2x2.h":
     void cnncore_max_backward_row_2x2_float(const float* d, const Py_ssize_t* arg,
@@ -41,16 +42,6 @@ cdef struct Window:
     bint avx2       # 3x3 stride-2 max pooling may take pool_3x3_avx2.h
 
 
-# Window offsets k in [_lo(start), _hi(start, ...)) satisfy 0 <= start + k < size.
-cdef inline Py_ssize_t _lo(Py_ssize_t start) noexcept nogil:
-    return -start if start < 0 else 0
-
-
-cdef inline Py_ssize_t _hi(Py_ssize_t start, Py_ssize_t window, Py_ssize_t size) noexcept nogil:
-    cdef Py_ssize_t hi = size - start if size - start < window else window
-    return hi if hi > _lo(start) else _lo(start)
-
-
 cdef Py_ssize_t _first_nan(const floating* x, Window g, Py_ssize_t y0, Py_ssize_t x0,
                            Py_ssize_t ky_lo, Py_ssize_t ky_hi,
                            Py_ssize_t kx_lo, Py_ssize_t kx_hi) noexcept nogil:
@@ -68,8 +59,8 @@ cdef inline void _max_window(const floating* x, floating* out, Py_ssize_t* arg_m
     # One output cell, its window clipped to the image.
     cdef Py_ssize_t ky, kx, arg
     cdef Py_ssize_t y0 = oy * g.stride - g.pad, x0 = ox * g.stride - g.pad
-    cdef Py_ssize_t ky_lo = _lo(y0), ky_hi = _hi(y0, g.pool_h, g.H)
-    cdef Py_ssize_t kx_lo = _lo(x0), kx_hi = _hi(x0, g.pool_w, g.W)
+    cdef Py_ssize_t ky_lo = window_lo(y0, g.pool_h), ky_hi = window_hi(y0, g.pool_h, g.H)
+    cdef Py_ssize_t kx_lo = window_lo(x0, g.pool_w), kx_hi = window_hi(x0, g.pool_w, g.W)
     cdef floating best = x[(y0 + ky_lo) * g.W + x0 + kx_lo], v
     cdef bint gt, nan = False
     arg = ky_lo * g.pool_w + kx_lo
@@ -135,7 +126,7 @@ cdef inline void _max_run(const float* x, float* out, Py_ssize_t* arg_max, Windo
     cdef float bad[RUN]
     cdef int arg[RUN]
     cdef Py_ssize_t i, j, ky, kx
-    cdef Py_ssize_t y0 = oy * g.stride - g.pad, ky_lo = _lo(y0), ky_hi = _hi(y0, g.pool_h, g.H)
+    cdef Py_ssize_t y0 = oy * g.stride - g.pad, ky_lo = window_lo(y0, g.pool_h), ky_hi = window_hi(y0, g.pool_h, g.H)
     cdef const float* row = x + (y0 + ky_lo) * g.W + ox0 * g.stride - g.pad
     for i in range(n):
         best[i] = row[i * g.stride]
@@ -434,7 +425,7 @@ cdef inline void _avg_border_cell(const floating* row, floating* o, Window g,
                                   Py_ssize_t ox) noexcept nogil:
     # o[ox] += the cells of one window row that lie inside the image.
     cdef Py_ssize_t kx, x0 = ox * g.stride - g.pad
-    for kx in range(_lo(x0), _hi(x0, g.pool_w, g.W)):
+    for kx in range(window_lo(x0, g.pool_w), window_hi(x0, g.pool_w, g.W)):
         o[ox] += row[x0 + kx]
 
 
@@ -487,7 +478,7 @@ cdef inline void _avg_plane(const floating* x, floating* out, Window g,
     _interior(g, &ox_a, &ox_b)
     for oy in range(g.out_h):
         y0 = oy * g.stride - g.pad
-        ky_lo, ky_hi = _lo(y0), _hi(y0, g.pool_h, g.H)
+        ky_lo, ky_hi = window_lo(y0, g.pool_h), window_hi(y0, g.pool_h, g.H)
         o = out + oy * g.out_w
         # (loops, not memset: in the backward, libc calls on rows this short took a quarter of
         # the time)
@@ -512,7 +503,7 @@ cdef inline void _avg_border_spread(floating* row, floating share, Window g,
                                     Py_ssize_t ox) noexcept nogil:
     # Adds share to the cells of one window row that lie inside the image.
     cdef Py_ssize_t kx, x0 = ox * g.stride - g.pad
-    for kx in range(_lo(x0), _hi(x0, g.pool_w, g.W)):
+    for kx in range(window_lo(x0, g.pool_w), window_hi(x0, g.pool_w, g.W)):
         row[x0 + kx] += share
 
 

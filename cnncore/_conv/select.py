@@ -17,6 +17,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import _config, _cpu
+from .._validate import output_size
 from .avx2_rows import ROWS_MAX_WIDTH
 
 # The rules' thresholds (docs/kernels.md gives the measurements that set them).
@@ -79,7 +80,7 @@ def describe(x_shape, W_shape, stride, pad, dtype, need_dx=True):
     """The Layer of a convolution of an (N, C, H, W) input with (FN, C, FH, FW) filters."""
     C, H, W = x_shape[1:]
     FN, _, FH, FW = W_shape
-    out_w = (W + 2 * pad - FW) // stride + 1
+    out_w = output_size(W, FW, stride, pad)
     return Layer(C, H, W, FN, FH, FW, stride, pad, np.dtype(dtype), out_w, bool(need_dx))
 
 
