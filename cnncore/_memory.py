@@ -3,8 +3,8 @@
 The kernels' outputs (and the convolution's scratch tiles) take their data from a NumPy memory
 handler (pyext/output_cache.h) that keeps freed blocks of 128 KiB or more, up to a limit, and hands
 one out again for an array of exactly its size. A training loop allocates the same sizes at every
-step, so its outputs reuse pages already mapped instead of faulting in new ones (on this machine a
-first touch ran at about 7.5 GB/s). The limit is CNNCORE_OUTPUT_CACHE_MB when it is set (0 turns
+step, so its outputs reuse pages already mapped instead of faulting in new ones (a first touch
+costs far more than a write to a mapped page). The limit is CNNCORE_OUTPUT_CACHE_MB when it is set (0 turns
 the cache off), else DEFAULT_LIMIT_MB; set_output_cache_limit overrides it.
 """
 from ._config import env_int

@@ -1,6 +1,6 @@
 """Pieces of the tiled convolution: unfold/fold and the fused epilogues.
 
-The convolution (cnncore/kernels.py) runs over tiles of n images at a time, with one GEMM per step:
+The convolution (cnncore/_conv/im2col_gemm.py, gradients.py) runs over tiles of n images at a time, with one GEMM per step:
 
     forward:  cols = unfold(x[tile])                      (K, n*L)   K = C*FH*FW, L = OH*OW
               y = W2d @ cols                              (FN, n*L)  BLAS, through NumPy
@@ -145,8 +145,8 @@ cdef inline void _fold_channel(floating* rows, Py_ssize_t row_stride, floating* 
     cdef Py_ssize_t ky, kx, oy, ox, iy, ox_lo, ox_hi
     cdef const floating* src
     cdef floating* line
-    # float32 only: measured per tile (one thread), float32 0.225 -> 0.184 ms (9 images, 16x28x28),
-    # 0.53 -> 0.38 (28 x 64x8x8); float64 0.33 -> 0.38 and 0.60 -> 0.58, so it keeps the loop below.
+    # float32 only: float64 was no faster through the block copies (docs/kernels.md), so it keeps
+    # the loop below.
     if floating is float and stride == 1 and out_w == W:
         _fold_channel_same(rows, row_stride, plane, H, W, filter_h, filter_w, out_h, pad)
         return

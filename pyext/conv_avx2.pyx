@@ -130,7 +130,7 @@ def backward_rows(const float[:, :, :, ::1] x,      # IN  (N, C, H, W)
     least n_vec*8 - OW zero columns right of it; for dx, top and left at least max(0, FH - 1 - pad)
     and max(0, FW - 1 - pad), as many rows below it and columns right of it. Threads own whole
     tiles, so the sums do not depend on the thread count. Unchecked, like every kernel here: the
-    row widths are kernels._avx2_rows_fits's and _avx2_rows_dx_fits's to ensure."""
+    row widths are cnncore._conv.select's CAN_RUN to ensure."""
     cdef Py_ssize_t C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t FN = dout.shape[1], OH = dout.shape[2], OW = dout.shape[3]
     cdef Py_ssize_t K = tap.shape[0], n_vec = (OW + 7) // 8, plane = DH * DW

@@ -61,9 +61,8 @@ cdef inline void _image_to_rows(const floating* img, floating* col, Py_ssize_t C
                                 Py_ssize_t oy, Py_ssize_t out_w, Py_ssize_t stride,
                                 Py_ssize_t pad) noexcept nogil:
     # The out_w rows of col for output row oy of one image. The windows wholly inside the image,
-    # ox in [inside_lo, inside_hi), take the copy without padding logic. Measured here (float32
-    # (100,1,28,28) k5, one thread): 0.68 ms when every window went through _window_to_row, with
-    # its checks and an element-by-element copy, against 0.31 ms.
+    # ox in [inside_lo, inside_hi), take the copy without padding logic (about twice as fast as
+    # _window_to_row's checks and element-by-element copy).
     cdef Py_ssize_t ox, K = C * filter_h * filter_w
     cdef Py_ssize_t y0 = oy * stride - pad
     cdef Py_ssize_t inside_lo = out_w, inside_hi = out_w
@@ -168,9 +167,7 @@ cdef inline void _add_rows_by_pixel(const floating* col, floating* img, Py_ssize
     # The same sum for stride 1, pixel by pixel: for each output row oy and each (c, ky), pixel x
     # of the image line gets its terms (kx, from window ox = x + pad - kx) summed in a register,
     # then one add to memory. Adding window by window instead chains filter_w dependent
-    # load-add-stores on each pixel. Measured here against _rows_to_image (ms, one thread):
-    # float64 1.49 -> 0.79 at (100,1,28,28) k5, 8.0 -> 4.3 at (100,32,14,14) k3; float32 0.64 ->
-    # 0.66 and 4.4 -> 3.6.
+    # load-add-stores on each pixel (docs/kernels.md compares the two).
     cdef Py_ssize_t oy, c, ky, iy, x, K = C * filter_h * filter_w
     # pixels in [x_lo, x_hi) are reached by every kx: a sum of constant width
     cdef Py_ssize_t x_lo = min(max(filter_w - 1 - pad, 0), W)
@@ -201,10 +198,8 @@ cdef inline void _rows_to_image(const floating* col, floating* img, Py_ssize_t C
                                 Py_ssize_t out_h, Py_ssize_t out_w, Py_ssize_t stride,
                                 Py_ssize_t pad) noexcept nogil:
     # Any stride (col2im takes _add_rows_by_pixel for stride 1).
-    # Measured here, one thread (ms, by column / by window): float32 0.52 / 0.94 at (100,1,28,28)
-    # k5 and 9.2 / 11.2 at (100,16,28,28) k3; float64 1.04 / 0.81 and 15.5 / 9.0. Column order
-    # reads col with a stride of K, which costs more than the dependency chain it removes once the
-    # rows are 8 bytes wide.
+    # float32 goes by column, float64 by window: column order reads col with a stride of K, which
+    # costs more than the dependency chain it removes once the values are 8 bytes wide.
     if floating is float:
         _add_rows_by_column(col, img, C, H, W, filter_h, filter_w, out_h, out_w, stride, pad)
     else:
@@ -214,8 +209,7 @@ cdef inline void _rows_to_image(const floating* col, floating* img, Py_ssize_t C
 # The textbook's windows are 3 or 5 wide: im2col and col2im's pixel sums take their inline helpers
 # with a literal width, which lets the compiler unroll the innermost loops (filter_w elements).
 # _rows_to_image does not: unrolled, the window path's float64 adds became 16-byte vectors
-# overlapping the previous window's stores, and got slower (0.81 -> 1.55 ms at (100,1,28,28) k5,
-# one thread).
+# overlapping the previous window's stores, which stalls on store forwarding.
 
 def im2col(const floating[:, :, :, ::1] x,    # IN  (N, C, H, W)
            floating[:, ::1] col,               # OUT (N*out_h*out_w, C*filter_h*filter_w)

@@ -150,7 +150,7 @@ cdef inline void _max_run(const float* x, float* out, Py_ssize_t* arg_max, Windo
 # The first maximum of a, b, c, d in scan order is the first maximum of the two row pairs' maxima
 # (exact for all but NaN, which sends the row back to _max_window). The winner's index is a bit
 # select on a mask as wide as the value: no branches (random data defeats branch prediction), and
-# for float32 the form GCC vectorises with plain SSE2 (float64 stays scalar; 2x faster all the same).
+# for float32 the form GCC vectorises with plain SSE2 (float64 stays scalar, and still gains).
 
 ctypedef fused window_index:
     int             # float32: as wide as the value, so that GCC vectorises the selects
@@ -273,10 +273,10 @@ cdef inline void _max_run_3x3(const floating* x, floating* out, Py_ssize_t* arg_
 cdef inline void _max_plane(const floating* x, floating* out, Py_ssize_t* arg_max,
                             Window g) noexcept nogil:
     # Border columns (windows clipped by the padding) cell by cell, the interior in runs: 3x3
-    # stride-2 windows inside the image in one pass (1.2-1.5x faster than the runs, both dtypes),
-    # other float32 windows cell pass by cell pass. Other float64 windows go cell by cell: GCC 12
-    # vectorised no float64 form of the runs' pass with plain SSE2 (the wheels' baseline), and
-    # unvectorised runs were no faster (measured).
+    # stride-2 windows inside the image in one pass (faster than the runs, both dtypes), other
+    # float32 windows cell pass by cell pass. Other float64 windows go cell by cell: GCC vectorises
+    # no float64 form of the runs' pass with plain SSE2 (the wheels' baseline), and unvectorised
+    # runs gain nothing.
     cdef Py_ssize_t oy, ox, ox_a, ox_b, n, i
     cdef bint three = g.pool_h == 3 and g.pool_w == 3 and g.stride == 2
     if g.pool_h == 2 and g.pool_w == 2 and g.stride == 2 and g.pad == 0:
@@ -467,7 +467,7 @@ cdef inline void _avg_plane(const floating* x, floating* out, Window g,
     # (whole rows, contiguous), then each output sums pool_w cells of col; only the border columns,
     # whose windows are clipped, go cell by cell. 2x2 stride-2 windows take _avg_plane_2x2. 3-wide
     # windows at stride 2 add each row's triples straight into the outputs instead: reading col
-    # right after writing it, at offsets 1 and 2, stalled on store forwarding (1.1-1.3x, perf).
+    # right after writing it, at offsets 1 and 2, stalls on store forwarding.
     cdef Py_ssize_t oy, ox, ky, y0, ky_lo, ky_hi, i, ox_a, ox_b
     cdef floating scale = 1.0 / (g.pool_h * g.pool_w), zero = 0
     cdef const floating* row

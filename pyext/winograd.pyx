@@ -23,7 +23,7 @@ and backward, for the weights' gradient, from the output gradient g (2x2 per til
 Both transforms are separable: one pass along a whole tile row (contiguous, so it vectorises), then
 one across each tile. Threads own whole (image, channel) planes, so writes never race. The GEMMs run
 on gemm and gemm_nt (float32, AVX2 + FMA, winograd_gemm.h) or else on NumPy's BLAS, as
-cnncore/kernels.py chooses.
+cnncore/_conv/winograd.py chooses.
 """
 from cython cimport floating
 from cython.parallel cimport prange, threadid
@@ -320,8 +320,8 @@ cdef Py_ssize_t _output_planes(const floating* M, Py_ssize_t xs, const floating*
     cdef floating* y
     cdef floating bad
     cdef Py_ssize_t n_bad = 0
-    # Tile rows of 4 float32 tiles or fewer would leave half of each AVX2 register idle: measured
-    # here on 8x8 planes (64 channels, batch 100, one thread), 0.97x of the baseline loop.
+    # Tile rows of 4 float32 tiles or fewer would leave half of each AVX2 register idle: they keep
+    # the baseline loop, which is as fast there.
     cdef bint wide_rows = avx2 and _AVX2 and 2 * TW > <Py_ssize_t>(32 // sizeof(floating))
     for jf in range(first, stop):
         f = jf // n
@@ -413,7 +413,7 @@ def forward_tiles(const float[::1] x,              # IN  (N, C, H, W), C-contigu
                   unsigned char[::1] bad,            # OUT (n_tiles,) 1 where a result is not finite
                   bint relu, int n_threads, bint avx2):
     """The float32 forward, tile by tile of images, on n_threads threads: for each tile the input
-    transform, gemm and the output transform, as kernels._winograd_tile does them one call at a
+    transform, gemm and the output transform, as cnncore._conv.winograd.tile does them one call at a
     time (the same results), without going back to Python between tiles. A tile whose output holds
     a value that is not finite gets bad[k] = 1 (the caller computes it directly). Only where
     the CPU has AVX2 and FMA; V's and M's rows are xi_stride(...) apart, as the caller laid them out."""
@@ -515,8 +515,7 @@ def weight_transform(const floating[:, :, :, ::1] W,  # IN  (FN, C, 3, 3)
     cdef double t[4][3]
     # 16 filters' transforms, stored row by row of U: U's 16 rows are often a multiple of 4 KiB
     # apart (32 x 32 filters), so storing each filter's 16 entries in turn hit one set of the L1
-    # cache 16 times. 32 x 32 filters: 53 -> 19 us (the fused forward of 100 images of 32 x 14 x 14,
-    # about 2.0 ms, did not move measurably).
+    # cache 16 times.
     cdef floating block[16][16]
     cdef const floating* w
     cdef floating* u

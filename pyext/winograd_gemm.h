@@ -11,12 +11,11 @@
  *
  * Compiled for AVX2 + FMA through a target attribute; cpu_features.h says at run
  * time whether this CPU (and compiler) has them. Elsewhere the function is empty and never called.
- * cnncore/kernels.py leaves the tile counts whose lines of V alias in L1 to np.matmul.
+ * cnncore/_conv/winograd.py leaves the tile counts whose lines of V alias in L1 to np.matmul.
  */
 
-/* Rows of U (filters) and vectors of 8 columns of V (tiles) per block. Measured here, one thread,
- * the 16 products of 32 filters x 32 channels x 1225 tiles: 4 x 3 0.52 ms, 6 x 2 0.54, 5 x 2 0.54,
- * 3 x 4 0.55, 2 x 6 0.77 (np.matmul 0.61); prefetching the next strip gained nothing. */
+/* Rows of U (filters) and vectors of 8 columns of V (tiles) per block: 4 x 3 keeps 12 accumulators
+ * and the operands in the 16 AVX2 registers (the block sizes compared: docs/kernels.md). */
 #define CNNCORE_WG_GEMM_R 4
 #define CNNCORE_WG_GEMM_V 3
 #define CNNCORE_WG_GEMM_COLS (8 * CNNCORE_WG_GEMM_V)

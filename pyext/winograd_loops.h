@@ -66,8 +66,7 @@ static void WG_NAME(in_row)(const WG_T* __restrict e, const WG_T* __restrict o, 
 
 #include <immintrin.h>
 
-/* One AVX2 register: 8 floats or 4 doubles (8 doubles in two registers per value spilled: float64
- * took 6.0 -> 6.8 ms instead of getting faster). */
+/* One AVX2 register: 8 floats or 4 doubles (8 doubles, two registers per value, spill). */
 #define WG_LANES (32 / (Py_ssize_t)sizeof(WG_T))
 typedef WG_T WG_NAME(vec) __attribute__((vector_size(32), aligned(sizeof(WG_T))));
 
