@@ -11,7 +11,6 @@ from _cpu cimport cnncore_cpu_avx2
 from _openmp cimport CHUNK
 
 
-
 cdef extern from "relu_avx2.h":
     void cnncore_relu_forward_avx2(const float* x, float* out, unsigned char* mask,
                                    Py_ssize_t n) nogil

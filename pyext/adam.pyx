@@ -15,7 +15,6 @@ from libc.math cimport sqrt, sqrtf
 from _openmp cimport CHUNK
 
 
-
 cdef inline void _adam_chunk(floating* p, const floating* g, floating* m, floating* v,
                              floating lr_t, floating a, floating b, floating eps,
                              Py_ssize_t n) noexcept nogil:

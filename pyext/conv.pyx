@@ -1,6 +1,7 @@
 """Pieces of the tiled convolution: unfold/fold and the fused epilogues.
 
-The convolution (cnncore/_conv/im2col_gemm.py, gradients.py) runs over tiles of n images at a time, with one GEMM per step:
+The convolution (cnncore/_conv/im2col_gemm.py, gradients.py) runs over tiles of n images at a time,
+with one GEMM per step:
 
     forward:  cols = unfold(x[tile])                      (K, n*L)   K = C*FH*FW, L = OH*OW
               y = W2d @ cols                              (FN, n*L)  BLAS, through NumPy
@@ -213,9 +214,9 @@ def bias_act(const floating[:, ::1] y,         # IN  (FN, n*L) the GEMM's result
              const floating[::1] b,            # IN  (FN,)
              floating[:, :, ::1] out,          # OUT (n, FN, L)
              bint relu, int n_threads):
-    """out[i, f, l] = act(y[f, i*L + l] + b[f]), act = ReLU (x <= 0 -> 0, NaN kept) or identity."""
+    """out[i, f, p] = act(y[f, i*L + p] + b[f]), act = ReLU (x <= 0 -> 0, NaN kept) or identity."""
     cdef Py_ssize_t n = out.shape[0], FN = out.shape[1], L = out.shape[2]
-    cdef Py_ssize_t jf, j, f, l
+    cdef Py_ssize_t jf, j, f, p
     cdef floating bias, v
     cdef const floating* src
     cdef floating* dst
@@ -229,21 +230,21 @@ def bias_act(const floating[:, ::1] y,         # IN  (FN, n*L) the GEMM's result
             src = &y[f, j * L]
             dst = &out[j, f, 0]
             if relu:
-                for l in range(L):
-                    v = src[l] + bias
-                    dst[l] = 0 if v <= 0 else v
+                for p in range(L):
+                    v = src[p] + bias
+                    dst[p] = 0 if v <= 0 else v
             else:
-                for l in range(L):
-                    dst[l] = src[l] + bias
+                for p in range(L):
+                    dst[p] = src[p] + bias
 
 
 def gather_grad(const floating[:, :, ::1] dout,  # IN  (n, FN, L) upstream gradient
                 const floating[:, :, ::1] out,   # IN  (n, FN, L) forward output (read if relu)
                 floating[:, ::1] d,              # OUT (FN, n*L)
                 bint relu, int n_threads):
-    """d[f, i*L + l] = dout[i, f, l], zeroed where out <= 0 when relu (the textbook Relu's mask)."""
+    """d[f, i*L + p] = dout[i, f, p], zeroed where out <= 0 when relu (the textbook Relu's mask)."""
     cdef Py_ssize_t n = dout.shape[0], FN = dout.shape[1], L = dout.shape[2]
-    cdef Py_ssize_t jf, j, f, l
+    cdef Py_ssize_t jf, j, f, p
     cdef const floating* g
     cdef const floating* o
     cdef floating* dst
@@ -260,9 +261,9 @@ def gather_grad(const floating[:, :, ::1] dout,  # IN  (n, FN, L) upstream gradi
                 o = &out[j, f, 0]
                 # g read whatever the mask: read only where kept, it was a branch per value (20x
                 # slower than the plain copy on a random mask); read always, the loop vectorises.
-                for l in range(L):
-                    v = g[l]
-                    dst[l] = 0 if o[l] <= 0 else v
+                for p in range(L):
+                    v = g[p]
+                    dst[p] = 0 if o[p] <= 0 else v
             else:
-                for l in range(L):
-                    dst[l] = g[l]
+                for p in range(L):
+                    dst[p] = g[p]

@@ -77,7 +77,7 @@ def forward(const float[:, :, :, ::1] x,      # IN  (n, C, H, W)
             if nf > 16:
                 nf = 16
             cnncore_avx2_image(xp, C, PH, PW, &w[k, 0], filter_h, filter_w, stride,
-                                 &b[16 * k], relu, &out[i, 16 * k, 0, 0], nf, OH, OW)
+                               &b[16 * k], relu, &out[i, 16 * k, 0, 0], nf, OH, OW)
 
 
 ROWS_MAX_WIDTH = 8 * CNNCORE_AVX2_ROWS_MAX_VECTORS

@@ -47,9 +47,9 @@ cdef inline void _inside_window_to_row(const floating* img, floating* row, Py_ss
                                        Py_ssize_t x0) noexcept nogil:
     # _window_to_row for a window wholly inside the image. memcpy of a constant width (filter_w
     # is a literal at the call sites below) is one or two moves per line.
-    cdef Py_ssize_t c, ky
+    cdef Py_ssize_t _c, ky
     cdef const floating* line = img + y0 * W + x0
-    for c in range(C):
+    for _c in range(C):
         for ky in range(filter_h):
             memcpy(row, line + ky * W, filter_w * sizeof(floating))
             row += filter_w

@@ -126,7 +126,8 @@ cdef inline void _max_run(const float* x, float* out, Py_ssize_t* arg_max, Windo
     cdef float bad[RUN]
     cdef int arg[RUN]
     cdef Py_ssize_t i, j, ky, kx
-    cdef Py_ssize_t y0 = oy * g.stride - g.pad, ky_lo = window_lo(y0, g.pool_h), ky_hi = window_hi(y0, g.pool_h, g.H)
+    cdef Py_ssize_t y0 = oy * g.stride - g.pad
+    cdef Py_ssize_t ky_lo = window_lo(y0, g.pool_h), ky_hi = window_hi(y0, g.pool_h, g.H)
     cdef const float* row = x + (y0 + ky_lo) * g.W + ox0 * g.stride - g.pad
     for i in range(n):
         best[i] = row[i * g.stride]
@@ -178,11 +179,11 @@ cdef inline void _run_done(const floating* x, floating* out, Py_ssize_t* arg_max
                            const floating* bad) noexcept nogil:
     # After a fused pass over outputs (oy, ox0 .. ox0+n-1): float32's window indices (C ints) into
     # arg_max, or, where a NaN or an infinity went by (bad), the whole run again cell by cell.
-    cdef Py_ssize_t i
+    cdef Py_ssize_t i, k
     for i in range(n):
         if bad[i] != 0:
-            for i in range(n):
-                _max_window(x, out, arg_max, g, oy, ox0 + i)
+            for k in range(n):
+                _max_window(x, out, arg_max, g, oy, ox0 + k)
             return
     if floating is float:
         for i in range(n):
@@ -673,7 +674,7 @@ def max_pool_forward(const floating[:, :, :, ::1] x,     # IN  (N, C, H, W)
 
 
 def max_pool_backward(const floating[:, :, :, ::1] dout,      # IN  (N, C, OH, OW)
-                      const Py_ssize_t[:, :, :, ::1] arg_max, # IN  (N, C, OH, OW)
+                      const Py_ssize_t[:, :, :, ::1] arg_max,  # IN  (N, C, OH, OW)
                       floating[:, :, :, ::1] dx,              # OUT (N, C, H, W), overwritten
                       Py_ssize_t pool_h, Py_ssize_t pool_w,
                       Py_ssize_t stride, Py_ssize_t pad, int n_threads, bint avx2):

@@ -369,7 +369,8 @@ def gemm(const float[:, :, ::1] U,       # IN  (16, FN, C)
          float[:, ::1] M,                # OUT (16, >= FN*T)
          Py_ssize_t T):
     """M[xi, f*T + t] = sum over c of U[xi, f, c] * V[xi, c*T + t], float32, on AVX2 + FMA: the
-    forward's 16 products without BLAS's zeroing of M and packing of V. Only where the CPU has AVX2 and FMA."""
+    forward's 16 products without BLAS's zeroing of M and packing of V. Only where the CPU has AVX2
+    and FMA."""
     cdef Py_ssize_t FN = U.shape[1], C = U.shape[2]
     _check_products("gemm", "U, V and M", (U.shape[0], V.shape[0], M.shape[0]), T,
                     V.shape[1] >= C * T and M.shape[1] >= FN * T,

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 import cnncore
-from cnncore import kernels
 from cnncore import datasets
 from cnncore._io import load_params_file, save_params_file
 from cnncore.cli import evaluate_main, train_main
