@@ -3,9 +3,9 @@
 The settings live in a context variable, so they are context-local: set_config and config_context
 change them for the calling thread (or asyncio task) only, and a new thread starts from the
 defaults. The defaults come from the environment (CNNCORE_<NAME>, read once at import), else from
-the table below. Every environment value cnncore reads goes through env_int or env_choice: a value
-that is not a plain decimal integer in range (or not one of the choices) is warned about
-(RuntimeWarning) and ignored.
+the table below. Every numeric or named environment setting cnncore reads (these, OMP_NUM_THREADS,
+CNNCORE_OUTPUT_CACHE_MB) goes through env_int or env_choice: a value that is not a plain decimal
+integer in range (or not one of the names) is warned about (RuntimeWarning) and ignored.
 
 Kernels read the settings in the calling thread and hand them down as arguments, so a
 convolution's worker threads compute with the caller's settings.

@@ -12,7 +12,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from ._config import env_int
-from ._config import get_config as _get_config
+from ._config import current as _current_config
 
 _num_threads = None
 
@@ -43,7 +43,7 @@ def threads_for(work=None):
     MAX_THREADS, and at most one per config work_per_thread elements (results never depend on it)."""
     n = min(get_num_threads(), MAX_THREADS)
     if work is not None:
-        n = max(1, min(n, work // _get_config()["work_per_thread"]))
+        n = max(1, min(n, work // _current_config()["work_per_thread"]))
     return n
 
 

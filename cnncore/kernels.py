@@ -239,17 +239,14 @@ def matmul(a, b):
 
 # ------------------------------------------------------------------------------------------ convolution
 
-def _settings():
-    return _select.settings(_current_config())
-
-
 def _forward(x, W, b, stride, pad, relu):
     W_given = W
     x, W, stride, pad, out_shape, dtype = check.conv_setup(x, W, stride, pad)
     b = check.bias_vector(b, out_shape[1], dtype)
-    s = _settings()
+    config = _current_config()
+    s = _select.settings(config)
     layer = _select.describe(x.shape, W.shape, stride, pad, dtype)
-    algorithm, _ = _select.choose("forward", layer, s, _current_config()["conv_algorithm"])
+    algorithm, _ = _select.choose("forward", layer, s, config["conv_algorithm"])
     x = check.as_kernel_input(x, dtype)
     W = check.as_kernel_input(W, dtype)
     out = _output(out_shape, dtype)
@@ -262,7 +259,7 @@ def _forward(x, W, b, stride, pad, relu):
         avx2_blocks.forward(x, W, b, stride, pad, relu, out)
     else:
         im2col_gemm.forward(x, W, b, stride, pad, relu, out, s.tile_bytes)
-    _select.ran("forward", algorithm, redone, x.shape, W_given)
+    _select.ran("forward", algorithm, redone, x.shape, W.shape, stride, pad, W_given)
     return out
 
 
@@ -275,8 +272,9 @@ def _backward(dout, x, W, out, stride, pad, need_dx):
     dout = check.as_kernel_input(dout, dtype)
     out = check.as_kernel_input(out, dtype) if relu else dout   # read only when relu
     W = check.as_kernel_input(W, dtype)
-    s = _settings()
-    forced = _current_config()["conv_algorithm"]
+    config = _current_config()
+    s = _select.settings(config)
+    forced = config["conv_algorithm"]
     layer = _select.describe(x.shape, W.shape, stride, pad, dtype, need_dx)
     algorithm, _ = _select.choose("gradients", layer, s, forced)
     if algorithm == "avx2_rows":
@@ -286,13 +284,14 @@ def _backward(dout, x, W, out, stride, pad, need_dx):
         if not need_dx or np.isfinite(W).all():
             grads = avx2_rows.backward(x, dout, out if relu else None, W, pad, need_dx,
                                        s.tile_bytes)
-            _select.ran("gradients", "avx2_rows", int(grads is None), x.shape, W_given)
+            _select.ran("gradients", "avx2_rows", int(grads is None), x.shape, W.shape, stride,
+                        pad, W_given)
             if grads is not None:
                 return grads
         algorithm, _ = _select.choose("gradients", layer, s, forced, exclude=("avx2_rows",))
     dx, dW, db, redone = gradients.backward(x, dout, out, W, stride, pad, relu, need_dx, algorithm,
                                             algorithm if need_dx else None, s)
-    _select.ran("gradients", algorithm, redone, x.shape, W_given)
+    _select.ran("gradients", algorithm, redone, x.shape, W.shape, stride, pad, W_given)
     return dx, dW, db
 
 

@@ -10,14 +10,14 @@
 
 #if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
 #define CNNCORE_X86_TARGETS 1
-static int cnncore_cpu_avx2(void) { __builtin_cpu_init(); return __builtin_cpu_supports("avx2"); }
-static int cnncore_cpu_fma(void) { __builtin_cpu_init(); return __builtin_cpu_supports("fma"); }
-static int cnncore_cpu_avx512f(void) { __builtin_cpu_init(); return __builtin_cpu_supports("avx512f"); }
+static inline int cnncore_cpu_avx2(void) { __builtin_cpu_init(); return __builtin_cpu_supports("avx2"); }
+static inline int cnncore_cpu_fma(void) { __builtin_cpu_init(); return __builtin_cpu_supports("fma"); }
+static inline int cnncore_cpu_avx512f(void) { __builtin_cpu_init(); return __builtin_cpu_supports("avx512f"); }
 #else
 #define CNNCORE_X86_TARGETS 0
-static int cnncore_cpu_avx2(void) { return 0; }
-static int cnncore_cpu_fma(void) { return 0; }
-static int cnncore_cpu_avx512f(void) { return 0; }
+static inline int cnncore_cpu_avx2(void) { return 0; }
+static inline int cnncore_cpu_fma(void) { return 0; }
+static inline int cnncore_cpu_avx512f(void) { return 0; }
 #endif
 
 #endif

@@ -244,7 +244,7 @@ def test_every_rule_has_a_reason_and_the_last_takes_everything():
 
 def test_explain_a_network_and_a_layer():
     from cnncore.layers import Convolution
-    from cnncore.networks import DeepConvNet
+    from cnncore.networks import DeepConvNet, LeNet5
 
     rows = cnncore.explain(DeepConvNet(dtype=np.float32), (2, 1, 28, 28))
     assert len(rows) == 6 and rows[0]["input"] == (1, 28, 28)
@@ -255,7 +255,9 @@ def test_explain_a_network_and_a_layer():
     assert row["forward"] == "im2col" and row["dtype"] == "float64"
     with cnncore.config_context(conv_algorithm="winograd"):
         (row,) = cnncore.explain(layer, (1, 3, 12, 12))
-    assert row["forward"] == "error" and "3x3" in row["forward_reason"]
+        assert row["forward"] == "error" and "3x3" in row["forward_reason"]
+        rows = cnncore.explain(LeNet5(), (1, 1, 28, 28))   # 5x5 layers: Winograd cannot run them
+    assert [r["forward"] for r in rows] == ["error"] * 3
 
 
 # ------------------------------------------- every algorithm that can run a layer, against the reference

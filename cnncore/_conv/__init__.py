@@ -11,6 +11,7 @@
     gradients.py     the tile loop of the gradients by im2col + GEMM and Winograd
 
 Each algorithm takes checked, C-contiguous arrays in the compute dtype and fills outputs the facade
-allocated. Settings (tile size, AVX2 use) come in as arguments, read by the facade in the calling
-thread: worker threads never read the context-local configuration.
+allocated. The settings that decide what is computed (algorithm, tile size, AVX2 use) come in as
+arguments, read by the facade in the calling thread, so worker threads compute with the caller's
+context-local configuration.
 """

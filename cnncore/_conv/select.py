@@ -208,23 +208,26 @@ def select(x_shape, W_shape, stride=1, pad=0, dtype=np.float32, *, need_dx=True,
 
 class Ran(NamedTuple):
     """One convolution step that ran: step 'forward' or 'gradients', the algorithm, redone (tiles
-    or calls whose non-finite result the next rule computed again), the input's shape, and W as
-    the caller passed it."""
+    or calls whose non-finite result the next rule computed again), the input's shape, the
+    filters' shape, stride, pad, and W as the caller passed it."""
     step: str
     algorithm: str
     redone: int
     x_shape: tuple
+    W_shape: tuple
+    stride: int
+    pad: int
     W: object
 
 
 _trace = contextvars.ContextVar("cnncore_conv_trace", default=None)
 
 
-def ran(step, algorithm, redone, x_shape, W):
+def ran(step, algorithm, redone, x_shape, W_shape, stride, pad, W):
     """Called by kernels.py after each convolution step: noted while a trace() is open."""
     calls = _trace.get()
     if calls is not None:
-        calls.append(Ran(step, algorithm, redone, tuple(x_shape), W))
+        calls.append(Ran(step, algorithm, redone, tuple(x_shape), tuple(W_shape), stride, pad, W))
 
 
 @contextlib.contextmanager
@@ -260,16 +263,15 @@ def explain(model, input_shape=None, dtype=None):
             input_shape = (1, *getattr(model, "input_dim", (1, 28, 28)))
         if dtype is None:
             dtype = next(iter(model.params.values())).dtype
-        with trace() as steps:
-            model.predict(np.zeros(input_shape, dtype))
-        convolutions = {id(getattr(layer, "W", None)): (name, layer) for name, layer in named}
+        with _config.config_context(conv_algorithm="auto"), trace() as steps:
+            model.predict(np.zeros(input_shape, dtype))      # the shapes each convolution sees
+        names = {id(getattr(layer, "W", None)): name for name, layer in named}
         rows = []
         for i, step in enumerate(steps):
-            name, layer = convolutions[id(step.W)]
-            W = np.asarray(step.W)
-            both32 = np.dtype(dtype) == np.float32 and W.dtype == np.float32
-            rows.append((name, step.x_shape, W.shape, layer.stride, layer.pad,
-                         np.dtype(np.float32 if both32 else np.float64), i > 0))
+            both32 = np.dtype(dtype) == np.float32 and np.asarray(step.W).dtype == np.float32
+            rows.append((names.get(id(step.W), f"convolution {i + 1}"), step.x_shape, step.W_shape,
+                         step.stride, step.pad, np.dtype(np.float32 if both32 else np.float64),
+                         i > 0))
     else:
         if input_shape is None:
             raise ValueError("input_shape (N, C, H, W) is needed to explain a single layer")
