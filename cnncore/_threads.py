@@ -64,7 +64,7 @@ def set_num_threads(n):
 # ------------------------------------------------------------------------------ BLAS inside our threads
 # The convolution runs its tiles on several threads, each calling a single-threaded GEMM. BLAS's own
 # pool must then be held at one thread: with both pools running, OpenBLAS's idle workers spin while
-# our threads unfold, and on this 2-core machine an unfold took 3x longer beside them. threadpoolctl
+# our threads unfold, and take the cores those threads need (docs/kernels.md, Threads). threadpoolctl
 # is how NumPy's BLAS is reached (OpenBLAS, MKL, BLIS, FlexiBLAS alike). Calls from several Python
 # threads at once share one limit: the first in sets it, the last out restores what it found.
 

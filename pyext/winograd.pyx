@@ -465,7 +465,7 @@ cpdef Py_ssize_t xi_stride(Py_ssize_t size, Py_ssize_t itemsize) noexcept nogil:
     """Elements between the 16 rows of V or M holding size each: an odd number of 64-byte lines.
 
     Rows a power of two apart (a 4 KiB multiple, as at 32 channels x 1600 tiles) put the
-    transforms' 16 streams on one set of the L1 cache: the input transform then ran 4x slower.
+    transforms' 16 streams on one set of the L1 cache, which stalls the input transform.
     """
     cdef Py_ssize_t line = 64 // itemsize
     return (((size + line - 1) // line) | 1) * line
