@@ -17,3 +17,13 @@ cdef extern from *:
 # loop amortises its start, small enough that every thread gets many chunks.
 cdef enum:
     CHUNK = 16384
+
+
+cdef inline Py_ssize_t n_chunks(Py_ssize_t size) noexcept nogil:
+    # Chunks of CHUNK elements covering size elements (the last one shorter).
+    return (size + CHUNK - 1) // CHUNK
+
+
+cdef inline Py_ssize_t chunk_length(Py_ssize_t size, Py_ssize_t start) noexcept nogil:
+    # Elements of the chunk starting at start.
+    return CHUNK if size - start > CHUNK else size - start

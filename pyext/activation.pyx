@@ -8,7 +8,7 @@ from cython cimport floating
 from cython.parallel cimport prange
 
 from _cpu cimport cnncore_cpu_avx2
-from _openmp cimport CHUNK
+from _openmp cimport CHUNK, chunk_length, n_chunks
 
 
 cdef extern from "relu_avx2.h":
@@ -57,14 +57,14 @@ def relu_forward(const floating[::1] x,        # IN  (size,)
                  int n_threads, bint avx2=False):
     """out = 0 where x <= 0 else x; mask = x <= 0. avx2: in one AVX2 pass where the CPU has AVX2
     (else ignored), with the same results."""
-    cdef Py_ssize_t size = x.shape[0], chunks = (size + CHUNK - 1) // CHUNK, k, start
+    cdef Py_ssize_t size = x.shape[0], chunks = n_chunks(size), k, start
     if size == 0:
         return
     with nogil:
         for k in prange(chunks, schedule="static", num_threads=n_threads):
             start = k * CHUNK
             _relu_chunk(&x[start], &out[start], &mask[start],
-                        CHUNK if size - start > CHUNK else size - start, avx2)
+                        chunk_length(size, start), avx2)
 
 
 def relu_backward(const floating[::1] dout,    # IN  (size,)
@@ -72,11 +72,11 @@ def relu_backward(const floating[::1] dout,    # IN  (size,)
                   floating[::1] dx,            # OUT (size,)
                   int n_threads):
     """dx = 0 where mask else dout."""
-    cdef Py_ssize_t size = dout.shape[0], chunks = (size + CHUNK - 1) // CHUNK, k, start
+    cdef Py_ssize_t size = dout.shape[0], chunks = n_chunks(size), k, start
     if size == 0:
         return
     with nogil:
         for k in prange(chunks, schedule="static", num_threads=n_threads):
             start = k * CHUNK
             _relu_grad_chunk(&dout[start], &mask[start], &dx[start],
-                             CHUNK if size - start > CHUNK else size - start)
+                             chunk_length(size, start))
