@@ -3,27 +3,23 @@
 The kernels' outputs (and the convolution's scratch tiles) take their data from a NumPy memory
 handler (pyext/output_cache.h) that keeps freed blocks of 128 KiB or more, up to a limit, and hands
 one out again for an array of exactly its size. A training loop allocates the same sizes at every
-step, so its outputs reuse pages already mapped instead of faulting in new ones (on this machine a
-first touch ran at about 7.5 GB/s). The limit is CNNCORE_OUTPUT_CACHE_MB when it is set (0 turns
+step, so its outputs reuse pages already mapped instead of faulting in new ones (a first touch
+costs far more than a write to a mapped page). The limit is CNNCORE_OUTPUT_CACHE_MB when it is set (0 turns
 the cache off), else DEFAULT_LIMIT_MB; set_output_cache_limit overrides it.
 """
-import os
-import warnings
-
+from ._config import env_int
 from ._ext import output_cache as _cache
 from ._validate import check_int
 
 DEFAULT_LIMIT_MB = 256
 
 
+# The most CNNCORE_OUTPUT_CACHE_MB may ask for: 2**48 bytes, set_output_cache_limit's maximum.
+MAX_LIMIT_MB = 2**28
+
+
 def _default_limit():
-    env = os.environ.get("CNNCORE_OUTPUT_CACHE_MB")
-    if env is not None:
-        if env.strip().isdigit():
-            return int(env) << 20
-        warnings.warn(f"CNNCORE_OUTPUT_CACHE_MB must be a whole number of MiB >= 0, got {env!r}; "
-                      f"using {DEFAULT_LIMIT_MB}", RuntimeWarning, stacklevel=2)
-    return DEFAULT_LIMIT_MB << 20
+    return env_int("CNNCORE_OUTPUT_CACHE_MB", DEFAULT_LIMIT_MB, 0, MAX_LIMIT_MB) << 20
 
 
 def set_output_cache_limit(nbytes):

@@ -11,13 +11,22 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+from ._config import env_int
+from ._config import current as _current_config
+
 _num_threads = None
 
 
+# Largest team a kernel starts. GNU OpenMP puts per-thread start-up data on the calling thread's
+# stack, so a team of 100000 crashed the process; results never depend on the thread count, so
+# asking for more simply runs with this many.
+MAX_THREADS = 1024
+
+
 def _default_num_threads():
-    env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
-    if env.isdigit() and int(env) > 0:
-        return int(env)
+    env = env_int("OMP_NUM_THREADS", None, 1, 2**31 - 1, first_of_list=True)
+    if env is not None:
+        return env
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
@@ -27,6 +36,15 @@ def _default_num_threads():
 def get_num_threads():
     """Threads the kernels run with (set_num_threads, else OMP_NUM_THREADS, else usable CPUs)."""
     return _num_threads if _num_threads is not None else _default_num_threads()
+
+
+def threads_for(work=None):
+    """Threads for a kernel call touching about work elements: get_num_threads(), at most
+    MAX_THREADS, and at most one per config work_per_thread elements (results never depend on it)."""
+    n = min(get_num_threads(), MAX_THREADS)
+    if work is not None:
+        n = max(1, min(n, work // _current_config()["work_per_thread"]))
+    return n
 
 
 def set_num_threads(n):
@@ -46,7 +64,7 @@ def set_num_threads(n):
 # ------------------------------------------------------------------------------ BLAS inside our threads
 # The convolution runs its tiles on several threads, each calling a single-threaded GEMM. BLAS's own
 # pool must then be held at one thread: with both pools running, OpenBLAS's idle workers spin while
-# our threads unfold, and on this 2-core machine an unfold took 3x longer beside them. threadpoolctl
+# our threads unfold, and take the cores those threads need (docs/kernels.md, Threads). threadpoolctl
 # is how NumPy's BLAS is reached (OpenBLAS, MKL, BLIS, FlexiBLAS alike). Calls from several Python
 # threads at once share one limit: the first in sets it, the last out restores what it found.
 

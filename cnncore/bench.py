@@ -489,15 +489,12 @@ def plan(seconds, budget, min_sample=0.005):
 
 
 # Seconds to wait before timing an implementation. After a call, a thread pool keeps its workers
-# spinning for a while (OpenBLAS's for about 0.1-0.2 s here, measured: an OpenMP kernel ran 2x
-# slower within 100 ms of a 2-thread np.matmul, and at full speed after 200 ms); timed right after
-# the reference, cnncore would pay for the reference's spinning BLAS threads.
+# spinning for a while (OpenBLAS's for up to about 0.2 s); timed right after the reference, cnncore
+# would pay for the reference's spinning BLAS threads (BENCHMARKS.md, Reproduce).
 SETTLE_SECONDS = 0.25
 
-# Seconds of untimed calls after the pause. One call is not enough on this guest: after a 0.25 s
-# pause, calls of a few milliseconds ran up to 2x slower for the next 40 ms or more (SimpleConvNet's
-# float32 conv forward + backward: 4.6 ms median after one warm-up call, 3.8 ms after 0.2 s of calls,
-# alternating in one process), while the reference's longer calls hardly changed.
+# Seconds of untimed calls after the pause: after a pause, calls of a few milliseconds run slower
+# for tens of milliseconds while the cores come back up to speed, so one warm-up call is not enough.
 WARMUP_SECONDS = 0.2
 
 

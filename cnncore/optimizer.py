@@ -3,9 +3,9 @@
 Each has ``update(params, grads)``, which walks ``params.keys()`` and updates every ``params[key]``
 *in place* (augmented assignment), so the layers holding those arrays see the new values. State
 (``v``, ``h``, ``m``) is created on the first call, keyed like ``params``. Values may also be Python
-floats (as in ch06's naive comparison), which augmented assignment rebinds. The formulas are the textbook's, down to
-the order of operations; float32 parameters stay float32. Hyperparameters are checked on construction
-(ValueError naming the argument).
+floats (as in ch06's naive comparison), which augmented assignment rebinds. The formulas are the
+textbook's, down to the order of operations; float32 parameters stay float32. Hyperparameters are
+checked on construction (ValueError naming the argument).
 
 ``update`` is all or nothing: every gradient is checked first (present, the parameter's shape, real
 numbers) and every parameter array (writeable), so a bad one raises (KeyError, ValueError,

@@ -7,14 +7,11 @@ ReLU inputs; these loops are branch-free selects the compiler vectorises. The ma
 from cython cimport floating
 from cython.parallel cimport prange
 
-# Elements per parallel chunk: large enough that a chunk's loop amortises its start, small enough
-# that both threads get many chunks.
-cdef enum:
-    CHUNK = 16384
+from _cpu cimport cnncore_cpu_avx2
+from _openmp cimport CHUNK, chunk_length, n_chunks
 
 
 cdef extern from "relu_avx2.h":
-    int cnncore_relu_avx2() nogil
     void cnncore_relu_forward_avx2(const float* x, float* out, unsigned char* mask,
                                    Py_ssize_t n) nogil
     void cnncore_relu_forward_avx2_d(const double* x, double* out, unsigned char* mask,
@@ -23,12 +20,7 @@ cdef extern from "relu_avx2.h":
 
 # Whether this CPU and compiler have AVX2: relu_forward takes its AVX2 loop only then, whatever its
 # caller asks.
-cdef bint _AVX2 = cnncore_relu_avx2()
-
-
-def avx2_supported():
-    """Whether relu_forward's avx2=True takes the AVX2 loops (this CPU has AVX2)."""
-    return bool(_AVX2)
+cdef bint _AVX2 = cnncore_cpu_avx2()
 
 
 cdef inline void _relu_chunk(const floating* x, floating* out, unsigned char* mask,
@@ -63,16 +55,16 @@ def relu_forward(const floating[::1] x,        # IN  (size,)
                  floating[::1] out,            # OUT (size,)
                  unsigned char[::1] mask,      # OUT (size,) 1 where x <= 0
                  int n_threads, bint avx2=False):
-    """out = 0 where x <= 0 else x; mask = x <= 0. avx2: in one AVX2 pass where avx2_supported()
+    """out = 0 where x <= 0 else x; mask = x <= 0. avx2: in one AVX2 pass where the CPU has AVX2
     (else ignored), with the same results."""
-    cdef Py_ssize_t size = x.shape[0], chunks = (size + CHUNK - 1) // CHUNK, k, start
+    cdef Py_ssize_t size = x.shape[0], chunks = n_chunks(size), k, start
     if size == 0:
         return
     with nogil:
         for k in prange(chunks, schedule="static", num_threads=n_threads):
             start = k * CHUNK
             _relu_chunk(&x[start], &out[start], &mask[start],
-                        CHUNK if size - start > CHUNK else size - start, avx2)
+                        chunk_length(size, start), avx2)
 
 
 def relu_backward(const floating[::1] dout,    # IN  (size,)
@@ -80,11 +72,11 @@ def relu_backward(const floating[::1] dout,    # IN  (size,)
                   floating[::1] dx,            # OUT (size,)
                   int n_threads):
     """dx = 0 where mask else dout."""
-    cdef Py_ssize_t size = dout.shape[0], chunks = (size + CHUNK - 1) // CHUNK, k, start
+    cdef Py_ssize_t size = dout.shape[0], chunks = n_chunks(size), k, start
     if size == 0:
         return
     with nogil:
         for k in prange(chunks, schedule="static", num_threads=n_threads):
             start = k * CHUNK
             _relu_grad_chunk(&dout[start], &mask[start], &dx[start],
-                             CHUNK if size - start > CHUNK else size - start)
+                             chunk_length(size, start))

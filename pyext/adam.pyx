@@ -12,9 +12,7 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport sqrt, sqrtf
 
-# Elements per parallel chunk, as in activation.pyx.
-cdef enum:
-    CHUNK = 16384
+from _openmp cimport CHUNK, chunk_length, n_chunks
 
 
 cdef inline void _adam_chunk(floating* p, const floating* g, floating* m, floating* v,
@@ -41,7 +39,7 @@ def adam_update(floating[::1] p,            # IN/OUT (size,) the parameter
                 floating[::1] v,            # IN/OUT (size,) second moment
                 double lr_t, double beta1, double beta2, int n_threads):
     """One Adam step on flat arrays of one dtype; lr_t holds the bias correction (see Adam)."""
-    cdef Py_ssize_t size = p.shape[0], chunks = (size + CHUNK - 1) // CHUNK, k, start
+    cdef Py_ssize_t size = p.shape[0], chunks = n_chunks(size), k, start
     cdef floating lr = lr_t, a = 1.0 - beta1, b = 1.0 - beta2, eps = 1e-7
     if size == 0:
         return
@@ -49,4 +47,4 @@ def adam_update(floating[::1] p,            # IN/OUT (size,) the parameter
         for k in prange(chunks, schedule="static", num_threads=n_threads):
             start = k * CHUNK
             _adam_chunk(&p[start], &g[start], &m[start], &v[start], lr, a, b, eps,
-                        CHUNK if size - start > CHUNK else size - start)
+                        chunk_length(size, start))

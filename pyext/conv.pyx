@@ -1,6 +1,7 @@
 """Pieces of the tiled convolution: unfold/fold and the fused epilogues.
 
-The convolution (cnncore/kernels.py) runs over tiles of n images at a time, with one GEMM per step:
+The convolution (cnncore/_conv/im2col_gemm.py, gradients.py) runs over tiles of n images at a time,
+with one GEMM per step:
 
     forward:  cols = unfold(x[tile])                      (K, n*L)   K = C*FH*FW, L = OH*OW
               y = W2d @ cols                              (FN, n*L)  BLAS, through NumPy
@@ -19,27 +20,7 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.string cimport memcpy, memset
 
-
-cdef inline void _out_range(Py_ssize_t k, Py_ssize_t size, Py_ssize_t out_size,
-                            Py_ssize_t stride, Py_ssize_t pad,
-                            Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
-    # Output positions o whose input position o*stride - pad + k lies inside [0, size).
-    cdef Py_ssize_t first = 0, last
-    if pad > k:
-        first = (pad - k + stride - 1) // stride
-    last = size - 1 + pad - k            # o*stride <= last
-    if last < 0:
-        hi[0] = first
-    else:
-        hi[0] = last // stride + 1
-        if hi[0] > out_size:
-            hi[0] = out_size
-        if hi[0] < first:
-            hi[0] = first
-    if first > out_size:
-        first = out_size
-        hi[0] = out_size
-    lo[0] = first
+from _window cimport out_range, output_size
 
 
 cdef inline void _shifted_block(Py_ssize_t H, Py_ssize_t W, Py_ssize_t oy_lo, Py_ssize_t oy_hi,
@@ -81,10 +62,10 @@ cdef inline void _unfold_channel_same(const floating* plane, floating* rows, Py_
     cdef Py_ssize_t ky, kx, oy_lo, oy_hi, ox_lo, ox_hi, s, a, b
     cdef floating* dst
     for ky in range(filter_h):
-        _out_range(ky, H, out_h, 1, pad, &oy_lo, &oy_hi)
+        out_range(ky, H, out_h, 1, pad, &oy_lo, &oy_hi)
         for kx in range(filter_w):
             dst = rows + (ky * filter_w + kx) * row_stride
-            _out_range(kx, W, W, 1, pad, &ox_lo, &ox_hi)
+            out_range(kx, W, W, 1, pad, &ox_lo, &ox_hi)
             s = (ky - pad) * W + kx - pad
             _shifted_block(H, W, oy_lo, oy_hi, s, &a, &b)
             memset(dst, 0, a * sizeof(floating))
@@ -109,7 +90,7 @@ cdef inline void _unfold_channel(const floating* plane, floating* rows, Py_ssize
     for ky in range(filter_h):
         for kx in range(filter_w):
             dst = rows + (ky * filter_w + kx) * row_stride
-            _out_range(kx, W, out_w, stride, pad, &ox_lo, &ox_hi)
+            out_range(kx, W, out_w, stride, pad, &ox_lo, &ox_hi)
             for oy in range(out_h):
                 iy = oy * stride - pad + ky
                 if iy < 0 or iy >= H:
@@ -141,10 +122,10 @@ cdef inline void _fold_channel_same(floating* rows, Py_ssize_t row_stride, float
     cdef floating* src
     cdef floating* dst
     for ky in range(filter_h):
-        _out_range(ky, H, out_h, 1, pad, &oy_lo, &oy_hi)
+        out_range(ky, H, out_h, 1, pad, &oy_lo, &oy_hi)
         for kx in range(filter_w):
             src = rows + (ky * filter_w + kx) * row_stride
-            _out_range(kx, W, W, 1, pad, &ox_lo, &ox_hi)
+            out_range(kx, W, W, 1, pad, &ox_lo, &ox_hi)
             s = (ky - pad) * W + kx - pad
             _shifted_block(H, W, oy_lo, oy_hi, s, &a, &b)
             if b == a:
@@ -165,15 +146,15 @@ cdef inline void _fold_channel(floating* rows, Py_ssize_t row_stride, floating* 
     cdef Py_ssize_t ky, kx, oy, ox, iy, ox_lo, ox_hi
     cdef const floating* src
     cdef floating* line
-    # float32 only: measured per tile (one thread), float32 0.225 -> 0.184 ms (9 images, 16x28x28),
-    # 0.53 -> 0.38 (28 x 64x8x8); float64 0.33 -> 0.38 and 0.60 -> 0.58, so it keeps the loop below.
+    # float32 only: float64 was no faster through the block copies (docs/kernels.md), so it keeps
+    # the loop below.
     if floating is float and stride == 1 and out_w == W:
         _fold_channel_same(rows, row_stride, plane, H, W, filter_h, filter_w, out_h, pad)
         return
     for ky in range(filter_h):
         for kx in range(filter_w):
             src = rows + (ky * filter_w + kx) * row_stride
-            _out_range(kx, W, out_w, stride, pad, &ox_lo, &ox_hi)
+            out_range(kx, W, out_w, stride, pad, &ox_lo, &ox_hi)
             for oy in range(out_h):
                 iy = oy * stride - pad + ky
                 if 0 <= iy < H:
@@ -193,8 +174,8 @@ def unfold(const floating[:, :, :, ::1] x,     # IN  (n, C, H, W)
            Py_ssize_t stride, Py_ssize_t pad, int n_threads):
     """cols[(c*FH + ky)*FW + kx, (i*OH + oy)*OW + ox] = x_padded[i, c, oy*stride + ky, ox*stride + kx]."""
     cdef Py_ssize_t n = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
-    cdef Py_ssize_t out_h = (H + 2 * pad - filter_h) // stride + 1
-    cdef Py_ssize_t out_w = (W + 2 * pad - filter_w) // stride + 1
+    cdef Py_ssize_t out_h = output_size(H, filter_h, stride, pad)
+    cdef Py_ssize_t out_w = output_size(W, filter_w, stride, pad)
     cdef Py_ssize_t ic, i, c, KK = filter_h * filter_w, L = out_h * out_w
     if n == 0 or C == 0:
         return
@@ -215,8 +196,8 @@ def fold(floating[:, ::1] cols,                # IN  (C*filter_h*filter_w, n*out
     cols is scratch: cells that fall outside the image may be zeroed.
     """
     cdef Py_ssize_t n = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
-    cdef Py_ssize_t out_h = (H + 2 * pad - filter_h) // stride + 1
-    cdef Py_ssize_t out_w = (W + 2 * pad - filter_w) // stride + 1
+    cdef Py_ssize_t out_h = output_size(H, filter_h, stride, pad)
+    cdef Py_ssize_t out_w = output_size(W, filter_w, stride, pad)
     cdef Py_ssize_t ic, i, c, KK = filter_h * filter_w, L = out_h * out_w
     if n == 0 or C == 0:
         return
@@ -233,9 +214,9 @@ def bias_act(const floating[:, ::1] y,         # IN  (FN, n*L) the GEMM's result
              const floating[::1] b,            # IN  (FN,)
              floating[:, :, ::1] out,          # OUT (n, FN, L)
              bint relu, int n_threads):
-    """out[i, f, l] = act(y[f, i*L + l] + b[f]), act = ReLU (x <= 0 -> 0, NaN kept) or identity."""
+    """out[i, f, p] = act(y[f, i*L + p] + b[f]), act = ReLU (x <= 0 -> 0, NaN kept) or identity."""
     cdef Py_ssize_t n = out.shape[0], FN = out.shape[1], L = out.shape[2]
-    cdef Py_ssize_t jf, j, f, l
+    cdef Py_ssize_t jf, j, f, p
     cdef floating bias, v
     cdef const floating* src
     cdef floating* dst
@@ -249,21 +230,21 @@ def bias_act(const floating[:, ::1] y,         # IN  (FN, n*L) the GEMM's result
             src = &y[f, j * L]
             dst = &out[j, f, 0]
             if relu:
-                for l in range(L):
-                    v = src[l] + bias
-                    dst[l] = 0 if v <= 0 else v
+                for p in range(L):
+                    v = src[p] + bias
+                    dst[p] = 0 if v <= 0 else v
             else:
-                for l in range(L):
-                    dst[l] = src[l] + bias
+                for p in range(L):
+                    dst[p] = src[p] + bias
 
 
 def gather_grad(const floating[:, :, ::1] dout,  # IN  (n, FN, L) upstream gradient
                 const floating[:, :, ::1] out,   # IN  (n, FN, L) forward output (read if relu)
                 floating[:, ::1] d,              # OUT (FN, n*L)
                 bint relu, int n_threads):
-    """d[f, i*L + l] = dout[i, f, l], zeroed where out <= 0 when relu (the textbook Relu's mask)."""
+    """d[f, i*L + p] = dout[i, f, p], zeroed where out <= 0 when relu (the textbook Relu's mask)."""
     cdef Py_ssize_t n = dout.shape[0], FN = dout.shape[1], L = dout.shape[2]
-    cdef Py_ssize_t jf, j, f, l
+    cdef Py_ssize_t jf, j, f, p
     cdef const floating* g
     cdef const floating* o
     cdef floating* dst
@@ -280,9 +261,9 @@ def gather_grad(const floating[:, :, ::1] dout,  # IN  (n, FN, L) upstream gradi
                 o = &out[j, f, 0]
                 # g read whatever the mask: read only where kept, it was a branch per value (20x
                 # slower than the plain copy on a random mask); read always, the loop vectorises.
-                for l in range(L):
-                    v = g[l]
-                    dst[l] = 0 if o[l] <= 0 else v
+                for p in range(L):
+                    v = g[p]
+                    dst[p] = 0 if o[p] <= 0 else v
             else:
-                for l in range(L):
-                    dst[l] = g[l]
+                for p in range(L):
+                    dst[p] = g[p]

@@ -4,13 +4,13 @@
  *
  * With few input channels, im2col + GEMM moves as many bytes as it multiplies: the columns are
  * written, packed by the BLAS and read again for a product with M = FN of 8-32 and K = C*FH*FW of
- * only 64-288 (the layers kernels._avx2_fits sends here). Here each output is summed in registers
+ * only 64-288 (the layers cnncore._conv.select sends here). Here each output is summed in registers
  * straight from the zero-padded image: 6 outputs of a row times 16 filters in 12 vector
  * accumulators, each step one input value broadcast times two vectors of 8 weights (fused
  * multiply-add).
  *
  * Written with GCC/clang vector extensions and compiled for AVX2 + FMA through a target attribute,
- * so the rest of the build stays baseline x86-64; cnncore_avx2_supported() says at run time
+ * so the rest of the build stays baseline x86-64; cpu_features.h says at run time
  * whether this CPU (and compiler) has it. Elsewhere (MSVC, other architectures) it is 0 and the
  * kernel is an empty function that nothing calls: the caller then takes im2col + GEMM.
  */
@@ -19,17 +19,13 @@
 /* Most vectors of 8 outputs in an output row of cnncore_avx2_rows_image: 32 * 8 = 256 outputs. */
 #define CNNCORE_AVX2_ROWS_MAX_VECTORS 32
 
-#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+#include "cpu_features.h"
+
+#if CNNCORE_X86_TARGETS
 
 #include <immintrin.h>
 
 typedef float cnncore_v8f __attribute__((vector_size(32), aligned(4)));
-
-static int cnncore_avx2_supported(void)
-{
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-}
 
 /* PB (1..6) outputs of one row, at x (the padded image at the first output's window), for the
  * block of 16 filters whose weights start at w, laid out (C, FH, FW, 16). Writes filters 0..nf-1
@@ -73,9 +69,8 @@ cnncore_avx2_block(const float* x, Py_ssize_t PHW, Py_ssize_t PW, const float* w
 }
 
 /* Outputs of one row a block of filters computes before copying them out: stored at a distance of
- * CNNCORE_AVX2_ROW floats per filter, not the output planes' OH*OW. At 32x32 outputs the planes
- * are 4 KiB apart and the 16 filters' stores all fell on one set of the L1 cache: 1.4x slower than
- * im2col + GEMM instead of faster. */
+ * CNNCORE_AVX2_ROW floats per filter, not the output planes' OH*OW: at 32x32 outputs the planes
+ * are 4 KiB apart, and the 16 filters' stores would all fall on one set of the L1 cache. */
 #define CNNCORE_AVX2_ROW 96
 
 #define CNNCORE_AVX2_BLOCK(PB) \
@@ -262,9 +257,7 @@ cnncore_avx2_rows_wgrad_block(const float* xp, Py_ssize_t PW, const Py_ssize_t* 
 /* sums (FN, K) vectors += the lane sums of one image's dW (see above): xp the padded image, rows of
  * PW, tap[k] the offset of tap k in it; d (FN, OH, n_vec*8) at row and plane strides drow, plane. Filters go in blocks of 4, taps in
  * blocks of at most 3 whose sizes differ by at most one (a block of one tap loads as much as it
- * multiplies). Measured here against blocks of 2 x 6, 2 x 5, 3 x 3, 3 x 4, 5 x 2 and 6 x 2
- * (SimpleConvNet's layer, 1 and 3 channels of 3x3, batch 100): 4 x 3 and 3 x 4 the fastest, 2 x 6
- * 1.2-1.8x slower. */
+ * multiplies); 4 x 3 keeps the most accumulators in registers without spilling (docs/kernels.md). */
 __attribute__((target("avx2,fma")))
 static void cnncore_avx2_rows_wgrad_image(const float* xp, Py_ssize_t PW, const Py_ssize_t* tap,
                                           Py_ssize_t K, const float* d, Py_ssize_t drow,
@@ -430,9 +423,8 @@ cnncore_avx2_rows_dx_reuse(const float* d, Py_ssize_t drow, Py_ssize_t plane, co
  * columns of zeros around it (the cells the sums read outside d), and the filters w (C, FN, FH, FW).
  * Rows go in blocks of at most 4 and vectors in strips of at most 3 (2 for 3x3 and 5x5 filters),
  * both of sizes differing by at most one. The last vector of a row starts at W - 8, as in the
- * forward. The plain blocks ran SimpleConvNet's layer at about one multiply-add per cycle (2.5 ms
- * per 100 images, one thread), bound by their loads: the reuse blocks took its dx 1.4x faster
- * (whole backward 1.21x), DeepConvNet conv1's 1.17x; blocks of 6 rows x 2 vectors gained nothing. */
+ * forward. Blocks without reuse are bound by their loads (about one multiply-add per cycle); each
+ * loaded vector of d now serves every row of a block. */
 __attribute__((target("avx2,fma")))
 static void cnncore_avx2_rows_dx_image(const float* d, Py_ssize_t drow, Py_ssize_t plane,
                                        Py_ssize_t pad, const float* w, Py_ssize_t C,
@@ -469,8 +461,6 @@ static void cnncore_avx2_rows_dx_image(const float* d, Py_ssize_t drow, Py_ssize
 }
 
 #else
-
-static int cnncore_avx2_supported(void) { return 0; }
 
 static void cnncore_avx2_image(const float* xp, Py_ssize_t C, Py_ssize_t PH, Py_ssize_t PW,
                                const float* w, Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t s,

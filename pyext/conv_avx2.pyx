@@ -9,14 +9,13 @@ blocks of 16:
     w[k, ((c*FH + ky)*FW + kx)*16 + j] = W[16*k + j, c, ky, kx]   (0 past the last filter)
 
 Threads own (image, block) pairs (forward_rows: images), so writes never race and results do not
-depend on the thread count. supported() is False when the CPU or the compiler lacks AVX2 + FMA;
-neither kernel is then to be called.
+depend on the thread count. Neither kernel is to be called where the CPU or the
+compiler lacks AVX2 + FMA (cnncore._cpu says).
 """
 from cython.parallel cimport prange, threadid
 from libc.string cimport memcpy
 
 cdef extern from "conv_avx2.h":
-    int cnncore_avx2_supported() noexcept nogil
     void cnncore_avx2_image(const float* xp, Py_ssize_t C, Py_ssize_t PH, Py_ssize_t PW,
                             const float* w, Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t s,
                             const float* bias, int relu,
@@ -50,11 +49,6 @@ cdef inline void _copy_into_padded(const float* image, float* xp, Py_ssize_t C, 
             memcpy(xp + (c * PH + y + pad) * PW + pad, image + (c * H + y) * W, W * sizeof(float))
 
 
-def supported():
-    """Whether this build and this CPU run the direct kernel (x86 with AVX2 and FMA)."""
-    return bool(cnncore_avx2_supported())
-
-
 def forward(const float[:, :, :, ::1] x,      # IN  (n, C, H, W)
             const float[:, ::1] w,            # IN  (n_blocks, C*FH*FW*16), packed as above
             const float[::1] b,               # IN  (FN,)
@@ -83,7 +77,7 @@ def forward(const float[:, :, :, ::1] x,      # IN  (n, C, H, W)
             if nf > 16:
                 nf = 16
             cnncore_avx2_image(xp, C, PH, PW, &w[k, 0], filter_h, filter_w, stride,
-                                 &b[16 * k], relu, &out[i, 16 * k, 0, 0], nf, OH, OW)
+                               &b[16 * k], relu, &out[i, 16 * k, 0, 0], nf, OH, OW)
 
 
 ROWS_MAX_WIDTH = 8 * CNNCORE_AVX2_ROWS_MAX_VECTORS
@@ -136,7 +130,7 @@ def backward_rows(const float[:, :, :, ::1] x,      # IN  (N, C, H, W)
     least n_vec*8 - OW zero columns right of it; for dx, top and left at least max(0, FH - 1 - pad)
     and max(0, FW - 1 - pad), as many rows below it and columns right of it. Threads own whole
     tiles, so the sums do not depend on the thread count. Unchecked, like every kernel here: the
-    row widths are kernels._avx2_rows_fits's and _avx2_rows_dx_fits's to ensure."""
+    row widths are cnncore._conv.select's CAN_RUN to ensure."""
     cdef Py_ssize_t C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t FN = dout.shape[1], OH = dout.shape[2], OW = dout.shape[3]
     cdef Py_ssize_t K = tap.shape[0], n_vec = (OW + 7) // 8, plane = DH * DW

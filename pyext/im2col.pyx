@@ -12,6 +12,8 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.string cimport memcpy, memset
 
+from _window cimport out_range, output_size, window_hi, window_lo
+
 
 cdef inline void _window_to_row(const floating* img, floating* row,
                                 Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
@@ -20,13 +22,8 @@ cdef inline void _window_to_row(const floating* img, floating* row,
     # Copy the window whose top-left corner is (y0, x0) (unpadded coordinates, may be negative)
     # into one row of col, writing zeros where the window covers padding.
     cdef Py_ssize_t c, ky, kx, iy
-    cdef Py_ssize_t kx_lo = -x0 if x0 < 0 else 0
-    cdef Py_ssize_t kx_hi = W - x0 if W - x0 < filter_w else filter_w
+    cdef Py_ssize_t kx_lo = window_lo(x0, filter_w), kx_hi = window_hi(x0, filter_w, W)
     cdef const floating* line
-    if kx_lo > filter_w:    # the window lies wholly in the left padding (pad > filter_w)
-        kx_lo = filter_w
-    if kx_hi < kx_lo:
-        kx_hi = kx_lo
     for c in range(C):
         for ky in range(filter_h):
             iy = y0 + ky
@@ -50,9 +47,9 @@ cdef inline void _inside_window_to_row(const floating* img, floating* row, Py_ss
                                        Py_ssize_t x0) noexcept nogil:
     # _window_to_row for a window wholly inside the image. memcpy of a constant width (filter_w
     # is a literal at the call sites below) is one or two moves per line.
-    cdef Py_ssize_t c, ky
+    cdef Py_ssize_t _c, ky
     cdef const floating* line = img + y0 * W + x0
-    for c in range(C):
+    for _c in range(C):
         for ky in range(filter_h):
             memcpy(row, line + ky * W, filter_w * sizeof(floating))
             row += filter_w
@@ -64,9 +61,8 @@ cdef inline void _image_to_rows(const floating* img, floating* col, Py_ssize_t C
                                 Py_ssize_t oy, Py_ssize_t out_w, Py_ssize_t stride,
                                 Py_ssize_t pad) noexcept nogil:
     # The out_w rows of col for output row oy of one image. The windows wholly inside the image,
-    # ox in [inside_lo, inside_hi), take the copy without padding logic. Measured here (float32
-    # (100,1,28,28) k5, one thread): 0.68 ms when every window went through _window_to_row, with
-    # its checks and an element-by-element copy, against 0.31 ms.
+    # ox in [inside_lo, inside_hi), take the copy without padding logic (about twice as fast as
+    # _window_to_row's checks and element-by-element copy).
     cdef Py_ssize_t ox, K = C * filter_h * filter_w
     cdef Py_ssize_t y0 = oy * stride - pad
     cdef Py_ssize_t inside_lo = out_w, inside_hi = out_w
@@ -120,10 +116,7 @@ cdef inline void _add_rows_by_column(const floating* col, floating* img, Py_ssiz
                 line = img + (c * H + iy) * W
                 j = (c * filter_h + ky) * filter_w
                 for kx in range(filter_w):
-                    # the ox with 0 <= ox*stride - pad + kx < W
-                    lo = (pad - kx + stride - 1) // stride if pad > kx else 0
-                    hi = (W - 1 + pad - kx) // stride + 1 if W - 1 + pad >= kx else 0
-                    hi = hi if hi < out_w else out_w
+                    out_range(kx, W, out_w, stride, pad, &lo, &hi)
                     _add_column(line, kx - pad, rows + j + kx, K, stride, lo, hi)
 
 
@@ -133,8 +126,7 @@ cdef inline void _row_to_window(const floating* row, floating* img,
                                 Py_ssize_t y0, Py_ssize_t x0) noexcept nogil:
     # Adjoint of _window_to_row: add one row of col into its window, skipping padding.
     cdef Py_ssize_t c, ky, kx, iy
-    cdef Py_ssize_t kx_lo = -x0 if x0 < 0 else 0
-    cdef Py_ssize_t kx_hi = W - x0 if W - x0 < filter_w else filter_w
+    cdef Py_ssize_t kx_lo = window_lo(x0, filter_w), kx_hi = window_hi(x0, filter_w, W)
     cdef floating* line
     for c in range(C):
         for ky in range(filter_h):
@@ -175,9 +167,7 @@ cdef inline void _add_rows_by_pixel(const floating* col, floating* img, Py_ssize
     # The same sum for stride 1, pixel by pixel: for each output row oy and each (c, ky), pixel x
     # of the image line gets its terms (kx, from window ox = x + pad - kx) summed in a register,
     # then one add to memory. Adding window by window instead chains filter_w dependent
-    # load-add-stores on each pixel. Measured here against _rows_to_image (ms, one thread):
-    # float64 1.49 -> 0.79 at (100,1,28,28) k5, 8.0 -> 4.3 at (100,32,14,14) k3; float32 0.64 ->
-    # 0.66 and 4.4 -> 3.6.
+    # load-add-stores on each pixel (docs/kernels.md compares the two).
     cdef Py_ssize_t oy, c, ky, iy, x, K = C * filter_h * filter_w
     # pixels in [x_lo, x_hi) are reached by every kx: a sum of constant width
     cdef Py_ssize_t x_lo = min(max(filter_w - 1 - pad, 0), W)
@@ -208,10 +198,8 @@ cdef inline void _rows_to_image(const floating* col, floating* img, Py_ssize_t C
                                 Py_ssize_t out_h, Py_ssize_t out_w, Py_ssize_t stride,
                                 Py_ssize_t pad) noexcept nogil:
     # Any stride (col2im takes _add_rows_by_pixel for stride 1).
-    # Measured here, one thread (ms, by column / by window): float32 0.52 / 0.94 at (100,1,28,28)
-    # k5 and 9.2 / 11.2 at (100,16,28,28) k3; float64 1.04 / 0.81 and 15.5 / 9.0. Column order
-    # reads col with a stride of K, which costs more than the dependency chain it removes once the
-    # rows are 8 bytes wide.
+    # float32 goes by column, float64 by window: column order reads col with a stride of K, which
+    # costs more than the dependency chain it removes once the values are 8 bytes wide.
     if floating is float:
         _add_rows_by_column(col, img, C, H, W, filter_h, filter_w, out_h, out_w, stride, pad)
     else:
@@ -221,8 +209,7 @@ cdef inline void _rows_to_image(const floating* col, floating* img, Py_ssize_t C
 # The textbook's windows are 3 or 5 wide: im2col and col2im's pixel sums take their inline helpers
 # with a literal width, which lets the compiler unroll the innermost loops (filter_w elements).
 # _rows_to_image does not: unrolled, the window path's float64 adds became 16-byte vectors
-# overlapping the previous window's stores, and got slower (0.81 -> 1.55 ms at (100,1,28,28) k5,
-# one thread).
+# overlapping the previous window's stores, which stalls on store forwarding.
 
 def im2col(const floating[:, :, :, ::1] x,    # IN  (N, C, H, W)
            floating[:, ::1] col,               # OUT (N*out_h*out_w, C*filter_h*filter_w)
@@ -230,8 +217,8 @@ def im2col(const floating[:, :, :, ::1] x,    # IN  (N, C, H, W)
            Py_ssize_t stride, Py_ssize_t pad, int n_threads):
     """Fill col with the windows of x (textbook layout). Threads split the (n, oy) rows."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
-    cdef Py_ssize_t out_h = (H + 2 * pad - filter_h) // stride + 1
-    cdef Py_ssize_t out_w = (W + 2 * pad - filter_w) // stride + 1
+    cdef Py_ssize_t out_h = output_size(H, filter_h, stride, pad)
+    cdef Py_ssize_t out_w = output_size(W, filter_w, stride, pad)
     cdef Py_ssize_t n_oy, n, oy
     if N == 0 or col.shape[0] == 0:
         return
@@ -256,8 +243,8 @@ def col2im(const floating[:, ::1] col,         # IN  (N*out_h*out_w, C*filter_h*
            Py_ssize_t stride, Py_ssize_t pad, int n_threads):
     """Sum every row of col back into its window of x. Threads split the images."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
-    cdef Py_ssize_t out_h = (H + 2 * pad - filter_h) // stride + 1
-    cdef Py_ssize_t out_w = (W + 2 * pad - filter_w) // stride + 1
+    cdef Py_ssize_t out_h = output_size(H, filter_h, stride, pad)
+    cdef Py_ssize_t out_w = output_size(W, filter_w, stride, pad)
     cdef Py_ssize_t n
     if N == 0 or x.shape[1] == 0:
         return

@@ -6,24 +6,19 @@
  * best so far only when it is greater (so ties keep the first cell, and a NaN never wins here),
  * and bad[i] turns NaN when a NaN or an infinity went by (v - v), which sends the caller back to
  * the cell-by-cell path. The baseline build (SSE2) does 4 float32 outputs per step with shuffles
- * and float64 one at a time: for the (128,64,32,32) forward, 9.6 ms on one thread against 5.9 here
- * (float32), 7.95 ms on two threads against 4.18 (float64). A row shorter than one step stays on
- * it; a longer row's last step overlaps the one before. cnncore_pool_avx2() says at run time whether this may be called;
+ * and float64 one at a time. A row shorter than one step stays on
+ * it; a longer row's last step overlaps the one before. cnncore_cpu_avx2() (cpu_features.h) says at run time whether this may be called;
  * elsewhere (MSVC, other architectures) it is 0 and the function does nothing.
  */
 /* Most steps of 8 windows in a row of the AVX2 backward (its carry buffers are sized by it). */
 #define CNNCORE_POOL_BACKWARD_MAX_STEPS 64
 
-#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+#include "cpu_features.h"
+
+#if CNNCORE_X86_TARGETS
 
 #include <immintrin.h>
 #include <string.h>
-
-static int cnncore_pool_avx2(void)
-{
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2");
-}
 
 /* Columns 2i, 2i + 1 and 2i + 2 of one window row r, for i = 0..7: reads r[0..16] only. */
 static inline __attribute__((always_inline, target("avx2"))) void
@@ -156,8 +151,7 @@ cnncore_max_row_3x3_avx2_d(const double* r0, const double* r1, const double* r2,
  * are the scatter's additions in the scatter's order (a window that did not pick a cell adds +0,
  * which changes no sum: each starts from +0, so none is -0), so dx is the same to the bit. Every
  * cell of the plane is written once. The caller has checked arg (0..8; only its low 32 bits are
- * read). Measured here, (128,64,32,32), alternating processes: 4.98 -> 3.66 ms on two threads,
- * 8.9 -> 6.4 ms on one. Rows of more than 8 * CNNCORE_POOL_BACKWARD_MAX_STEPS - 1 windows stay on
+ * read). Rows of more than 8 * CNNCORE_POOL_BACKWARD_MAX_STEPS - 1 windows stay on
  * the scatter (the caller's work buffer is sized by it). */
 
 /* The first count (0..8) lanes as a mask. */
@@ -259,8 +253,6 @@ cnncore_max_backward_3x3_avx2(const float* dout, const Py_ssize_t* arg, float* d
 }
 
 #else
-
-static int cnncore_pool_avx2(void) { return 0; }
 
 static void cnncore_max_backward_3x3_avx2(const float* dout, const Py_ssize_t* arg, float* dx,
                                           Py_ssize_t H, Py_ssize_t W, Py_ssize_t out_h,

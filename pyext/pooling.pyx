@@ -14,6 +14,9 @@ from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.string cimport memset
 
+from _cpu cimport cnncore_cpu_avx2
+from _window cimport window_hi, window_lo
+
 cdef extern from "pooling_2x2.h":
     void cnncore_max_backward_row_2x2_float(const float* d, const Py_ssize_t* arg,
                                             float* q0, float* q1, Py_ssize_t n) noexcept nogil
@@ -22,7 +25,6 @@ cdef extern from "pooling_2x2.h":
 
 
 cdef extern from "pool_3x3_avx2.h":
-    int cnncore_pool_avx2() noexcept nogil
     enum: CNNCORE_POOL_BACKWARD_MAX_STEPS
     void cnncore_max_backward_3x3_avx2(const float* dout, const Py_ssize_t* arg, float* dx,
                                        Py_ssize_t H, Py_ssize_t W, Py_ssize_t out_h, Py_ssize_t n,
@@ -38,16 +40,6 @@ cdef extern from "pool_3x3_avx2.h":
 cdef struct Window:
     Py_ssize_t H, W, out_h, out_w, pool_h, pool_w, stride, pad
     bint avx2       # 3x3 stride-2 max pooling may take pool_3x3_avx2.h
-
-
-# Window offsets k in [_lo(start), _hi(start, ...)) satisfy 0 <= start + k < size.
-cdef inline Py_ssize_t _lo(Py_ssize_t start) noexcept nogil:
-    return -start if start < 0 else 0
-
-
-cdef inline Py_ssize_t _hi(Py_ssize_t start, Py_ssize_t window, Py_ssize_t size) noexcept nogil:
-    cdef Py_ssize_t hi = size - start if size - start < window else window
-    return hi if hi > _lo(start) else _lo(start)
 
 
 cdef Py_ssize_t _first_nan(const floating* x, Window g, Py_ssize_t y0, Py_ssize_t x0,
@@ -67,8 +59,8 @@ cdef inline void _max_window(const floating* x, floating* out, Py_ssize_t* arg_m
     # One output cell, its window clipped to the image.
     cdef Py_ssize_t ky, kx, arg
     cdef Py_ssize_t y0 = oy * g.stride - g.pad, x0 = ox * g.stride - g.pad
-    cdef Py_ssize_t ky_lo = _lo(y0), ky_hi = _hi(y0, g.pool_h, g.H)
-    cdef Py_ssize_t kx_lo = _lo(x0), kx_hi = _hi(x0, g.pool_w, g.W)
+    cdef Py_ssize_t ky_lo = window_lo(y0, g.pool_h), ky_hi = window_hi(y0, g.pool_h, g.H)
+    cdef Py_ssize_t kx_lo = window_lo(x0, g.pool_w), kx_hi = window_hi(x0, g.pool_w, g.W)
     cdef floating best = x[(y0 + ky_lo) * g.W + x0 + kx_lo], v
     cdef bint gt, nan = False
     arg = ky_lo * g.pool_w + kx_lo
@@ -134,7 +126,8 @@ cdef inline void _max_run(const float* x, float* out, Py_ssize_t* arg_max, Windo
     cdef float bad[RUN]
     cdef int arg[RUN]
     cdef Py_ssize_t i, j, ky, kx
-    cdef Py_ssize_t y0 = oy * g.stride - g.pad, ky_lo = _lo(y0), ky_hi = _hi(y0, g.pool_h, g.H)
+    cdef Py_ssize_t y0 = oy * g.stride - g.pad
+    cdef Py_ssize_t ky_lo = window_lo(y0, g.pool_h), ky_hi = window_hi(y0, g.pool_h, g.H)
     cdef const float* row = x + (y0 + ky_lo) * g.W + ox0 * g.stride - g.pad
     for i in range(n):
         best[i] = row[i * g.stride]
@@ -158,7 +151,7 @@ cdef inline void _max_run(const float* x, float* out, Py_ssize_t* arg_max, Windo
 # The first maximum of a, b, c, d in scan order is the first maximum of the two row pairs' maxima
 # (exact for all but NaN, which sends the row back to _max_window). The winner's index is a bit
 # select on a mask as wide as the value: no branches (random data defeats branch prediction), and
-# for float32 the form GCC vectorises with plain SSE2 (float64 stays scalar; 2x faster all the same).
+# for float32 the form GCC vectorises with plain SSE2 (float64 stays scalar, and still gains).
 
 ctypedef fused window_index:
     int             # float32: as wide as the value, so that GCC vectorises the selects
@@ -186,11 +179,11 @@ cdef inline void _run_done(const floating* x, floating* out, Py_ssize_t* arg_max
                            const floating* bad) noexcept nogil:
     # After a fused pass over outputs (oy, ox0 .. ox0+n-1): float32's window indices (C ints) into
     # arg_max, or, where a NaN or an infinity went by (bad), the whole run again cell by cell.
-    cdef Py_ssize_t i
+    cdef Py_ssize_t i, k
     for i in range(n):
         if bad[i] != 0:
-            for i in range(n):
-                _max_window(x, out, arg_max, g, oy, ox0 + i)
+            for k in range(n):
+                _max_window(x, out, arg_max, g, oy, ox0 + k)
             return
     if floating is float:
         for i in range(n):
@@ -281,10 +274,10 @@ cdef inline void _max_run_3x3(const floating* x, floating* out, Py_ssize_t* arg_
 cdef inline void _max_plane(const floating* x, floating* out, Py_ssize_t* arg_max,
                             Window g) noexcept nogil:
     # Border columns (windows clipped by the padding) cell by cell, the interior in runs: 3x3
-    # stride-2 windows inside the image in one pass (1.2-1.5x faster than the runs, both dtypes),
-    # other float32 windows cell pass by cell pass. Other float64 windows go cell by cell: GCC 12
-    # vectorised no float64 form of the runs' pass with plain SSE2 (the wheels' baseline), and
-    # unvectorised runs were no faster (measured).
+    # stride-2 windows inside the image in one pass (faster than the runs, both dtypes), other
+    # float32 windows cell pass by cell pass. Other float64 windows go cell by cell: GCC vectorises
+    # no float64 form of the runs' pass with plain SSE2 (the wheels' baseline), and unvectorised
+    # runs gain nothing.
     cdef Py_ssize_t oy, ox, ox_a, ox_b, n, i
     cdef bint three = g.pool_h == 3 and g.pool_w == 3 and g.stride == 2
     if g.pool_h == 2 and g.pool_w == 2 and g.stride == 2 and g.pad == 0:
@@ -433,7 +426,7 @@ cdef inline void _avg_border_cell(const floating* row, floating* o, Window g,
                                   Py_ssize_t ox) noexcept nogil:
     # o[ox] += the cells of one window row that lie inside the image.
     cdef Py_ssize_t kx, x0 = ox * g.stride - g.pad
-    for kx in range(_lo(x0), _hi(x0, g.pool_w, g.W)):
+    for kx in range(window_lo(x0, g.pool_w), window_hi(x0, g.pool_w, g.W)):
         o[ox] += row[x0 + kx]
 
 
@@ -475,7 +468,7 @@ cdef inline void _avg_plane(const floating* x, floating* out, Window g,
     # (whole rows, contiguous), then each output sums pool_w cells of col; only the border columns,
     # whose windows are clipped, go cell by cell. 2x2 stride-2 windows take _avg_plane_2x2. 3-wide
     # windows at stride 2 add each row's triples straight into the outputs instead: reading col
-    # right after writing it, at offsets 1 and 2, stalled on store forwarding (1.1-1.3x, perf).
+    # right after writing it, at offsets 1 and 2, stalls on store forwarding.
     cdef Py_ssize_t oy, ox, ky, y0, ky_lo, ky_hi, i, ox_a, ox_b
     cdef floating scale = 1.0 / (g.pool_h * g.pool_w), zero = 0
     cdef const floating* row
@@ -486,7 +479,7 @@ cdef inline void _avg_plane(const floating* x, floating* out, Window g,
     _interior(g, &ox_a, &ox_b)
     for oy in range(g.out_h):
         y0 = oy * g.stride - g.pad
-        ky_lo, ky_hi = _lo(y0), _hi(y0, g.pool_h, g.H)
+        ky_lo, ky_hi = window_lo(y0, g.pool_h), window_hi(y0, g.pool_h, g.H)
         o = out + oy * g.out_w
         # (loops, not memset: in the backward, libc calls on rows this short took a quarter of
         # the time)
@@ -511,7 +504,7 @@ cdef inline void _avg_border_spread(floating* row, floating share, Window g,
                                     Py_ssize_t ox) noexcept nogil:
     # Adds share to the cells of one window row that lie inside the image.
     cdef Py_ssize_t kx, x0 = ox * g.stride - g.pad
-    for kx in range(_lo(x0), _hi(x0, g.pool_w, g.W)):
+    for kx in range(window_lo(x0, g.pool_w), window_hi(x0, g.pool_w, g.W)):
         row[x0 + kx] += share
 
 
@@ -659,12 +652,7 @@ cdef inline Window _window(Py_ssize_t H, Py_ssize_t W, Py_ssize_t out_h, Py_ssiz
 
 # Whether this CPU and compiler have AVX2: max_pool_forward takes its AVX2 loops only then, whatever
 # its caller asks (they would stop the process with an illegal instruction).
-cdef bint _AVX2 = cnncore_pool_avx2()
-
-
-def avx2_supported():
-    """Whether max_pool_forward's avx2=True takes the AVX2 loops (this CPU and compiler have AVX2)."""
-    return bool(_AVX2)
+cdef bint _AVX2 = cnncore_cpu_avx2()
 
 
 def max_pool_forward(const floating[:, :, :, ::1] x,     # IN  (N, C, H, W)
@@ -672,7 +660,7 @@ def max_pool_forward(const floating[:, :, :, ::1] x,     # IN  (N, C, H, W)
                      Py_ssize_t[:, :, :, ::1] arg_max,   # OUT (N, C, OH, OW) index in window
                      Py_ssize_t pool_h, Py_ssize_t pool_w,
                      Py_ssize_t stride, Py_ssize_t pad, int n_threads, bint avx2):
-    """avx2: 3x3 stride-2 windows take the AVX2 loops where avx2_supported() (else ignored)."""
+    """avx2: 3x3 stride-2 windows take the AVX2 loops where the CPU has AVX2 (else ignored)."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], nc
     cdef Window g = _window(x.shape[2], x.shape[3], out.shape[2], out.shape[3],
                             pool_h, pool_w, stride, pad)
@@ -686,11 +674,11 @@ def max_pool_forward(const floating[:, :, :, ::1] x,     # IN  (N, C, H, W)
 
 
 def max_pool_backward(const floating[:, :, :, ::1] dout,      # IN  (N, C, OH, OW)
-                      const Py_ssize_t[:, :, :, ::1] arg_max, # IN  (N, C, OH, OW)
+                      const Py_ssize_t[:, :, :, ::1] arg_max,  # IN  (N, C, OH, OW)
                       floating[:, :, :, ::1] dx,              # OUT (N, C, H, W), overwritten
                       Py_ssize_t pool_h, Py_ssize_t pool_w,
                       Py_ssize_t stride, Py_ssize_t pad, int n_threads, bint avx2):
-    """avx2: float32 3x3 stride-2 windows take the AVX2 loop where avx2_supported() (else
+    """avx2: float32 3x3 stride-2 windows take the AVX2 loop where the CPU has AVX2 (else
     ignored)."""
     cdef Py_ssize_t N = dx.shape[0], C = dx.shape[1], nc
     cdef Window g = _window(dx.shape[2], dx.shape[3], dout.shape[2], dout.shape[3],

@@ -2,20 +2,16 @@
  * mask byte x <= 0, from one load of x (the baseline build's loops are 4-wide SSE2 and go over x
  * twice, once for out and once, as bytes, for the mask). The same results as those loops.
  *
- * Compiled for AVX2 through a target attribute; cnncore_relu_avx2() says at run time whether this
+ * Compiled for AVX2 through a target attribute; cnncore_cpu_avx2() (cpu_features.h) says at run time whether this
  * CPU (and compiler) has it. Elsewhere the function is empty and never called.
  */
-#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+#include "cpu_features.h"
+
+#if CNNCORE_X86_TARGETS
 
 #include <immintrin.h>
 #include <stdint.h>
 #include <string.h>
-
-static int cnncore_relu_avx2(void)
-{
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2");
-}
 
 __attribute__((target("avx2"))) static void
 cnncore_relu_forward_avx2(const float* x, float* out, unsigned char* mask, Py_ssize_t n)
@@ -74,8 +70,6 @@ cnncore_relu_forward_avx2_d(const double* x, double* out, unsigned char* mask, P
 }
 
 #else
-
-static int cnncore_relu_avx2(void) { return 0; }
 
 static void cnncore_relu_forward_avx2(const float* x, float* out, unsigned char* mask,
                                       Py_ssize_t n) {}

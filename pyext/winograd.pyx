@@ -23,11 +23,13 @@ and backward, for the weights' gradient, from the output gradient g (2x2 per til
 Both transforms are separable: one pass along a whole tile row (contiguous, so it vectorises), then
 one across each tile. Threads own whole (image, channel) planes, so writes never race. The GEMMs run
 on gemm and gemm_nt (float32, AVX2 + FMA, winograd_gemm.h) or else on NumPy's BLAS, as
-cnncore/kernels.py chooses.
+cnncore/_conv/winograd.py chooses.
 """
 from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.string cimport memset
+
+from _cpu cimport cnncore_cpu_avx2, cnncore_cpu_fma
 
 # Elements the AVX2 input transform reads past the end of its split plane (see winograd_loops.h).
 cdef enum:
@@ -113,7 +115,6 @@ cdef extern from *:
     double _out_plane_d "cnncore_winograd_out_plane_d"(const double* m, Py_ssize_t xs,
                                                        Py_ssize_t Tp, double bias, int relu,
                                                        double* y) nogil
-    int cnncore_winograd_avx2() nogil
     void _in_plane_avx2_f "cnncore_winograd_in_plane_avx2_f"(const float* e, const float* o,
                                                              Py_ssize_t half, float* v,
                                                              Py_ssize_t xs, Py_ssize_t TH,
@@ -178,12 +179,7 @@ cdef inline void _split_plane_avx2(const floating* plane, Py_ssize_t H, Py_ssize
 
 # Whether this CPU and compiler have AVX2: input_transform takes its AVX2 loops only then, whatever
 # its caller asks (they would stop the process with an illegal instruction, or do nothing).
-cdef bint _AVX2 = cnncore_winograd_avx2()
-
-
-def avx2_supported():
-    """Whether input_transform's avx2=True takes the AVX2 loops (this CPU and compiler have AVX2)."""
-    return bool(_AVX2)
+cdef bint _AVX2 = cnncore_cpu_avx2()
 
 
 cdef inline floating _out_plane(const floating* m, Py_ssize_t xs, Py_ssize_t Tp, floating bias,
@@ -221,7 +217,7 @@ def input_transform(const floating[::1] x,            # IN  n images of C planes
 
     Plane (i, c) is the H*W elements of x from i*image_stride + c*channel_stride: an (n, C, H, W)
     array has strides C*H*W and H*W; a (C, n*H*W) one has H*W and n*H*W. avx2: take the AVX2
-    loops where avx2_supported() (else ignored).
+    loops where the CPU has AVX2 (else ignored).
     """
     cdef Py_ssize_t ic
     if n == 0 or C == 0 or (H + 2 * pad - 1) // 2 <= 0 or (W + 2 * pad - 1) // 2 <= 0:
@@ -290,7 +286,7 @@ def output_transform(const floating[:, ::1] M,        # IN  (16, >= FN*T) the GE
                      floating[:, ::1] work,            # scratch (n_threads, output_work_size(...))
                      bint relu, int n_threads, bint avx2):
     """out[i, f] = act(A^T M[:, f*T + t] A + b[f]) tile by tile, T = n*TH*TW; act = ReLU (x <= 0 -> 0)
-    or identity. avx2: take the AVX2 loop where avx2_supported() and tile rows fill half a register
+    or identity. avx2: take the AVX2 loop where the CPU has AVX2 and tile rows fill half a register
     or more (else ignored; work is then unused).
 
     Returns the number of (image, filter) planes whose 2x2 tiles hold a value that is not finite
@@ -324,8 +320,8 @@ cdef Py_ssize_t _output_planes(const floating* M, Py_ssize_t xs, const floating*
     cdef floating* y
     cdef floating bad
     cdef Py_ssize_t n_bad = 0
-    # Tile rows of 4 float32 tiles or fewer would leave half of each AVX2 register idle: measured
-    # here on 8x8 planes (64 channels, batch 100, one thread), 0.97x of the baseline loop.
+    # Tile rows of 4 float32 tiles or fewer would leave half of each AVX2 register idle: they keep
+    # the baseline loop, which is as fast there.
     cdef bint wide_rows = avx2 and _AVX2 and 2 * TW > <Py_ssize_t>(32 // sizeof(floating))
     for jf in range(first, stop):
         f = jf // n
@@ -348,7 +344,6 @@ cdef Py_ssize_t _output_planes(const floating* M, Py_ssize_t xs, const floating*
 
 
 cdef extern from "winograd_gemm.h":
-    int cnncore_winograd_gemm_supported() nogil
     void cnncore_winograd_gemm(const float* U, const float* V, Py_ssize_t xs_v, float* M,
                                Py_ssize_t xs_m, Py_ssize_t FN, Py_ssize_t C, Py_ssize_t T) nogil
     void cnncore_winograd_gemm_nt(const float* V, Py_ssize_t xs_v, const float* dM,
@@ -356,12 +351,7 @@ cdef extern from "winograd_gemm.h":
                                   Py_ssize_t T) nogil
 
 
-cdef bint _GEMM = cnncore_winograd_gemm_supported()
-
-
-def gemm_supported():
-    """Whether gemm runs here (this CPU and compiler have AVX2 and FMA)."""
-    return bool(_GEMM)
+cdef bint _GEMM = cnncore_cpu_avx2() and cnncore_cpu_fma()
 
 
 def _check_products(function, operands, rows, Py_ssize_t T, bint fit, lengths):
@@ -379,7 +369,8 @@ def gemm(const float[:, :, ::1] U,       # IN  (16, FN, C)
          float[:, ::1] M,                # OUT (16, >= FN*T)
          Py_ssize_t T):
     """M[xi, f*T + t] = sum over c of U[xi, f, c] * V[xi, c*T + t], float32, on AVX2 + FMA: the
-    forward's 16 products without BLAS's zeroing of M and packing of V. Only where gemm_supported()."""
+    forward's 16 products without BLAS's zeroing of M and packing of V. Only where the CPU has AVX2
+    and FMA."""
     cdef Py_ssize_t FN = U.shape[1], C = U.shape[2]
     _check_products("gemm", "U, V and M", (U.shape[0], V.shape[0], M.shape[0]), T,
                     V.shape[1] >= C * T and M.shape[1] >= FN * T,
@@ -399,7 +390,7 @@ def gemm_nt(const float[:, ::1] V,      # IN  (16, >= C*T)
             Py_ssize_t T):
     """dU[xi, c, f] = sum over t of V[xi, c*T + t] * dM[xi, f*T + t], float32, on AVX2 + FMA: the
     weight gradient's 16 products without BLAS's packing of both operands. Only where
-    gemm_supported()."""
+    the CPU has AVX2 and FMA."""
     cdef Py_ssize_t C = dU.shape[1], FN = dU.shape[2]
     _check_products("gemm_nt", "V, dM and dU", (V.shape[0], dM.shape[0], dU.shape[0]), T,
                     V.shape[1] >= C * T and dM.shape[1] >= FN * T,
@@ -423,10 +414,10 @@ def forward_tiles(const float[::1] x,              # IN  (N, C, H, W), C-contigu
                   unsigned char[::1] bad,            # OUT (n_tiles,) 1 where a result is not finite
                   bint relu, int n_threads, bint avx2):
     """The float32 forward, tile by tile of images, on n_threads threads: for each tile the input
-    transform, gemm and the output transform, as kernels._winograd_tile does them one call at a
+    transform, gemm and the output transform, as cnncore._conv.winograd.tile does them one call at a
     time (the same results), without going back to Python between tiles. A tile whose output holds
     a value that is not finite gets bad[k] = 1 (the caller computes it directly). Only where
-    gemm_supported(); V's and M's rows are xi_stride(...) apart, as the caller laid them out."""
+    the CPU has AVX2 and FMA; V's and M's rows are xi_stride(...) apart, as the caller laid them out."""
     cdef Py_ssize_t n_tiles = starts.shape[0] - 1, FN = U.shape[1]
     cdef Py_ssize_t OH = out.shape[2], OW = out.shape[3]
     cdef Py_ssize_t Tp = ((H + 2 * pad - 1) // 2) * ((W + 2 * pad - 1) // 2)
@@ -474,7 +465,7 @@ cpdef Py_ssize_t xi_stride(Py_ssize_t size, Py_ssize_t itemsize) noexcept nogil:
     """Elements between the 16 rows of V or M holding size each: an odd number of 64-byte lines.
 
     Rows a power of two apart (a 4 KiB multiple, as at 32 channels x 1600 tiles) put the
-    transforms' 16 streams on one set of the L1 cache: the input transform then ran 4x slower.
+    transforms' 16 streams on one set of the L1 cache, which stalls the input transform.
     """
     cdef Py_ssize_t line = 64 // itemsize
     return (((size + line - 1) // line) | 1) * line
@@ -525,8 +516,7 @@ def weight_transform(const floating[:, :, :, ::1] W,  # IN  (FN, C, 3, 3)
     cdef double t[4][3]
     # 16 filters' transforms, stored row by row of U: U's 16 rows are often a multiple of 4 KiB
     # apart (32 x 32 filters), so storing each filter's 16 entries in turn hit one set of the L1
-    # cache 16 times. 32 x 32 filters: 53 -> 19 us (the fused forward of 100 images of 32 x 14 x 14,
-    # about 2.0 ms, did not move measurably).
+    # cache 16 times.
     cdef floating block[16][16]
     cdef const floating* w
     cdef floating* u

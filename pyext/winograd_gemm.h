@@ -9,27 +9,22 @@
  * V strip (3 loads) and 4 broadcast weights for 12 fused multiply-adds; the strip (C x 24) stays
  * in L1 across the blocks of filters.
  *
- * Compiled for AVX2 + FMA through a target attribute; cnncore_winograd_gemm_supported() says at run
+ * Compiled for AVX2 + FMA through a target attribute; cpu_features.h says at run
  * time whether this CPU (and compiler) has them. Elsewhere the function is empty and never called.
- * cnncore/kernels.py leaves the tile counts whose lines of V alias in L1 to np.matmul.
+ * cnncore/_conv/winograd.py leaves the tile counts whose lines of V alias in L1 to np.matmul.
  */
 
-/* Rows of U (filters) and vectors of 8 columns of V (tiles) per block. Measured here, one thread,
- * the 16 products of 32 filters x 32 channels x 1225 tiles: 4 x 3 0.52 ms, 6 x 2 0.54, 5 x 2 0.54,
- * 3 x 4 0.55, 2 x 6 0.77 (np.matmul 0.61); prefetching the next strip gained nothing. */
+/* Rows of U (filters) and vectors of 8 columns of V (tiles) per block: 4 x 3 keeps 12 accumulators
+ * and the operands in the 16 AVX2 registers (the block sizes compared: docs/kernels.md). */
 #define CNNCORE_WG_GEMM_R 4
 #define CNNCORE_WG_GEMM_V 3
 #define CNNCORE_WG_GEMM_COLS (8 * CNNCORE_WG_GEMM_V)
 
-#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+#include "cpu_features.h"
+
+#if CNNCORE_X86_TARGETS
 
 #include <immintrin.h>
-
-static int cnncore_winograd_gemm_supported(void)
-{
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-}
 
 /* R (1..4) rows of U times a strip of V's columns j0 .. j0 + 24 (the first n of them when
  * n < 24: masked loads and stores, so nothing past the strip is read or written). */
@@ -191,8 +186,6 @@ cnncore_winograd_gemm_nt(const float* V, Py_ssize_t xs_v, const float* dM, Py_ss
 #undef CNNCORE_WG_NT_BLOCK
 
 #else
-
-static int cnncore_winograd_gemm_supported(void) { return 0; }
 
 static void cnncore_winograd_gemm_nt(const float* V, Py_ssize_t xs_v, const float* dM,
                                      Py_ssize_t xs_m, float* dU, Py_ssize_t C, Py_ssize_t FN,

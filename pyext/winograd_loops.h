@@ -59,22 +59,14 @@ static void WG_NAME(in_row)(const WG_T* __restrict e, const WG_T* __restrict o, 
  * it in v (the caller writes them afterwards); where neither has room, the register goes through a
  * buffer. They also read up to 8 elements past the end of odd (the caller's scratch has them,
  * zeroed).
- * cnncore_winograd_avx2() says at run time whether this may be called. */
-#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+ * cnncore_cpu_avx2() (cpu_features.h) says at run time whether this may be called. */
+#include "cpu_features.h"
+
+#if CNNCORE_X86_TARGETS
 
 #include <immintrin.h>
 
-#ifndef CNNCORE_WG_AVX2
-#define CNNCORE_WG_AVX2 1
-static int cnncore_winograd_avx2(void)
-{
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2");
-}
-#endif
-
-/* One AVX2 register: 8 floats or 4 doubles (8 doubles in two registers per value spilled: float64
- * took 6.0 -> 6.8 ms instead of getting faster). */
+/* One AVX2 register: 8 floats or 4 doubles (8 doubles, two registers per value, spill). */
 #define WG_LANES (32 / (Py_ssize_t)sizeof(WG_T))
 typedef WG_T WG_NAME(vec) __attribute__((vector_size(32), aligned(sizeof(WG_T))));
 
@@ -298,11 +290,6 @@ WG_NAME(out_plane_avx2)(const WG_T* m, Py_ssize_t xs, Py_ssize_t TH, Py_ssize_t 
 #undef WG_STORE_COUNT
 
 #else
-
-#ifndef CNNCORE_WG_AVX2
-#define CNNCORE_WG_AVX2 1
-static int cnncore_winograd_avx2(void) { return 0; }
-#endif
 
 static void WG_NAME(in_plane_avx2)(const WG_T* e, const WG_T* o, Py_ssize_t half, WG_T* v,
                                    Py_ssize_t xs, Py_ssize_t TH, Py_ssize_t TW,

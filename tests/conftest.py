@@ -120,3 +120,13 @@ def course_data():
 
     return types.SimpleNamespace(idx_gz=write_idx_gz, fashion_mnist=write_fashion_mnist,
                                  cifar10=write_cifar10)
+
+
+@pytest.fixture
+def config():
+    """set_config for this test only: the settings it found are put back afterwards."""
+    import cnncore
+
+    saved = cnncore.get_config()
+    yield cnncore.set_config
+    cnncore.set_config(**saved)

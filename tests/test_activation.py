@@ -10,6 +10,7 @@ from hypothesis.extra import numpy as hnp
 import cnncore
 from cnncore import kernels as K
 from cnncore import reference as R
+from cnncore._ext import activation as _activation
 
 DTYPES = [np.float32, np.float64]
 # Sizes around the kernel's parallel chunk (16384 elements) and odd shapes of every rank.
@@ -35,14 +36,14 @@ def check_against_reference(x, dout):
     return out, mask, dx
 
 
-AVX2 = [True, False] if K._activation.avx2_supported() else [False]
+AVX2 = [True, False] if cnncore.cpu_features()["avx2"] else [False]
 
 
 @pytest.mark.parametrize("avx2", AVX2, ids=lambda a: "avx2" if a else "baseline")
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
-def test_relu_matches_reference(shape, dtype, avx2, rng, monkeypatch):
-    monkeypatch.setattr(K, "RELU_AVX2", avx2)
+def test_relu_matches_reference(shape, dtype, avx2, rng, config):
+    config(use_avx2=avx2)
     x = rng.standard_normal(shape).astype(dtype)
     dout = rng.standard_normal(shape).astype(dtype)
     out, mask, dx = check_against_reference(x, dout)
@@ -81,7 +82,7 @@ def test_avx2_forward_equals_the_baseline_loops(n, dtype, threads, seed):
     results = []
     for avx2 in (True, False):
         out, mask = np.full(n + 40, 5, dtype), np.full(n + 40, 7, np.uint8)
-        K._activation.relu_forward(x, out[:n], mask[:n], threads, avx2)
+        _activation.relu_forward(x, out[:n], mask[:n], threads, avx2)
         assert (out[n:] == 5).all() and (mask[n:] == 7).all()
         results.append((out[:n].view(np.uint8), mask[:n]))
     np.testing.assert_array_equal(results[0][0], results[1][0])

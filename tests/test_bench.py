@@ -7,6 +7,7 @@ import time
 import numpy as np
 import pytest
 
+import cnncore
 from cnncore import bench, kernels, reference
 
 TINY = {
@@ -76,7 +77,7 @@ def test_every_case_agrees_on_tiny_shapes():
 
 def test_peak_memory_of_the_tiled_convolution():
     # a batch whose im2col matrix is 4 tiles, so one tile is well below the reference's peak
-    n = 4 * kernels.TILE_BYTES // (16 * 9 * 28 * 28 * 8) + 1
+    n = 4 * cnncore.get_config()["tile_bytes"] // (16 * 9 * 28 * 28 * 8) + 1
     shape = bench.ConvShape("m", n, 16, 28, 28, 3, 1, 1, FN=16)
     cython, out_bytes = bench.peak_memory("cython", np.float64, shape)
     numpy, _ = bench.peak_memory("numpy", np.float64, shape)

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 import cnncore
-from cnncore import kernels
 from cnncore import datasets
 from cnncore._io import load_params_file, save_params_file
 from cnncore.cli import evaluate_main, train_main
@@ -209,6 +208,20 @@ def test_bad_arguments(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("network", ["simple", "deep", "lenet5"])
+def test_info_explain_names_an_algorithm_for_every_convolution(network):
+    from cnncore._info import info_main
+
+    code, out, _ = run(info_main, ["--explain", network, "--batch", "2"])
+    assert code == 0
+    blocks = [line for line in out.splitlines() if not line.startswith(" ")]
+    n_conv = {"simple": 1, "deep": 6, "lenet5": 3}[network]
+    assert len(blocks) == n_conv
+    for line in out.splitlines():
+        if line.startswith("  "):
+            assert line.split()[1] in ("im2col", "winograd", "avx2_rows", "avx2_blocks")
+
+
 def test_info_describes_the_build_and_runtime(monkeypatch):
     from cnncore._info import info_main
 
@@ -218,7 +231,9 @@ def test_info_describes_the_build_and_runtime(monkeypatch):
     fields = dict(line.split(None, 1) for line in out.splitlines())
     assert fields["cnncore"] == cnncore.__version__
     assert fields["compiled_kernels"] == "True" and fields["kernel_threads"] == "3"
-    assert fields["avx2_conv"] == str(kernels.AVX2_KERNEL)
+    assert fields["cpu_features"] == ", ".join(
+        f"{name}={'yes' if on else 'no'}" for name, on in cnncore.cpu_features().items())
+    assert "conv_algorithm=auto" in fields["config"]
     # The Cython that generated the C code (setup requires >= 3.1), read from the build itself.
     built = tuple(int(part) for part in fields["built_with_cython"].split("."))
     assert len(built) == 3 and built >= (3, 1, 0)

@@ -2,11 +2,9 @@
 the NumPy references: plain and fused forward, and the row layout's gradients (dx, dW, db), over many
 shapes, non-finite values, thread independence, and which layers take them by default.
 
-Most tests widen the rule (AVX2_MIN_TAPS = 1, any number of filters, no Winograd) so that every float32
-forward takes the kernel; on a CPU without AVX2 and FMA they are skipped, and one test checks that
-the im2col + GEMM path is taken instead."""
-from unittest import mock
-
+Most tests force the algorithm (config_context(conv_algorithm='avx2_blocks' or 'avx2_rows')) so that
+every float32 forward takes the kernel, and record what ran (cnncore._conv.select.trace); on a CPU
+without AVX2 and FMA they are skipped, and one test checks that im2col + GEMM is taken instead."""
 import numpy as np
 import pytest
 from hypothesis import given
@@ -15,8 +13,11 @@ from hypothesis import strategies as st
 import cnncore
 from cnncore import kernels as K
 from cnncore import reference as R
+from cnncore._conv import select
+from cnncore._conv.select import trace
 
-needs_avx2 = pytest.mark.skipif(not K.AVX2_KERNEL, reason="this CPU or build has no AVX2 + FMA")
+AVX2_FMA = cnncore.cpu_features()["avx2"] and cnncore.cpu_features()["fma"]
+needs_avx2 = pytest.mark.skipif(not AVX2_FMA, reason="this CPU or build has no AVX2 + FMA")
 
 
 def tol(scale):
@@ -25,26 +26,36 @@ def tol(scale):
 
 
 @pytest.fixture
-def avx2_everywhere(monkeypatch):
-    """Every float32 forward takes the AVX2 kernel; its calls are recorded (x.shape, W.shape)."""
-    monkeypatch.setattr(K, "AVX2_MIN_TAPS", 1)
-    monkeypatch.setattr(K, "AVX2_MIN_FILTERS", 1)
-    monkeypatch.setattr(K, "AVX2_MAX_FILTERS", 1 << 30)
-    monkeypatch.setattr(K, "WINOGRAD_MIN_CHANNELS", 1 << 30)
-    return record_calls(monkeypatch, "_avx2_forward")
+def avx2_everywhere(config):
+    """Every float32 forward takes the AVX2 block kernel (forced); the forwards that ran it are
+    listed."""
+    config(conv_algorithm="avx2_blocks")
+    with trace() as steps:
+        yield Ran(steps, "forward", "avx2_blocks")
 
 
-def record_calls(monkeypatch, name):
-    """Wrap kernels.<name>(x, W, ...) so that its calls are recorded (x.shape, W.shape)."""
-    calls = []
-    kernel = getattr(K, name)
+class Ran:
+    """The steps of one kind (forward or gradients) of one algorithm in a trace, as a list of
+    booleans: True where the step's result stood, False where it was computed again."""
 
-    def counted(x, W, *args):
-        calls.append((x.shape, W.shape))
-        return kernel(x, W, *args)
+    def __init__(self, steps, step, algorithm):
+        self.steps, self.step, self.algorithm = steps, step, algorithm
 
-    monkeypatch.setattr(K, name, counted)
-    return calls
+    def calls(self):
+        return [r.redone == 0 for r in self.steps
+                if r.step == self.step and r.algorithm == self.algorithm]
+
+    def __bool__(self):
+        return bool(self.calls())
+
+    def __eq__(self, other):
+        return self.calls() == other
+
+    def __len__(self):
+        return len(self.calls())
+
+    def __repr__(self):
+        return repr(self.calls())
 
 
 # (N, C, H, W, FN, FH, FW, stride, pad): N = 1, C = 1, odd and non-square planes and filters, 1x1,
@@ -105,11 +116,7 @@ def test_avx2_matches_reference(case, fused, rng, avx2_everywhere):
 def test_avx2_property(N, C, H, W, FN, FH, FW, stride, pad, fused, seed):
     if FH > H + 2 * pad or FW > W + 2 * pad:
         return
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(K, "AVX2_MIN_TAPS", 1)
-        mp.setattr(K, "AVX2_MIN_FILTERS", 1)
-        mp.setattr(K, "AVX2_MAX_FILTERS", 1 << 30)
-        mp.setattr(K, "WINOGRAD_MIN_CHANNELS", 1 << 30)
+    with cnncore.config_context(conv_algorithm="avx2_blocks"):
         check(np.random.default_rng(seed), (N, C, H, W, FN, FH, FW, stride, pad), fused)
 
 
@@ -174,37 +181,42 @@ def check_thread_independence(rng, case):
     (np.float32, 32, 32, 3, False),    # Winograd
     (np.float64, 16, 16, 3, False),    # float32 only
 ])
-def test_default_rule(dtype, C, FN, FH, taken, rng, monkeypatch):
-    calls = []
-    kernel = K._avx2_forward
-    monkeypatch.setattr(K, "_avx2_forward", lambda *args: calls.append(1) or kernel(*args))
+def test_default_rule(dtype, C, FN, FH, taken, rng):
     x = rng.standard_normal((2, C, 10, 10)).astype(dtype)
     Wt = rng.standard_normal((FN, C, FH, FH)).astype(dtype)
     b = np.zeros(FN, dtype)
-    out = K.conv_forward(x, Wt, b, 1, 1)
+    with trace() as steps:
+        out = K.conv_forward(x, Wt, b, 1, 1)
     np.testing.assert_allclose(out, R.conv_forward(x, Wt, b, 1, 1), rtol=2e-4, atol=2e-4)
-    assert bool(calls) == (taken and K.AVX2_KERNEL)
+    assert bool(Ran(steps, "forward", "avx2_blocks")) == (taken and AVX2_FMA)
+    assert (select.select(x.shape, Wt.shape, 1, 1, dtype).forward == "avx2_blocks") == (
+        taken and AVX2_FMA)
 
 
-def test_without_avx2_the_gemm_path_is_taken(rng, monkeypatch):
-    monkeypatch.setattr(K, "AVX2_KERNEL", False)
-    monkeypatch.setattr(K, "_avx2_forward", None)   # calling it would raise
+def test_without_avx2_the_gemm_path_is_taken(rng, config):
+    config(use_avx2=False)
     x = rng.standard_normal((2, 16, 9, 9)).astype(np.float32)
     Wt = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
     b = rng.standard_normal(16).astype(np.float32)
-    np.testing.assert_allclose(K.conv_forward(x, Wt, b, 1, 1), R.conv_forward(x, Wt, b, 1, 1),
-                               **tol(50))
+    with trace() as steps:
+        np.testing.assert_allclose(K.conv_forward(x, Wt, b, 1, 1), R.conv_forward(x, Wt, b, 1, 1),
+                                   **tol(50))
+    assert [(r.step, r.algorithm) for r in steps] == [("forward", "im2col")]
+    for algorithm in ("avx2_blocks", "avx2_rows"):
+        with cnncore.config_context(conv_algorithm=algorithm):
+            with pytest.raises(ValueError, match=f"conv_algorithm='{algorithm}' cannot run"):
+                K.conv_forward(x, Wt, b, 1, 1)
 
 
 # ---------------------------------------------------------------- outputs in the registers (rows)
 
 @pytest.fixture
-def rows_everywhere(monkeypatch):
-    """Every float32 stride-1 forward with rows of 8 to ROWS_MAX_WIDTH outputs takes forward_rows;
-    its calls are recorded (x.shape, W.shape)."""
-    monkeypatch.setattr(K, "AVX2_MIN_TAPS", 1 << 30)
-    monkeypatch.setattr(K, "WINOGRAD_MIN_CHANNELS", 1 << 30)
-    return record_calls(monkeypatch, "_avx2_rows_forward")
+def rows_everywhere(config):
+    """Every float32 stride-1 forward with rows of 8 to ROWS_MAX_WIDTH outputs takes forward_rows
+    (forced); the forwards that ran it are listed."""
+    config(conv_algorithm="avx2_rows")
+    with trace() as steps:
+        yield Ran(steps, "forward", "avx2_rows")
 
 
 # (N, C, H, W, FN, FH, FW, stride, pad): output rows of 8 (one vector), 9, 15, 17 (a last vector
@@ -243,9 +255,7 @@ def test_rows_match_reference(case, fused, rng, rows_everywhere):
 def test_rows_property(N, C, H, W, FN, FH, FW, pad, fused, seed):
     if FH > H + 2 * pad or W + 2 * pad - FW + 1 < 8:
         return
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(K, "AVX2_MIN_TAPS", 1 << 30)
-        mp.setattr(K, "WINOGRAD_MIN_CHANNELS", 1 << 30)
+    with cnncore.config_context(conv_algorithm="avx2_rows"):
         check(np.random.default_rng(seed), (N, C, H, W, FN, FH, FW, 1, pad), fused)
 
 
@@ -275,33 +285,24 @@ def test_rows_results_do_not_depend_on_threads(rng, rows_everywhere):
     (np.float32, 1, 4, 3, 300, 1, False),    # rows of 300, wider than ROWS_MAX_WIDTH
     (np.float64, 1, 16, 3, 28, 1, False),    # float32 only
 ])
-def test_rows_default_rule(dtype, C, FN, FH, H, stride, taken, rng, monkeypatch):
-    calls = []
-    kernel = K._avx2_rows_forward
-    monkeypatch.setattr(K, "_avx2_rows_forward", lambda *args: calls.append(1) or kernel(*args))
+def test_rows_default_rule(dtype, C, FN, FH, H, stride, taken, rng):
     x = rng.standard_normal((1, C, H, H)).astype(dtype)
     Wt = rng.standard_normal((FN, C, FH, FH)).astype(dtype)
     b = np.zeros(FN, dtype)
-    out = K.conv_forward(x, Wt, b, stride, 1)
+    with trace() as steps:
+        out = K.conv_forward(x, Wt, b, stride, 1)
     np.testing.assert_allclose(out, R.conv_forward(x, Wt, b, stride, 1), rtol=2e-4, atol=2e-4)
-    assert bool(calls) == (taken and K.AVX2_KERNEL)
+    assert bool(Ran(steps, "forward", "avx2_rows")) == (taken and AVX2_FMA)
 
 
 # ------------------------------------------------------- gradients in the row layout
 
 @pytest.fixture
-def rows_grad_calls(monkeypatch):
-    """Records the calls of the row layout's backward as (need_dx, result is not None)."""
-    calls = []
-    kernel = K._avx2_rows_backward
-
-    def counted(*args):
-        result = kernel(*args)
-        calls.append((args[-1], result is not None))
-        return result
-
-    monkeypatch.setattr(K, "_avx2_rows_backward", counted)
-    return calls
+def rows_grad_calls():
+    """The calls of the row layout's backward (by the rules): True where its result stood, False
+    where it came out non-finite and was computed again."""
+    with trace() as steps:
+        yield Ran(steps, "gradients", "avx2_rows")
 
 
 def check_backward(rng, case, fused, need_dx, special=None, where=None):
@@ -359,7 +360,7 @@ WIDE_BACKWARD_CASES = [
 @pytest.mark.parametrize("case", BACKWARD_CASES + WIDE_BACKWARD_CASES, ids=case_id)
 def test_rows_backward_matches_reference(case, fused, need_dx, rng, rows_grad_calls):
     check_backward(rng, case, fused, need_dx)
-    assert rows_grad_calls == [(need_dx, True)]
+    assert rows_grad_calls == [True]
 
 
 @needs_avx2
@@ -383,11 +384,12 @@ def test_wide_rows_backward_property(N, C, H, W, FN, FH, FW, pad, fused, need_dx
     OW = W + 2 * pad - FW + 1
     if FH > H + 2 * pad or OW < 8:
         return
-    with mock.patch.object(K, "_avx2_rows_backward", wraps=K._avx2_rows_backward) as rows:
+    with trace() as steps:
         check_backward(np.random.default_rng(seed), (N, C, H, W, FN, FH, FW, 1, pad), fused,
                        need_dx)
-    few_filters = FN <= 8 or (FN <= 16 and C * FH * FW <= K.ROWS_BACKWARD_MAX_TAPS)
-    assert rows.called == (few_filters or C * FH * FW < K.AVX2_MIN_TAPS)
+    few_filters = FN <= 8 or (FN <= 16 and C * FH * FW <= select.ROWS_BACKWARD_MAX_TAPS)
+    rows = Ran(steps, "gradients", "avx2_rows")
+    assert bool(rows) == (few_filters or C * FH * FW < select.AVX2_MIN_TAPS)
 
 
 @needs_avx2
@@ -407,7 +409,7 @@ def test_rows_backward_non_finite_like_the_reference(where, special, fused, need
     if need_dx and where.startswith("W"):
         assert rows_grad_calls == []
     elif where == "x last":
-        assert rows_grad_calls == [(need_dx, False)]
+        assert rows_grad_calls == [False]
     else:
         assert len(rows_grad_calls) == 1
 
@@ -431,7 +433,7 @@ def test_rows_backward_does_not_depend_on_threads(need_dx, rng, rows_grad_calls)
         for got, first in zip(r, results[0]):
             if first is not None:
                 np.testing.assert_array_equal(got, first)
-    assert rows_grad_calls == [(need_dx, True)] * 3
+    assert rows_grad_calls == [True] * 3
 
 
 @pytest.mark.parametrize("need_dx", [False, True], ids=["dW", "dx_dW"])
@@ -461,4 +463,4 @@ def test_rows_backward_default_rule(dtype, C, FN, FH, H, stride, pad, taken, nee
             np.testing.assert_allclose(g, w, rtol=2e-4, atol=2e-3)
     if taken == "dW":
         taken = not need_dx
-    assert bool(rows_grad_calls) == (taken and K.AVX2_KERNEL)
+    assert bool(rows_grad_calls) == (taken and AVX2_FMA)

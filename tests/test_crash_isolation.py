@@ -77,10 +77,10 @@ def test_im2col_windows_wholly_in_the_left_padding():
 @pytest.mark.parametrize("how", ["set_num_threads", "OMP_NUM_THREADS"])
 def test_absurd_thread_counts(how):
     """set_num_threads(100000) segfaulted inside GNU OpenMP (per-thread start-up data on the
-    caller's stack); the kernels now cap their team at kernels.MAX_THREADS."""
+    caller's stack); the kernels now cap their team at cnncore._threads.MAX_THREADS."""
     env = {"OMP_NUM_THREADS": "100000"} if how == "OMP_NUM_THREADS" else {}
-    run_isolated("""
-    if "%s" == "set_num_threads":
+    run_isolated(f"""
+    if "{how}" == "set_num_threads":
         cnncore.set_num_threads(100000)
     assert cnncore.get_num_threads() == 100000
     x = np.random.default_rng(0).standard_normal((2, 3, 9, 9))
@@ -89,7 +89,7 @@ def test_absurd_thread_counts(how):
     np.testing.assert_allclose(K.conv_forward(x, np.ones((2, 3, 3, 3)), 0, 1, 1),
                                R.conv_forward(x, np.ones((2, 3, 3, 3)), 0, 1, 1), rtol=1e-12)
     refused(cnncore.set_num_threads, 2**60, match="n must be <=")
-    """ % how, env=env)
+    """, env=env)
 
 
 def test_huge_sizes_are_refused_before_allocating():

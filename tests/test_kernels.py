@@ -5,6 +5,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import cnncore
+from cnncore._conv import tiling
+from cnncore._ext import pooling as _pooling
 from cnncore import kernels as K
 from cnncore import reference as R
 
@@ -54,13 +57,13 @@ WIDE_POOL_CASES = [
 ]
 
 
-POOL_AVX2 = [True, False] if K._pooling.avx2_supported() else [False]
+POOL_AVX2 = [True, False] if cnncore.cpu_features()["avx2"] else [False]
 
 
 @pytest.fixture(params=POOL_AVX2, ids=lambda a: "avx2" if a else "baseline")
-def pool_avx2(request, monkeypatch):
+def pool_avx2(request, config):
     """Max pooling forward with the AVX2 3x3 stride-2 loop (where the CPU has it) and without."""
-    monkeypatch.setattr(K, "POOL_AVX2", request.param)
+    config(use_avx2=request.param)
     return request.param
 
 
@@ -251,7 +254,7 @@ def test_avx2_3x3_max_pool_matches_the_baseline_loop(N, C, H, W, pad, special, d
         OH, OW = (H + 2 * pad - 3) // 2 + 1, (W + 2 * pad - 3) // 2 + 1
         out = np.full((N, C, OH, OW), 7.5, dtype)
         arg = np.full((N, C, OH, OW), -1, np.intp)
-        K._pooling.max_pool_forward(x, out, arg, 3, 3, 2, pad, 1, avx2)
+        _pooling.max_pool_forward(x, out, arg, 3, 3, 2, pad, 1, avx2)
         results.append((out, arg))
     for a, b in zip(*results):
         np.testing.assert_array_equal(a, b)
@@ -275,7 +278,7 @@ def test_avx2_3x3_max_pool_backward_matches_the_baseline_loop(N, C, H, W, specia
     results = []
     for avx2 in (True, False):
         dx = np.full((N, C, H, W), np.nan, np.float32)
-        K._pooling.max_pool_backward(dout, arg, dx, 3, 3, 2, 0, 1, avx2)
+        _pooling.max_pool_backward(dout, arg, dx, 3, 3, 2, 0, 1, avx2)
         results.append(dx)
     np.testing.assert_array_equal(results[0], results[1])
     np.testing.assert_array_equal(np.signbit(results[0]), np.signbit(results[1]))
@@ -400,17 +403,18 @@ def test_fused_equals_conv_then_relu(rng):
     np.testing.assert_array_equal(K.conv_bias_relu_forward(x, Wt, b, s, p), np.maximum(plain, 0))
 
 
-def test_conv_tiles_give_the_same_result(rng, monkeypatch):
+def test_conv_tiles_give_the_same_result(rng):
     # Force one image per tile and a partial last tile; compare with one big tile.
     x, Wt, b, s, p = conv_operands(rng, (5, 3, 9, 8, 3, 3, 1, 1), 4, np.float64)
     dout = rng.standard_normal(K.conv_forward(x, Wt, b, s, p).shape)
-    monkeypatch.setattr(K, "TILE_BYTES", 1 << 30)
-    big = (K.conv_forward(x, Wt, b, s, p),) + K.conv_backward(dout, x, Wt, s, p)
+    with cnncore.config_context(tile_bytes=1 << 30):
+        big = (K.conv_forward(x, Wt, b, s, p),) + K.conv_backward(dout, x, Wt, s, p)
     # K = 3*3*3 = 27 column rows, L = 9*8 = 72 outputs per image, 8 bytes each
     for tile_bytes in (1, 2 * 27 * 72 * 8):  # 1 image, then 2 images per tile (5 = 2+2+1)
-        monkeypatch.setattr(K, "TILE_BYTES", tile_bytes)
-        small = (K.conv_forward(x, Wt, b, s, p),) + K.conv_backward(dout, x, Wt, s, p)
-        assert len(K._tiles(5, 27 * 72 * 8)) == (5 if tile_bytes == 1 else 4)  # >= MIN_TILES
+        with cnncore.config_context(tile_bytes=tile_bytes):
+            small = (K.conv_forward(x, Wt, b, s, p),) + K.conv_backward(dout, x, Wt, s, p)
+        # >= MIN_TILES
+        assert len(tiling.tiles(5, 27 * 72 * 8, tile_bytes)) == (5 if tile_bytes == 1 else 4)
         for a, c in zip(big, small):
             np.testing.assert_allclose(a, c, rtol=1e-12, atol=1e-12)
 
@@ -418,9 +422,8 @@ def test_conv_tiles_give_the_same_result(rng, monkeypatch):
 @pytest.mark.parametrize("N,row_bytes,tile_bytes", [
     (0, 8, 64), (1, 8, 64), (3, 8, 64), (100, 8, 64), (100, 1000, 64), (7, 8, 8), (1000, 3, 1 << 20),
 ])
-def test_tiles_cover_the_batch_evenly(N, row_bytes, tile_bytes, monkeypatch):
-    monkeypatch.setattr(K, "TILE_BYTES", tile_bytes)
-    tiles = K._tiles(N, row_bytes)
+def test_tiles_cover_the_batch_evenly(N, row_bytes, tile_bytes):
+    tiles = tiling.tiles(N, row_bytes, tile_bytes)
     if N == 0:
         assert tiles == []
         return
@@ -429,7 +432,7 @@ def test_tiles_cover_the_batch_evenly(N, row_bytes, tile_bytes, monkeypatch):
     assert tiles[-1].stop == N and sum(sizes) == N
     assert max(sizes) - min(sizes) <= 1                          # even, so threads finish together
     assert max(sizes) <= max(1, tile_bytes // row_bytes)         # within the byte budget
-    assert len(tiles) >= min(N, K.MIN_TILES)
+    assert len(tiles) >= min(N, tiling.MIN_TILES)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -445,18 +448,17 @@ def test_matmul_matches_the_reference(M, Kd, N, dtype, rng):
     np.testing.assert_allclose(K.matmul(b.T, a.T), got.T, **tol(dtype, max(1.0, np.sqrt(Kd))))
 
 
-def test_matmul_chunks_give_the_same_result_and_keep_ieee_products(rng, monkeypatch):
+def test_matmul_chunks_give_the_same_result_and_keep_ieee_products(rng):
     a = rng.standard_normal((37, 20))
     b = rng.standard_normal((20, 9))
     a[3, 4] = np.inf          # inf * 0 is NaN, as with @ (np.dot's small-product path gave 0)
     b[4, :] = 0
     whole = K.matmul(a, b)
     np.testing.assert_array_equal(np.isnan(whole), np.isnan(a @ b))
-    monkeypatch.setattr(K, "MATMUL_WORK_PER_CHUNK", 1)
     for chunks in (2, 3, 37, 100):   # rows of a in pieces, down to one row each
-        monkeypatch.setattr(K, "MATMUL_CHUNKS", chunks)
-        np.testing.assert_allclose(K.matmul(a, b), whole, rtol=1e-13, atol=1e-13)
-        np.testing.assert_allclose(K.matmul(b.T, a.T), whole.T, rtol=1e-13, atol=1e-13)  # columns
+        with cnncore.config_context(matmul_chunks=chunks, matmul_chunk_work=1):
+            np.testing.assert_allclose(K.matmul(a, b), whole, rtol=1e-13, atol=1e-13)
+            np.testing.assert_allclose(K.matmul(b.T, a.T), whole.T, rtol=1e-13, atol=1e-13)
 
 
 def test_matmul_dtype_rule(rng):

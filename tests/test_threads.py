@@ -39,13 +39,13 @@ def all_kernels(rng, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_same_results_with_one_and_two_threads(dtype, restore_threads, monkeypatch):
-    monkeypatch.setattr(K, "WORK_PER_THREAD", 1)  # small arrays would otherwise run on one thread
-    monkeypatch.setattr(K, "MATMUL_WORK_PER_CHUNK", 1)
-    cnncore.set_num_threads(1)
-    one = all_kernels(np.random.default_rng(7), dtype)
-    cnncore.set_num_threads(2)
-    two = all_kernels(np.random.default_rng(7), dtype)
+def test_same_results_with_one_and_two_threads(dtype, restore_threads):
+    # small arrays would otherwise run on one thread
+    with cnncore.config_context(work_per_thread=1, matmul_chunk_work=1):
+        cnncore.set_num_threads(1)
+        one = all_kernels(np.random.default_rng(7), dtype)
+        cnncore.set_num_threads(2)
+        two = all_kernels(np.random.default_rng(7), dtype)
     # OpenMP kernels partition outputs, so they are bitwise equal; the convolution and matmul cut
     # their work into tiles fixed by the shapes, one single-threaded BLAS call each, and sum the
     # weight gradient tile by tile in order, whichever thread computed a tile.
@@ -55,9 +55,11 @@ def test_same_results_with_one_and_two_threads(dtype, restore_threads, monkeypat
 
 def test_small_calls_run_on_one_thread(restore_threads):
     cnncore.set_num_threads(2)
-    assert K.get_num_threads(10) == 1
-    assert K.get_num_threads(10 * K.WORK_PER_THREAD) == 2
-    assert K.get_num_threads() == 2
+    assert _threads.threads_for(10) == 1
+    assert _threads.threads_for(10 * cnncore.get_config()["work_per_thread"]) == 2
+    assert _threads.threads_for() == 2
+    with cnncore.config_context(work_per_thread=5):
+        assert _threads.threads_for(10) == 2
 
 
 def test_set_num_threads_validates_and_resets(restore_threads, monkeypatch):
@@ -188,19 +190,20 @@ def _conv_in_child(queue):
 
 
 @pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="needs fork")
-def test_convolution_works_in_a_forked_child(restore_threads, monkeypatch):
-    # The parent's worker threads do not exist in a forked child: the child must start its own.
-    monkeypatch.setattr(K, "WORK_PER_THREAD", 1)
+def test_convolution_works_in_a_forked_child(restore_threads):
+    # The parent's worker threads do not exist in a forked child: the child must start its own
+    # (the child inherits the forking thread's settings).
     cnncore.set_num_threads(2)
-    x = np.random.default_rng(3).standard_normal((8, 3, 12, 12))
-    Wt = np.random.default_rng(4).standard_normal((4, 3, 3, 3))
-    expected = K.conv_forward(x, Wt, 0.0, 1, 1)      # starts the pool in the parent
-    ctx = multiprocessing.get_context("fork")
-    queue = ctx.Queue()
-    child = ctx.Process(target=_conv_in_child, args=(queue,))
-    child.start()
-    got = queue.get(timeout=60)
-    child.join(60)
+    with cnncore.config_context(work_per_thread=1):
+        x = np.random.default_rng(3).standard_normal((8, 3, 12, 12))
+        Wt = np.random.default_rng(4).standard_normal((4, 3, 3, 3))
+        expected = K.conv_forward(x, Wt, 0.0, 1, 1)      # starts the pool in the parent
+        ctx = multiprocessing.get_context("fork")
+        queue = ctx.Queue()
+        child = ctx.Process(target=_conv_in_child, args=(queue,))
+        child.start()
+        got = queue.get(timeout=60)
+        child.join(60)
     assert child.exitcode == 0
     np.testing.assert_array_equal(got, expected)
 

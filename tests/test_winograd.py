@@ -2,8 +2,9 @@
 against the NumPy references: forward, fused forward, the input and weight gradients it computes,
 non-finite values (recomputed by the direct path) and thread independence.
 
-Most tests lower WINOGRAD_MIN_CHANNELS to 1 so that small shapes take the path; one checks the
-default threshold on a DeepConvNet-sized layer."""
+Most tests force the path (config_context(conv_algorithm='winograd')) so that small shapes take it,
+and record what ran (cnncore._conv.select.trace); one checks the default rules on DeepConvNet-sized
+layers."""
 import numpy as np
 import pytest
 from hypothesis import given
@@ -12,6 +13,10 @@ from hypothesis import strategies as st
 import cnncore
 from cnncore import kernels as K
 from cnncore import reference as R
+from cnncore._conv import tiling
+from cnncore._conv import winograd as wg
+from cnncore._conv.select import trace
+from cnncore._ext import winograd as _winograd
 
 DTYPES = [np.float32, np.float64]
 
@@ -27,27 +32,24 @@ def make(rng, shape, dtype):
     return rng.standard_normal(shape).astype(dtype)
 
 
-AVX2 = [True, False] if K._winograd.avx2_supported() else [False]
+AVX2 = [True, False] if cnncore.cpu_features()["avx2"] else [False]
+GEMM = cnncore.cpu_features()["avx2"] and cnncore.cpu_features()["fma"]
 
 
 @pytest.fixture(params=AVX2, ids=lambda a: "avx2" if a else "baseline")
-def winograd_everywhere(request, monkeypatch):
-    """Every 3x3 stride-1 convolution with pad <= 2 takes the Winograd path, with the AVX2
-    transforms and float32 products and without; calls that fall back to the direct forward are
-    counted."""
-    monkeypatch.setattr(K, "WINOGRAD_AVX2", request.param)
-    monkeypatch.setattr(K, "WINOGRAD_GEMM", request.param and K._winograd.gemm_supported())
-    monkeypatch.setattr(K, "WINOGRAD_MIN_CHANNELS", 1)
-    monkeypatch.setattr(K, "WINOGRAD_BACKWARD_MIN_PIXELS", 1)
-    fallbacks = []
-    direct = K._direct_forward
+def winograd_everywhere(request, config):
+    """Every 3x3 stride-1 convolution with pad <= 2 takes the Winograd path (forced), with the AVX2
+    transforms and float32 products and without; yields the steps that ran."""
+    config(conv_algorithm="winograd", use_avx2=request.param)
+    with trace() as steps:
+        yield steps
 
-    def counted(*args):
-        fallbacks.append(args[0].shape)
-        return direct(*args)
 
-    monkeypatch.setattr(K, "_direct_forward", counted)
-    return fallbacks
+def redone(steps, step="forward"):
+    """Winograd tiles of steps (forward or gradients) computed again by im2col + GEMM; every
+    such step must have run Winograd."""
+    assert steps and all(r.algorithm == "winograd" for r in steps if r.step == step)
+    return sum(r.redone for r in steps if r.step == step)
 
 
 # (N, C, H, W, FN, pad): N = 1, C = 1, odd and non-square planes, planes smaller than a tile, all pads
@@ -96,7 +98,7 @@ def check_against_reference(rng, case, dtype, fused):
 @pytest.mark.parametrize("case", WINOGRAD_CASES, ids=case_id)
 def test_winograd_matches_reference(case, dtype, fused, rng, winograd_everywhere):
     check_against_reference(rng, case, dtype, fused)
-    assert winograd_everywhere == []
+    assert redone(winograd_everywhere) == 0 and redone(winograd_everywhere, "gradients") == 0
 
 
 @given(st.integers(1, 3), st.integers(1, 5), st.integers(1, 13), st.integers(1, 13),
@@ -104,11 +106,7 @@ def test_winograd_matches_reference(case, dtype, fused, rng, winograd_everywhere
        st.sampled_from(AVX2), st.integers(0, 2**32 - 1))
 def test_winograd_property(N, C, H, W, FN, pad, dtype, fused, avx2, seed):
     H, W = max(H, 3 - 2 * pad), max(W, 3 - 2 * pad)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(K, "WINOGRAD_AVX2", avx2)
-        mp.setattr(K, "WINOGRAD_GEMM", avx2 and K._winograd.gemm_supported())
-        mp.setattr(K, "WINOGRAD_MIN_CHANNELS", 1)
-        mp.setattr(K, "WINOGRAD_BACKWARD_MIN_PIXELS", 1)
+    with cnncore.config_context(conv_algorithm="winograd", use_avx2=avx2):
         check_against_reference(np.random.default_rng(seed), (N, C, H, W, FN, pad), dtype, fused)
 
 
@@ -122,14 +120,14 @@ def test_avx2_input_transform_matches_the_baseline_loops(n, C, H, W, pad, dtype,
     each), and read past the split plane: its V must equal the baseline loops' exactly, every entry
     written, nothing written past the planes' tiles."""
     H, W = max(H, 3 - 2 * pad), max(W, 3 - 2 * pad)
-    TH, TW = K._winograd_tiles(H, W, pad)
+    TH, TW = wg.tile_grid(H, W, pad)
     T = n * TH * TW
     x = np.random.default_rng(seed).standard_normal(n * C * H * W).astype(dtype)
     results = []
     for avx2 in (True, False):
         V = np.full((16, C * T + 8), np.nan, dtype)
-        work = np.full((threads, K._winograd.input_work_size(H, W, pad)), np.nan, dtype)
-        K._winograd.input_transform(x, n, C, H, W, C * H * W, H * W, V, work, pad, threads, avx2)
+        work = np.full((threads, _winograd.input_work_size(H, W, pad)), np.nan, dtype)
+        _winograd.input_transform(x, n, C, H, W, C * H * W, H * W, V, work, pad, threads, avx2)
         assert np.isfinite(V[:, :C * T]).all()
         assert np.isnan(V[:, C * T:]).all()
         results.append(V)
@@ -159,15 +157,15 @@ def test_avx2_output_transform_matches_the_baseline_loops(n, FN, OH, OW, dtype, 
     for avx2 in (True, False):
         buffer = np.full(size + 2 * guard, 7.0, dtype)
         out = buffer[guard:guard + size].reshape(n, FN, OH, OW)
-        work = np.full((1, K._winograd.output_work_size(OH, OW)), np.nan, dtype)
-        n_bad = K._winograd.output_transform(M, b, out, work, relu, 1, avx2)
+        work = np.full((1, _winograd.output_work_size(OH, OW)), np.nan, dtype)
+        n_bad = _winograd.output_transform(M, b, out, work, relu, 1, avx2)
         assert (buffer[:guard] == 7.0).all() and (buffer[guard + size:] == 7.0).all()
         results.append((n_bad, out))
     assert results[0][0] == results[1][0]
     np.testing.assert_array_equal(results[0][1], results[1][1])
 
 
-needs_gemm = pytest.mark.skipif(not K._winograd.gemm_supported(),
+needs_gemm = pytest.mark.skipif(not GEMM,
                                 reason="this CPU or compiler has no AVX2 and FMA")
 
 
@@ -182,7 +180,7 @@ def test_gemm_matches_matmul(FN, C, T, seed):
     V = np.full((16, C * T + 9), np.nan, np.float32)
     V[:, :C * T] = rng.standard_normal((16, C * T))
     M = np.full((16, FN * T + 9), 7.0, np.float32)
-    K._winograd.gemm(U, V, M, T)
+    _winograd.gemm(U, V, M, T)
     want = np.matmul(U.astype(np.float64), V[:, :C * T].reshape(16, C, T).astype(np.float64))
     np.testing.assert_allclose(M[:, :FN * T].reshape(16, FN, T), want, rtol=1e-5,
                                atol=1e-6 * (C + 1))
@@ -202,7 +200,7 @@ def test_gemm_nt_matches_matmul(C, FN, T, seed):
     dM[:, :FN * T] = rng.standard_normal((16, FN * T))
     buf = np.full(16 * C * FN + 9, 7.0, np.float32)
     dU = buf[:16 * C * FN].reshape(16, C, FN)
-    K._winograd.gemm_nt(V, dM, dU, T)
+    _winograd.gemm_nt(V, dM, dU, T)
     want = np.matmul(V[:, :C * T].reshape(16, C, T).astype(np.float64),
                      dM[:, :FN * T].reshape(16, FN, T).astype(np.float64).transpose(0, 2, 1))
     np.testing.assert_allclose(dU, want, rtol=1e-5, atol=1e-6 * (T + 1))
@@ -216,7 +214,7 @@ def test_gemm_nt_matches_matmul(C, FN, T, seed):
 def test_gemms_check_their_operands(name, shapes, long):
     """3 channels, 4 filters, 10 tiles; then each of: too many tiles, V or the FN*T operand (long)
     one element short, an operand without 16 rows, negative T."""
-    function = getattr(K._winograd, name)
+    function = getattr(_winograd, name)
     args = dict({k: np.zeros(shape, np.float32) for k, shape in shapes.items()}, T=10)
     function(*args.values())
     bad = [dict(T=11), dict(T=-1), dict(V=args["V"][:, :-1]), {long: args[long][:, :-1]}]
@@ -226,71 +224,58 @@ def test_gemms_check_their_operands(name, shapes, long):
             function(*dict(args, **change).values())
 
 
-def test_winograd_skips_the_direct_input_gradient(rng, winograd_everywhere, monkeypatch):
-    # The input gradient comes from the Winograd transforms: the direct path's fold never runs.
+def test_winograd_gradients_and_im2col_gradients_agree(rng, winograd_everywhere):
+    # Forced, the gradients come from the Winograd transforms, none redone; by the rules (3 channels
+    # are too few) from im2col + GEMM: both the reference's.
     x, Wt, b, pad = operands(rng, (2, 3, 9, 7, 4, 1), np.float64)
-    folds = []
-    fold = K._conv.fold
-    monkeypatch.setattr(K._conv, "fold", lambda *a: folds.append(1) or fold(*a))
     dout = make(rng, K.conv_forward(x, Wt, b, 1, pad).shape, np.float64)
-    dx, _, _ = K.conv_backward(dout, x, Wt, 1, pad)
-    np.testing.assert_allclose(dx, R.conv_backward(dout, x, Wt, 1, pad)[0], rtol=1e-10, atol=1e-12)
-    assert folds == []
-    monkeypatch.setattr(K, "WINOGRAD_BACKWARD_MIN_PIXELS", 9 * 7 + 1)   # 9x7 planes: too small
-    np.testing.assert_allclose(K.conv_backward(dout, x, Wt, 1, pad)[0], dx, rtol=1e-10, atol=1e-12)
-    assert folds != []
-    monkeypatch.setattr(K, "WINOGRAD_MIN_CHANNELS", 4)   # C = 3 is too few for the forward
-    K.conv_forward(x, Wt, b, 1, pad)
-    assert winograd_everywhere == [x.shape]
-
-
-def test_winograd_skips_the_unfold_of_the_weight_gradient(rng, winograd_everywhere, monkeypatch):
-    # dW comes from the Winograd transforms: the direct path's unfold never runs in the backward pass.
-    x, Wt, b, pad = operands(rng, (3, 2, 7, 10, 3, 2), np.float64)
-    unfolds = []
-    unfold = K._conv.unfold
-    monkeypatch.setattr(K._conv, "unfold", lambda *a: unfolds.append(1) or unfold(*a))
-    dout = make(rng, (3, 3, 9, 12), np.float64)
-    got, want = K.conv_backward(dout, x, Wt, 1, pad), R.conv_backward(dout, x, Wt, 1, pad)
+    got = K.conv_backward(dout, x, Wt, 1, pad)
+    want = R.conv_backward(dout, x, Wt, 1, pad)
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-12 * np.abs(w).max())
-    assert unfolds == []
-    monkeypatch.setattr(K, "WINOGRAD_MIN_CHANNELS", 3)   # C = 2: dW (and dx) go direct
-    dW = K.conv_backward(dout, x, Wt, 1, pad)[1]
-    np.testing.assert_allclose(dW, want[1], rtol=1e-10, atol=1e-12 * np.abs(want[1]).max())
-    assert unfolds != []
+    assert redone(winograd_everywhere, "gradients") == 0
+    with cnncore.config_context(conv_algorithm="auto"):
+        auto = K.conv_backward(dout, x, Wt, 1, pad)
+        K.conv_forward(x, Wt, b, 1, pad)
+    assert [(r.step, r.algorithm) for r in winograd_everywhere[-2:]] == [("gradients", "im2col"),
+                                                                       ("forward", "im2col")]
+    for g, w in zip(auto, got):
+        np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-12 * np.abs(w).max())
+
+
+def test_forced_winograd_says_which_layers_it_cannot_run(rng):
+    x = make(rng, (2, 3, 9, 7), np.float64)
+    with cnncore.config_context(conv_algorithm="winograd"):
+        for W_shape, stride, pad in (((4, 3, 5, 5), 1, 1), ((4, 3, 3, 3), 2, 1),
+                                     ((4, 3, 3, 3), 1, 3)):
+            with pytest.raises(ValueError, match="needs 3x3 filters, stride 1 and pad <= 2"):
+                K.conv_forward(x, make(rng, W_shape, np.float64), 0.0, stride, pad)
 
 
 @pytest.mark.parametrize("T, C", [(1024, 32), (2048, 64), (3072, 16)])
 def test_strip_set_load_of_lines_4_kib_apart(T, C):
     # Lines a multiple of 4 KiB apart start in one set: each strip's 2-3 lines add one to each set.
-    assert K._strip_set_load(T, C) == C
+    assert wg.strip_set_load(T, C) == C
 
 
 @needs_gemm
 @pytest.mark.parametrize("shape, pad, own", [((100, 32, 14, 14), 2, True),   # DeepConvNet conv4
                                              ((100, 32, 14, 14), 1, True),
                                              ((4, 64, 32, 32), 1, False)])   # nT = 256: 1 KiB apart
-def test_own_gemm_unless_strips_crowd_l1_sets(rng, monkeypatch, shape, pad, own):
+def test_own_gemm_unless_strips_crowd_l1_sets(rng, shape, pad, own):
     """The forward's products take the own GEMM (in forward_tiles' loop) where a strip of V spreads
     over the L1 cache's sets (DeepConvNet's nT = 1600 tiles among them), and np.matmul where it
     crowds into a few."""
-    tiles = []
-    gemm, forward_tiles = K._winograd.gemm, K._winograd.forward_tiles
-    monkeypatch.setattr(K._winograd, "gemm", lambda U, V, M, T: tiles.append(T) or gemm(U, V, M, T))
-
-    def record(x, C, H, W, pad, U, b, out, starts, *rest):
-        tiles.extend(np.diff(starts) * K._winograd_tiles(H, W, pad)[0]
-                     * K._winograd_tiles(H, W, pad)[1])
-        return forward_tiles(x, C, H, W, pad, U, b, out, starts, *rest)
-    monkeypatch.setattr(K._winograd, "forward_tiles", record)
+    N, C, H, W = shape
+    TH, TW = wg.tile_grid(H, W, pad)
+    tiles = tiling.tiles(N, 16 * C * TH * TW * 4, cnncore.get_config()["tile_bytes"])
+    counts = [(t.stop - t.start) * TH * TW for t in tiles]
+    assert all(wg.own_gemm_fits(True, np.dtype(np.float32), T, C) for T in counts) == own
+    if shape == (100, 32, 14, 14) and pad == 2:
+        assert 1600 in counts
     x, Wt, b, _ = operands(rng, shape + (shape[1], pad), np.float32)
     out, want = K.conv_forward(x, Wt, b, 1, pad), R.conv_forward(x, Wt, b, 1, pad)
     np.testing.assert_allclose(out, want, **tol(np.float32, np.abs(want).max()))
-    assert bool(tiles) == own
-    assert all(K._strip_set_load(T, shape[1]) <= K.WINOGRAD_GEMM_MAX_SET_LOAD for T in tiles)
-    if shape == (100, 32, 14, 14) and pad == 2:
-        assert 1600 in tiles
 
 
 @needs_gemm
@@ -298,37 +283,37 @@ def test_own_gemm_unless_strips_crowd_l1_sets(rng, monkeypatch, shape, pad, own)
 @pytest.mark.parametrize("case", [(100, 32, 14, 14, 32, 1), (100, 32, 14, 14, 32, 2),
                                   (7, 33, 9, 6, 5, 0), (3, 40, 8, 8, 70, 1), (1, 32, 5, 17, 3, 2)])
 def test_forward_tiles_equals_the_tile_by_tile_path(case, relu, rng):
-    """forward_tiles runs _winograd_tile's three steps for every tile in one compiled loop: its
-    output must equal calling _winograd_tile tile by tile, to the bit."""
+    """forward_tiles runs winograd.tile's three steps for every tile in one compiled loop: its
+    output must equal calling winograd.tile tile by tile, to the bit."""
     x, Wt, b, pad = operands(rng, case, np.float32)
     N, C, H, W, FN, _ = case
     got = (K.conv_bias_relu_forward if relu else K.conv_forward)(x, Wt, b, 1, pad)
-    U = K._winograd_weights(Wt)
-    TH, TW = K._winograd_tiles(H, W, pad)
-    tiles = K._tiles(N, 16 * C * TH * TW * 4)
-    assert all(K._strip_set_load((t.stop - t.start) * TH * TW, C) <= K.WINOGRAD_GEMM_MAX_SET_LOAD
+    U = wg.weights(Wt)
+    TH, TW = wg.tile_grid(H, W, pad)
+    tiles = tiling.tiles(N, 16 * C * TH * TW * 4, cnncore.get_config()["tile_bytes"])
+    assert all(wg.own_gemm_fits(True, np.dtype(np.float32), (t.stop - t.start) * TH * TW, C)
                for t in tiles)
-    scratch = K._WinogradScratch(1, max(t.stop - t.start for t in tiles), C, FN, H, W, pad,
-                                 np.dtype(np.float32))
+    scratch = wg.Scratch(1, max(t.stop - t.start for t in tiles), C, FN, H, W, pad,
+                         np.dtype(np.float32))
     want = np.full(got.shape, np.nan, np.float32)
     for t in tiles:
         n = t.stop - t.start
-        assert K._winograd_tile((x[t].reshape(-1), C * H * W, H * W), n, C, H, W, U, b, pad, relu,
-                                want[t], scratch.get(0, n))
+        assert wg.tile((x[t].reshape(-1), C * H * W, H * W), n, C, H, W, U, b, pad, relu,
+                       want[t], scratch.get(0, n), True, True)
     np.testing.assert_array_equal(got, want)
 
 
 @needs_gemm
 def test_forward_tiles_checks_its_operands(rng):
     x, Wt, b, pad = operands(rng, (4, 32, 6, 6, 8, 1), np.float32)
-    U = K._winograd_weights(Wt)
-    scratch = K._WinogradScratch(2, 2, 32, 8, 6, 6, 1, np.dtype(np.float32))
+    U = wg.weights(Wt)
+    scratch = wg.Scratch(2, 2, 32, 8, 6, 6, 1, np.dtype(np.float32))
     V, M, wi, wo = (np.zeros((2, size), np.float32) for size in scratch.sizes)
     out = np.zeros((4, 8, 6, 6), np.float32)
     args = dict(x=x.reshape(-1), C=32, H=6, W=6, pad=1, U=U, b=b, out=out,
                 starts=np.array([0, 2, 4], np.intp), V=V, M=M, work_in=wi, work_out=wo,
                 bad=np.zeros(2, np.uint8), relu=False, n_threads=2, avx2=True)
-    K._winograd.forward_tiles(**args)
+    _winograd.forward_tiles(**args)
     np.testing.assert_allclose(out, R.conv_forward(x, Wt, b, 1, 1), **tol(np.float32, 10))
     for bad in (dict(starts=np.array([0, 3, 4], np.intp)), dict(starts=np.array([0, 2, 5], np.intp)),
                 dict(V=V[:, :-1]), dict(M=M[:1]), dict(b=b[:7]), dict(pad=0), dict(C=31),
@@ -336,38 +321,35 @@ def test_forward_tiles_checks_its_operands(rng):
                 dict(work_in=wi[:, :-1]), dict(work_out=wo[:, :-1]), dict(work_in=wi[:1]),
                 dict(n_threads=0), dict(pad=-1)):
         with pytest.raises(ValueError):
-            K._winograd.forward_tiles(**dict(args, **bad))
+            _winograd.forward_tiles(**dict(args, **bad))
 
 
-def test_default_thresholds_take_winograd_on_deep_layers(rng, monkeypatch):
+def test_default_thresholds_take_winograd_on_deep_layers(rng):
     # DeepConvNet's conv4 (32 -> 32 channels, 14x14, pad 2) takes the path at the default thresholds,
     # forward and both gradients, and conv6's gradients (8x8 planes) too; its first layer (1 input
     # channel) does not.
-    fallbacks, folds, unfolds = [], [], []
-    direct, fold, unfold = K._direct_forward, K._conv.fold, K._conv.unfold
-    monkeypatch.setattr(K, "_direct_forward", lambda *a: fallbacks.append(1) or direct(*a))
-    monkeypatch.setattr(K._conv, "fold", lambda *a: folds.append(1) or fold(*a))
-    monkeypatch.setattr(K._conv, "unfold", lambda *a: unfolds.append(1) or unfold(*a))
     x, Wt, b, pad = operands(rng, (2, 32, 14, 14, 32, 2), np.float32)
-    out, want = K.conv_forward(x, Wt, b, 1, pad), R.conv_forward(x, Wt, b, 1, pad)
-    np.testing.assert_allclose(out, want, **tol(np.float32, np.abs(want).max()))
-    dout = make(rng, out.shape, np.float32)
-    got, want = K.conv_backward(dout, x, Wt, 1, pad), R.conv_backward(dout, x, Wt, 1, pad)
+    with trace() as steps:
+        out, want = K.conv_forward(x, Wt, b, 1, pad), R.conv_forward(x, Wt, b, 1, pad)
+        np.testing.assert_allclose(out, want, **tol(np.float32, np.abs(want).max()))
+        dout = make(rng, out.shape, np.float32)
+        got, want = K.conv_backward(dout, x, Wt, 1, pad), R.conv_backward(dout, x, Wt, 1, pad)
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, w, **tol(np.float32, np.abs(w).max()))
-    assert fallbacks == [] and folds == [] and unfolds == []
-    # conv6 (64 -> 64 channels, 8x8 planes) too; 7x7 planes take the direct gradients
-    for H, direct_gradients in ((8, False), (7, True)):
+    assert [(r.step, r.algorithm, r.redone) for r in steps] == [("forward", "winograd", 0),
+                                                               ("gradients", "winograd", 0)]
+    # conv6 (64 -> 64 channels, 8x8 planes) too; 7x7 planes take the im2col gradients
+    for H, algorithm in ((8, "winograd"), (7, "im2col")):
         x6, W6, _, _ = operands(rng, (2, 64, H, H, 64, 1), np.float32)
         d6 = make(rng, x6.shape, np.float32)
-        for g, w in zip(K.conv_backward(d6, x6, W6, 1, 1), R.conv_backward(d6, x6, W6, 1, 1)):
+        with trace() as steps:
+            got = K.conv_backward(d6, x6, W6, 1, 1)
+        for g, w in zip(got, R.conv_backward(d6, x6, W6, 1, 1)):
             np.testing.assert_allclose(g, w, **tol(np.float32, np.abs(w).max()))
-        assert bool(folds) == bool(unfolds) == direct_gradients
-    winograd = []
-    forward = K._winograd_forward
-    monkeypatch.setattr(K, "_winograd_forward", lambda *a: winograd.append(1) or forward(*a))
-    K.conv_forward(x[:, :1], Wt[:, :1], b, 1, pad)
-    assert winograd == []
+        assert [(r.step, r.algorithm) for r in steps] == [("gradients", algorithm)]
+    with trace() as steps:
+        K.conv_forward(x[:, :1], Wt[:, :1], b, 1, pad)
+    assert steps[0].algorithm != "winograd"
 
 
 def same_non_finite(got, want):
@@ -413,7 +395,7 @@ def test_winograd_overflow_falls_back(rng, winograd_everywhere):
     out, want = K.conv_forward(x, Wt, 0, 1, 0), R.conv_forward(x, Wt, 0, 1, 0)
     assert np.isfinite(want).all()
     np.testing.assert_allclose(out, want, **tol(np.float32, np.abs(want).max()))
-    assert winograd_everywhere == [x.shape]
+    assert redone(winograd_everywhere) == 1
 
 
 def test_winograd_weight_gradient_overflow_falls_back(rng, winograd_everywhere):
