@@ -13,8 +13,8 @@ The textbook's rules that a hand-written converter gets wrong, and how they are 
 Affine's W is (in, out), ``nn.Linear.weight`` (out, in); the textbook's Dropout scales by
 (1 - ratio) at test time, ``nn.Dropout`` rescales in training instead (``TextbookDropout`` is the
 textbook's rule as a torch module; ONNX gets a Mul); BatchNormalization normalises each C*H*W
-activation, not each channel (torch: Flatten, BatchNorm1d, Unflatten; ONNX: the arithmetic), with eps
-1e-6. Details in ``cnncore/export/_torch.py`` and ``_onnx.py``.
+activation, not each channel (torch: Flatten, BatchNorm1d, Unflatten; ONNX: the arithmetic), with
+eps 1e-6. Details in ``cnncore/export/_torch.py`` and ``_onnx.py``.
 
 Every exporter checks the whole network first: a layer it cannot export raises ValueError naming the
 layer's key and type before anything is built or written, and files are written atomically.
@@ -52,19 +52,19 @@ def to_torch(network, *, input_dim=None, dtype=None):
     return _load_torch().to_torch(network, input_dim=input_dim, dtype=dtype)
 
 
-def torch_state_dict(network, module=None, *, input_dim=None):
+def torch_state_dict(network, module=None, *, input_dim=None, dtype=None):
     """The network's weights as a torch state dict.
 
-    module None: keyed as ``to_torch(network)`` names them. A module of your own (the lecture's
-    LeNet-5 class, say): its Conv2d / Linear / BatchNorm1d / BatchNorm2d modules are matched, in
-    order, to the network's parameter layers, checked (types, shapes, stride and padding), and the
-    result holds every entry of ``module.state_dict()`` (so ``module.load_state_dict(sd)`` is
+    module None: keyed as ``to_torch(network)`` names them (``dtype`` as there). A module of
+    your own (the lecture's LeNet-5 class, say): its Conv2d / Linear / BatchNorm1d / BatchNorm2d
+    modules are matched, in order, to the network's parameter layers, checked (types, shapes,
+    stride and padding), and the result holds every entry of ``module.state_dict()`` (so ``module.load_state_dict(sd)`` is
     strict), in the module's dtype. Affine's W is transposed; a BatchNorm eps other than 1e-6 is
     folded into running_var (var + 1e-6 - eps: the same sqrt(var + eps)), refused where that would
     be negative. Refused too: an ``nn.Dropout`` in the module when the network has a Dropout (the
     numbers would differ: the textbook's scales at test time; use ``TextbookDropout``).
     """
-    return _load_torch().torch_state_dict(network, module, input_dim=input_dim)
+    return _load_torch().torch_state_dict(network, module, input_dim=input_dim, dtype=dtype)
 
 
 def from_torch(module, input_dim, *, dtype=None):

@@ -218,9 +218,14 @@ def build_model(network, *, opset=DEFAULT_OPSET, input_dim=None, dtype=None):
     return model
 
 
-def to_onnx(network, path, *, opset=DEFAULT_OPSET, input_dim=None, dtype=None):
-    model = build_model(network, opset=opset, input_dim=input_dim, dtype=dtype)
+def write_model(model, path):
+    """Serialise first, then replace path atomically: a failure leaves no partial file."""
     data = model.SerializeToString()
     with atomic_write(path) as f:
         f.write(data)
+
+
+def to_onnx(network, path, *, opset=DEFAULT_OPSET, input_dim=None, dtype=None):
+    model = build_model(network, opset=opset, input_dim=input_dim, dtype=dtype)
+    write_model(model, path)
     return model

@@ -1,12 +1,11 @@
-"""The export plan: a network's layers in order with their per-sample shapes, checked before anything
-is built or written. Imports neither torch nor onnx.
+"""The export plan: a network's layers in order with their per-sample shapes, checked before
+anything is built or written. Imports neither torch nor onnx.
 
 Every exporter walks the same plan, so "which layers can be exported" and "what shape does each
 layer see" are answered in one place. A layer is exportable when its exact type is in the target's
 table: a user's subclass may compute something else, so it is refused like any unknown layer.
 """
 import importlib
-import math
 
 import numpy as np
 
@@ -103,7 +102,3 @@ def plan(network, supported, target, input_dim=None):
         steps.append(step)
         shape = out_shape
     return steps
-
-
-def flat_size(shape):
-    return math.prod(shape)

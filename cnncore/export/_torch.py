@@ -12,8 +12,8 @@ How each textbook rule is carried over (eval mode gives cnncore's ``predict`` nu
   Unflatten. SpatialBatchNormalization is ``BatchNorm2d``. cnncore's eps is 1e-6 (torch's default
   1e-5) and its momentum keeps the old value (torch's weighs the new one): eps=1e-6,
   momentum = 1 - cnncore's momentum.
-- Max pooling: torch pads with -inf, so a padded cell never wins, as in cnncore; average pooling with
-  ``count_include_pad=True``. torch accepts padding of at most half the window only.
+- Max pooling: torch pads with -inf, so a padded cell never wins, as in cnncore; average pooling
+  with ``count_include_pad=True``. torch accepts padding of at most half the window only.
 - ConvReLU is a Conv2d and a ReLU named '<key>_relu'; replicate padding is Conv2d's
   ``padding_mode='replicate'``; GELU is ``nn.GELU(approximate='tanh')``.
 """
@@ -26,6 +26,7 @@ from torch import nn
 from ..layers import (GELU, Affine, AvgPooling, BatchNormalization, Convolution, ConvReLU, Dropout,
                       Flatten, GlobalAvgPooling, LeakyReLU, Pooling, Relu, Sigmoid,
                       SpatialBatchNormalization)
+from .._io import atomic_write
 from ._plan import network_dtype, plan
 
 BN_EPS = 1e-6          # cnncore's (the textbook's 10e-7)
@@ -148,9 +149,11 @@ def to_torch(network, *, input_dim=None, dtype=None):
 _PARAM_MODULES = (nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d)
 
 
-def torch_state_dict(network, module=None, *, input_dim=None):
+def torch_state_dict(network, module=None, *, input_dim=None, dtype=None):
     if module is None:
-        return to_torch(network, input_dim=input_dim).state_dict()
+        return to_torch(network, input_dim=input_dim, dtype=dtype).state_dict()
+    if dtype is not None:
+        raise ValueError("dtype is for module=None; a module's own dtypes are kept")
     if not isinstance(module, nn.Module):
         raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
     steps = plan(network, SUPPORTED, "PyTorch", input_dim)
@@ -339,11 +342,10 @@ def from_torch(module, input_dim, *, dtype=None):
             W = np.ascontiguousarray(_array(m.weight, dtype).T)
             b = _array(m.bias, dtype) if m.bias is not None else np.zeros(W.shape[1], dtype)
             layer = Affine(W, b)
-        elif type(m) is nn.Flatten and type(nxt[1]) is nn.BatchNorm1d and len(shape) == 3:
-            after = leaves[i + 2] if i + 2 < len(leaves) else (None, None)
-            if type(after[1]) is not nn.Unflatten or tuple(after[1].unflattened_size) != shape:
-                raise ValueError(f"{label}: a BatchNorm1d over flattened maps is cnncore's "
-                                 f"BatchNormalization only when an Unflatten to {shape} follows")
+        elif (type(m) is nn.Flatten and type(nxt[1]) is nn.BatchNorm1d and len(shape) == 3
+              and i + 2 < len(leaves) and type(leaves[i + 2][1]) is nn.Unflatten
+              and tuple(leaves[i + 2][1].unflattened_size) == shape):
+            # Flatten, BatchNorm1d(C*H*W), Unflatten: the textbook's per-activation batch norm
             name, label = nxt[0], f"module {nxt[0]!r} (BatchNorm1d)"
             layer, taken = _bn(nxt[1], BatchNormalization, dtype, label), 3
         elif type(m) is nn.BatchNorm1d:
@@ -390,7 +392,7 @@ def from_torch(module, input_dim, *, dtype=None):
             shape = tuple(layer.output_shape(shape))
         except ValueError as exc:
             raise ValueError(f"{label} cannot take an input of shape {shape}: {exc}") from None
-        layers.append((name.replace(".", "_"), layer))
+        layers.append((name.rpartition(".")[2], layer))
         i += taken
     if not layers:
         raise ValueError("the module holds no layer with a cnncore counterpart")
@@ -398,3 +400,9 @@ def from_torch(module, input_dim, *, dtype=None):
     if all(not key.isdigit() for key in keys) and len(set(keys)) == len(keys):
         return Sequential(OrderedDict(layers), input_dim=tuple(input_dim), dtype=dtype)
     return Sequential([layer for _, layer in layers], input_dim=tuple(input_dim), dtype=dtype)
+
+
+def save_state_dict(state, path):
+    """torch.save(state, path), atomically (a failure leaves no partial file)."""
+    with atomic_write(path) as f:
+        torch.save(state, f)
