@@ -41,6 +41,7 @@ from cnncore.export import (TextbookDropout, from_torch, to_onnx, to_torch,  # n
                             torch_state_dict)
 
 nn = torch.nn
+F = nn.functional
 
 
 def assert_close(got, want):
@@ -249,6 +250,15 @@ def test_textbook_dropout_scales_at_test_time_and_nn_dropout_is_dropped(rng):
     assert_close(back.predict(x), run_torch(torch_model, x))
 
 
+def test_a_saved_torch_model_loads_back(tmp_path, rng):
+    net = DeepConvNet(dtype=np.float32)
+    torch.save(to_torch(net), tmp_path / "deep.pt")     # TextbookDropout pickles as cnncore.export's
+    model = torch.load(tmp_path / "deep.pt", weights_only=False)
+    assert type(model[-1]).__module__ == "cnncore.export"
+    x = rng.standard_normal((2, 1, 28, 28)).astype(np.float32)
+    assert_close(run_torch(model, x), net.predict(x))
+
+
 def test_per_activation_batch_norm_is_exported_as_its_arithmetic(tmp_path, rng):
     net = random_state(Sequential([Convolution(rng.standard_normal((2, 1, 3, 3)), np.zeros(2)),
                                    BatchNormalization(np.ones(2 * 4 * 4), np.zeros(32))],
@@ -388,7 +398,6 @@ def test_from_torch_nested_and_named(rng):
     (nn.Sequential(nn.BatchNorm2d(2, track_running_stats=False)), "track_running_stats"),
     (nn.Sequential(nn.AdaptiveAvgPool2d(2)), "AdaptiveAvgPool2d\\(1\\)"),
     (nn.Sequential(nn.Flatten(2)), "Flatten\\(1, -1\\)"),
-    (nn.Conv2d(2, 2, 3), "nn.Sequential"),
 ])
 def test_from_torch_refuses_what_cnncore_cannot_compute(module, message):
     with pytest.raises(ValueError, match=message):
@@ -425,12 +434,89 @@ class LectureLeNet(nn.Module):
         self.fc2 = nn.Linear(84, 10)
 
     def forward(self, x):
-        F = torch.nn.functional
         x = self.pool(F.relu(self.conv1(x)))
         x = self.pool(F.relu(self.conv2(x)))
         x = F.relu(self.conv3(x))
         x = F.relu(self.fc1(torch.flatten(x, 1)))
         return self.fc2(x)
+
+
+def test_from_torch_reads_the_lecture_class(rng):
+    torch.manual_seed(1)
+    model = LectureLeNet().eval()
+    net = from_torch(model, (1, 28, 28))
+    assert list(net.layers) == ["Conv1", "Relu1", "Pool1", "Conv2", "Relu2", "Pool2", "Conv3",
+                                "Relu3", "Flatten1", "Affine1", "Relu4", "Affine2"]
+    x = rng.standard_normal((3, 1, 28, 28)).astype(np.float32)
+    assert_close(net.predict(x), run_torch(model, x))
+
+
+class FunctionalNet(nn.Module):
+    """Functions instead of modules: F.max_pool2d, x.view(x.size(0), -1), F.dropout, x.relu()."""
+
+    def __init__(self, view):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 3 * 3, 5)
+        self.drop = nn.Dropout(0.5)
+        self.view = view
+
+    def forward(self, x):
+        x = F.max_pool2d(F.leaky_relu(self.conv(x), 0.2), 2)
+        x = self.view(x)
+        x = F.dropout(self.drop(x), 0.3, training=self.training)
+        return torch.sigmoid(self.fc(x).relu())
+
+
+
+@pytest.mark.parametrize("view", [lambda x: x.view(x.size(0), -1), lambda x: x.reshape(-1, 36),
+                                  lambda x: x.view(x.shape[0], 36), lambda x: torch.flatten(x, 1),
+                                  lambda x: x.flatten(1)])
+def test_from_torch_reads_functions_in_forward(view, rng):
+    model = FunctionalNet(view).double().eval()
+    net = from_torch(model, (2, 6, 6))
+    assert [type(layer).__name__ for layer in net.layers.values()] == [
+        "Convolution", "LeakyReLU", "Pooling", "Flatten", "Affine", "Relu", "Sigmoid"]
+    x = rng.standard_normal((4, 2, 6, 6))
+    assert_close(net.predict(x), run_torch(model, x))
+
+
+class _Skip(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(x) + x
+
+
+class _Shared(_Skip):
+    def forward(self, x):
+        return self.conv(self.conv(x))
+
+
+class _Branchy(_Skip):
+    def forward(self, x):
+        return self.conv(x) if x.sum() > 0 else x
+
+
+class _Tanh(_Skip):
+    def forward(self, x):
+        return torch.tanh(self.conv(x))
+
+
+class _BadView(_Skip):
+    def forward(self, x):
+        return self.conv(x).view(-1, 18)
+
+
+@pytest.mark.parametrize("module, message", [
+    (_Skip(), "not a chain of layers"), (_Shared(), "called twice"), (_Branchy(), "torch.fx"),
+    (_Tanh(), "tanh has no cnncore layer"), (_BadView(), "changes the batch"),
+])
+def test_from_torch_refuses_forwards_that_are_no_chain(module, message):
+    with pytest.raises(ValueError, match=message):
+        from_torch(module, (1, 3, 3))
 
 
 def test_torch_state_dict_into_the_lecture_lenet(rng):

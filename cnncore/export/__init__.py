@@ -73,7 +73,11 @@ def from_torch(module, input_dim, *, dtype=None):
     ``module``: an ``nn.Sequential`` (nested ones are opened) of Conv2d (zeros or replicate
     padding), Linear, ReLU, LeakyReLU, GELU(approximate='tanh'), Sigmoid, MaxPool2d, AvgPool2d
     (count_include_pad=True), AdaptiveAvgPool2d(1), BatchNorm1d, BatchNorm2d, Dropout, Flatten,
-    Identity and ``TextbookDropout``. Anything else is refused with ValueError naming the module.
+    Identity and ``TextbookDropout``; or a module class of your own (the lecture's ``class
+    LeNet(nn.Module)``) whose forward is a chain of those, read with torch.fx: functions such as
+    ``F.relu``, ``F.max_pool2d``, ``torch.flatten(x, 1)``, ``x.view(x.size(0), -1)`` and
+    ``F.dropout`` count as their modules. Anything else (another layer, a branch, a skip
+    connection) is refused with ValueError naming the module or the call.
     ``input_dim``: one sample's shape, (C, H, W) or (D,). ``dtype``: float32 when every torch
     parameter is float32, else float64, unless given.
 
@@ -83,8 +87,8 @@ def from_torch(module, input_dim, *, dtype=None):
       same sqrt(var + eps); refused where negative); momentum m becomes cnncore's 1 - m (None:
       0.9). BatchNorm1d on flattened maps followed by Unflatten is one BatchNormalization.
     - AdaptiveAvgPool2d(1) followed by Flatten is one GlobalAvgPooling.
-    - Layer keys are the module names when none is a bare number (to_torch's output comes back
-      with its keys), else the textbook's Conv1, Relu1, ...
+    - Layer keys are an nn.Sequential's module names when none is a bare number and none repeats
+      (to_torch's output comes back with its keys), else the textbook's Conv1, Relu1, ...
     """
     return _load_torch().from_torch(module, input_dim, dtype=dtype)
 

@@ -17,11 +17,13 @@ How each textbook rule is carried over (eval mode gives cnncore's ``predict`` nu
 - ConvReLU is a Conv2d and a ReLU named '<key>_relu'; replicate padding is Conv2d's
   ``padding_mode='replicate'``; GELU is ``nn.GELU(approximate='tanh')``.
 """
+import operator
 from collections import OrderedDict
 
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from ..layers import (GELU, Affine, AvgPooling, BatchNormalization, Convolution, ConvReLU, Dropout,
                       Flatten, GlobalAvgPooling, LeakyReLU, Pooling, Relu, Sigmoid,
@@ -51,6 +53,9 @@ class TextbookDropout(nn.Module):
 
     def extra_repr(self):
         return f"p={self.p}"
+
+
+TextbookDropout.__module__ = "cnncore.export"   # its public home: a saved model unpickles from there
 
 
 def _pool_check(step):
@@ -241,6 +246,103 @@ def _leaves(module, prefix=""):
     return out
 
 
+# Functions a forward may call, as the modules they equal (argument names after the input, in order).
+_FUNCTIONS = {
+    F.relu: (nn.ReLU, ()), torch.relu: (nn.ReLU, ()),
+    F.sigmoid: (nn.Sigmoid, ()), torch.sigmoid: (nn.Sigmoid, ()),
+    F.leaky_relu: (nn.LeakyReLU, ("negative_slope",)),
+    F.gelu: (nn.GELU, ()),
+    torch.flatten: (nn.Flatten, ("start_dim", "end_dim")),
+    F.max_pool2d: (nn.MaxPool2d, ("kernel_size", "stride", "padding", "dilation", "ceil_mode",
+                                  "return_indices")),
+    F.avg_pool2d: (nn.AvgPool2d, ("kernel_size", "stride", "padding", "ceil_mode",
+                                  "count_include_pad", "divisor_override")),
+    F.adaptive_avg_pool2d: (nn.AdaptiveAvgPool2d, ("output_size",)),
+}
+_METHODS = {"relu": (nn.ReLU, ()), "sigmoid": (nn.Sigmoid, ()),
+            "flatten": (nn.Flatten, ("start_dim", "end_dim"))}
+_IDENTITIES = {F.dropout, torch.dropout, "contiguous"}   # the identity in eval
+
+
+def _equivalent(cls, names, node):
+    """The module equal to a function call: its arguments after the input, by name."""
+    kwargs = dict(zip(names, node.args[1:]), **node.kwargs)
+    kwargs.pop("inplace", None)
+    if cls is nn.Flatten:   # torch.flatten and Tensor.flatten start at dim 0 by default
+        kwargs.setdefault("start_dim", 0)
+    return cls(**kwargs)
+
+
+def _traced_leaves(module):
+    """[(name, module)] for a module whose forward is a chain of layers (each call taking the
+    previous one's output), read with torch.fx; functions (F.relu, torch.flatten, x.view(N, -1),
+    ...) become the modules they equal."""
+    import torch.fx
+
+    what = type(module).__name__
+    try:
+        graph = torch.fx.symbolic_trace(module).graph
+    except Exception as exc:   # fx raises many kinds (TraceError, TypeError, ...) on dynamic code
+        raise ValueError(f"from_torch cannot read {what}.forward as a chain of layers (torch.fx: "
+                         f"{exc}); put its layers in an nn.Sequential") from None
+    modules = dict(module.named_modules())
+    leaves, current, scalars, used = [], None, set(), set()
+
+    def refuse(node, why):
+        return ValueError(f"from_torch: {what}.forward, at {node.format_node()}: {why}")
+
+    for node in graph.nodes:
+        if node.op == "placeholder":
+            if current is not None:
+                raise refuse(node, "a second input; cnncore networks take one")
+            current = node
+            continue
+        if node.op == "output":
+            if node.args[0] is not current:
+                raise refuse(node, "returns something other than the last layer's output")
+            break
+        if (node.op == "call_method" and node.target == "size"
+                or node.op == "call_function" and node.target is getattr
+                and node.args[1:] == ("shape",)
+                or node.op == "call_function" and node.target is operator.getitem
+                and node.args[0] in scalars):
+            scalars.add(node)   # the batch size, for x.view(x.size(0), -1)
+            continue
+        if not node.args or node.args[0] is not current or any(
+                isinstance(a, torch.fx.Node) and a not in scalars
+                for a in (*node.args[1:], *node.kwargs.values())):
+            raise refuse(node, "not a chain of layers (each call must take the previous "
+                               "output, and only it)")
+        current = node
+        if node.op == "call_module":
+            m = modules[node.target]
+            if any(True for _ in m.parameters()) and node.target in used:
+                raise refuse(node, f"{node.target!r} is called twice; cnncore layers share no "
+                                   f"weights")
+            used.add(node.target)
+            leaves.append((node.target, m))
+        elif node.target in _IDENTITIES:
+            continue
+        elif node.op == "call_function" and node.target in _FUNCTIONS:
+            leaves.append((node.name, _equivalent(*_FUNCTIONS[node.target], node)))
+        elif node.op == "call_method" and node.target in _METHODS:
+            leaves.append((node.name, _equivalent(*_METHODS[node.target], node)))
+        elif node.op == "call_method" and node.target in ("view", "reshape"):
+            dims = node.args[1:]
+            if len(dims) == 1 and isinstance(dims[0], (tuple, list)):
+                dims = tuple(dims[0])
+            batch = [d == -1 or d in scalars for d in dims]
+            if len(dims) != 2 or not batch[0] or not (dims[1] == -1 or isinstance(dims[1], int)):
+                raise refuse(node, "only a view / reshape to (N, -1) or (N, D) has a cnncore layer")
+            flatten = nn.Flatten()
+            flatten.cnncore_size = None if dims[1] == -1 else dims[1]
+            leaves.append((node.name, flatten))
+        else:
+            target = getattr(node.target, "__name__", node.target)
+            raise refuse(node, f"{target} has no cnncore layer")
+    return leaves
+
+
 def _pair(value, label, what):
     """An int from an int or an (a, a) pair; refuses unequal pairs (cnncore has one value)."""
     if isinstance(value, int):
@@ -303,10 +405,8 @@ def from_torch(module, input_dim, *, dtype=None):
 
     if not isinstance(module, nn.Module):
         raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
-    if type(module) is not nn.Sequential:
-        raise ValueError(f"from_torch reads an nn.Sequential (a {type(module).__name__}'s forward "
-                         f"cannot be read as a list of layers): put its layers in nn.Sequential")
-    leaves = _leaves(module)
+    named = type(module) is nn.Sequential   # a traced forward's names are fx's: textbook keys
+    leaves = _leaves(module) if named else _traced_leaves(module)
     if dtype is None:
         dtypes = {p.dtype for p in module.parameters()}
         dtype = np.float32 if dtypes == {torch.float32} else np.float64
@@ -323,6 +423,9 @@ def from_torch(module, input_dim, *, dtype=None):
         taken = 1
         if type(m) is nn.Flatten and (m.start_dim, m.end_dim) != (1, -1):
             raise ValueError(f"{label}: only Flatten(1, -1) has a cnncore layer")
+        if getattr(m, "cnncore_size", None) not in (None, int(np.prod(shape))):
+            raise ValueError(f"{label}: a view to (N, {m.cnncore_size}) of {shape} samples "
+                             f"changes the batch; cnncore flattens to (N, {int(np.prod(shape))})")
         if type(m) in (nn.Dropout, nn.Identity):
             i += 1    # the identity in eval (nn.Dropout rescales in training only)
             continue
@@ -397,7 +500,7 @@ def from_torch(module, input_dim, *, dtype=None):
     if not layers:
         raise ValueError("the module holds no layer with a cnncore counterpart")
     keys = [key for key, _ in layers]
-    if all(not key.isdigit() for key in keys) and len(set(keys)) == len(keys):
+    if named and all(not key.isdigit() for key in keys) and len(set(keys)) == len(keys):
         return Sequential(OrderedDict(layers), input_dim=tuple(input_dim), dtype=dtype)
     return Sequential([layer for _, layer in layers], input_dim=tuple(input_dim), dtype=dtype)
 
