@@ -547,6 +547,21 @@ def test_torch_state_dict_refusals(rng):
         torch_state_dict(net, nn.Sequential(nn.Linear(2, 2)))
 
 
+def test_torch_state_dict_into_modules_without_bias(rng):
+    net = Sequential([Convolution(rng.standard_normal((3, 1, 3, 3)), np.zeros(3)),
+                      BatchNormalization(np.ones(3 * 3 * 3), np.zeros(27)), Flatten(),
+                      Affine(rng.standard_normal((27, 2)), np.zeros(2))], input_dim=(1, 5, 5))
+    theirs = nn.Sequential(nn.Conv2d(1, 3, 3, bias=False), nn.Flatten(),
+                           nn.BatchNorm1d(27, eps=1e-6, affine=False), nn.Linear(27, 2, bias=False))
+    theirs = theirs.double().eval()
+    theirs.load_state_dict(torch_state_dict(net, theirs))
+    x = rng.standard_normal((2, 1, 5, 5))
+    assert_close(run_torch(theirs, x), net.predict(x))
+    net.params["b2"][0] = 1.0
+    with pytest.raises(ValueError, match="no 3.bias .* not all 0"):
+        torch_state_dict(net, theirs)
+
+
 def test_torch_state_dict_folds_eps_into_a_default_batch_norm(rng):
     net = random_state(Sequential([Convolution(rng.standard_normal((3, 1, 3, 3)), np.zeros(3)),
                                    SpatialBatchNormalization(np.ones(3), np.zeros(3))],

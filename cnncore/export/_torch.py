@@ -180,6 +180,12 @@ def torch_state_dict(network, module=None, *, input_dim=None, dtype=None):
         values = _values_for(step, name, target)
         for attr, value in values.items():
             full = f"{name}.{attr}" if name else attr
+            if full not in state:   # bias=False / affine=False: fine while the values are neutral
+                neutral = 1.0 if (attr == "weight" and value.ndim == 1) else 0.0
+                if np.all(value == neutral):
+                    continue
+                raise ValueError(f"{step.key}: the module has no {full} (bias=False or "
+                                 f"affine=False) but the network's values are not all {neutral:g}")
             old = state[full]
             if tuple(old.shape) != value.shape:
                 raise ValueError(f"{step.key}: {full} has shape {tuple(old.shape)}, the "
