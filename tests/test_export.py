@@ -404,6 +404,19 @@ def test_from_torch_refuses_what_cnncore_cannot_compute(module, message):
         from_torch(module, (2, 6, 6))
 
 
+def test_from_torch_checks_its_arguments():
+    with pytest.raises(ValueError, match="input_dim"):
+        from_torch(nn.Sequential(nn.ReLU()), None)
+    with pytest.raises(ValueError, match="input_dim"):
+        from_torch(nn.Sequential(nn.ReLU()), (1, 2))
+    with pytest.raises(TypeError, match="torch.nn.Module"):
+        from_torch("model.pt", (1, 28, 28))
+    with pytest.raises(ValueError, match="dtype"):
+        from_torch(nn.Sequential(nn.ReLU()), (3,), dtype=np.int32)
+    with pytest.raises(ValueError, match="no layer"):
+        from_torch(nn.Sequential(nn.Dropout()), (3,))
+
+
 def test_from_torch_batch_norm_eps(rng):
     bn = nn.BatchNorm2d(2, eps=1e-3).eval()
     with torch.no_grad():
@@ -768,3 +781,15 @@ def test_random_stacks_cover_every_exportable_layer():
     for seed in range(40):
         seen |= {type(layer) for layer in random_stack(seed, np.float64).layers.values()}
     assert set(ONNX_TYPES) == set(TORCH_TYPES) == seen
+
+
+def test_exporters_check_their_arguments(tmp_path):
+    with pytest.raises(TypeError, match="cnncore network"):
+        to_onnx(nn.Sequential(), tmp_path / "m.onnx")
+    with pytest.raises(TypeError, match="cnncore network"):
+        to_torch({"W1": np.ones(2)})
+    with pytest.raises(ValueError, match="dtype must be float32 or float64"):
+        to_onnx(lenet5(), tmp_path / "m.onnx", dtype=np.float16)
+    with pytest.raises(ValueError, match="dtype is for module=None"):
+        torch_state_dict(lenet5(), LectureLeNet(), dtype=np.float32)
+    assert os.listdir(tmp_path) == []

@@ -408,9 +408,11 @@ def _bn(m, cls, dtype, label):
 
 def from_torch(module, input_dim, *, dtype=None):
     from ..networks import Sequential
+    from ..networks._base import check_input_dim
 
     if not isinstance(module, nn.Module):
         raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
+    input_dim = check_input_dim(input_dim, (1, 3))
     named = type(module) is nn.Sequential   # a traced forward's names are fx's: textbook keys
     leaves = _leaves(module) if named else _traced_leaves(module)
     if dtype is None:
@@ -419,7 +421,7 @@ def from_torch(module, input_dim, *, dtype=None):
     dtype = np.dtype(dtype)
     if dtype not in (np.float32, np.float64):
         raise ValueError(f"dtype must be float32 or float64, got {dtype}")
-    shape = tuple(int(d) for d in input_dim)
+    shape = input_dim
     layers = []      # [(key, layer)]
     i = 0
     while i < len(leaves):
@@ -507,8 +509,8 @@ def from_torch(module, input_dim, *, dtype=None):
         raise ValueError("the module holds no layer with a cnncore counterpart")
     keys = [key for key, _ in layers]
     if named and all(not key.isdigit() for key in keys) and len(set(keys)) == len(keys):
-        return Sequential(OrderedDict(layers), input_dim=tuple(input_dim), dtype=dtype)
-    return Sequential([layer for _, layer in layers], input_dim=tuple(input_dim), dtype=dtype)
+        return Sequential(OrderedDict(layers), input_dim=input_dim, dtype=dtype)
+    return Sequential([layer for _, layer in layers], input_dim=input_dim, dtype=dtype)
 
 
 def save_state_dict(state, path):
