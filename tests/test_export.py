@@ -432,6 +432,87 @@ def test_from_torch_batch_norm_eps(rng):
         from_torch(nn.Sequential(tiny), (2, 3, 3))
 
 
+def _torch_map_module(rng, kind, C):
+    k = int(rng.integers(1, 4))
+    if kind == "conv":
+        return nn.Conv2d(C, int(rng.integers(1, 5)), k, stride=int(rng.integers(1, 3)),
+                         padding=int(rng.integers(0, 3)),
+                         padding_mode=str(rng.choice(["zeros", "replicate"])))
+    if kind == "max":
+        return nn.MaxPool2d(k, int(rng.integers(1, 3)), int(rng.integers(0, k // 2 + 1)))
+    if kind == "avg":
+        return nn.AvgPool2d(k, int(rng.integers(1, 3)), int(rng.integers(0, k // 2 + 1)))
+    if kind == "bn":
+        return _torch_bn(nn.BatchNorm2d(C, eps=float(rng.choice([1e-5, 1e-3, 1e-6])),
+                                        momentum=float(rng.uniform(0.05, 0.5))), rng)
+    return _torch_activation(rng, kind)
+
+
+def _torch_bn(bn, rng):
+    n = bn.num_features
+    with torch.no_grad():
+        bn.weight.copy_(torch.from_numpy(rng.uniform(0.5, 1.5, n)))
+        bn.bias.copy_(torch.from_numpy(rng.normal(0, 0.5, n)))
+        bn.running_mean.copy_(torch.from_numpy(rng.normal(0, 0.3, n)))
+        bn.running_var.copy_(torch.from_numpy(rng.uniform(0.3, 2.0, n)))
+    return bn
+
+
+def _torch_activation(rng, kind):
+    return {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "identity": nn.Identity,
+            "gelu": lambda: nn.GELU(approximate="tanh"),
+            "leaky": lambda: nn.LeakyReLU(float(rng.uniform(0.01, 0.3))),
+            "dropout": lambda: nn.Dropout(float(rng.uniform(0, 0.9))),
+            "textbook": lambda: TextbookDropout(float(rng.uniform(0, 0.9)))}[kind]()
+
+
+TORCH_ACTIVATIONS = ["relu", "sigmoid", "identity", "gelu", "leaky", "dropout", "textbook"]
+
+
+def random_torch_stack(seed):
+    """A random nn.Sequential of the modules from_torch takes (not shaped by to_torch)."""
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    shape = (int(rng.integers(1, 4)), int(rng.integers(5, 11)), int(rng.integers(5, 11)))
+    modules = []
+    probe = torch.zeros(1, *shape)
+    for _ in range(int(rng.integers(1, 6))):
+        kind = str(rng.choice(["conv", "max", "avg", "bn", *TORCH_ACTIVATIONS]))
+        module = _torch_map_module(rng, kind, probe.shape[1])
+        try:
+            out = module.eval()(probe)
+        except RuntimeError:       # the window no longer fits
+            continue
+        modules.append(module)
+        probe = out
+    modules += ([nn.AdaptiveAvgPool2d(1), nn.Flatten()] if rng.random() < 0.3 else [nn.Flatten()])
+    D = int(np.prod(modules[-2](probe).shape[1:])) if len(modules) > 1 and isinstance(
+        modules[-2], nn.AdaptiveAvgPool2d) else int(np.prod(probe.shape[1:]))
+    for _ in range(int(rng.integers(0, 4))):
+        kind = str(rng.choice(["linear", "bn", *TORCH_ACTIVATIONS]))
+        if kind == "linear":
+            M = int(rng.integers(2, 9))
+            modules.append(nn.Linear(D, M))
+            D = M
+        elif kind == "bn":
+            modules.append(_torch_bn(nn.BatchNorm1d(D, eps=float(rng.choice([1e-5, 1e-6]))), rng))
+        else:
+            modules.append(_torch_activation(rng, kind))
+    modules.append(nn.Linear(D, 3))
+    return nn.Sequential(*modules).eval(), shape
+
+
+@settings(max_examples=int(os.environ.get("EXPORT_EXAMPLES", 40)))
+@given(seed=st.integers(0, 2**32 - 1), dtype=st.sampled_from([np.float32, np.float64]))
+def test_random_torch_stacks(seed, dtype):
+    model, shape = random_torch_stack(seed)
+    model = model.to(torch.float64 if dtype == np.float64 else torch.float32)
+    net = from_torch(model, shape)
+    assert {value.dtype for value in net.params.values()} == {np.dtype(dtype)}
+    x = np.random.default_rng(seed).standard_normal((4, *shape)).astype(dtype)
+    assert_close(net.predict(x), run_torch(model, x))
+
+
 # ------------------------------------------------------------------ weights into the user's module
 
 class LectureLeNet(nn.Module):
