@@ -285,8 +285,9 @@ def export_main(argv):
                              "network.save file); " +
                              "; ".join(f"{name} = {text}" for name, (_, text) in NETWORKS.items()))
     parser.add_argument("--dtype", choices=["float32", "float64"],
-                        help="dtype of the exported model (default: the parameters'; "
-                             "onnxruntime runs float32 convolutions only)")
+                        help="dtype of the exported model (default: float64 with --network, "
+                             "else the saved network's; onnxruntime runs float32 convolutions "
+                             "only)")
     parser.add_argument("--pickle", action="store_true",
                         help="allow a pickle file (the textbook's params.pkl) with --network; only "
                              "for files you trust, unpickling can run code")
@@ -308,10 +309,11 @@ def export_main(argv):
         else:
             network = Sequential.load(args.params)
         # Everything is converted (and so checked) before the first file is written.
-        model = export._load_onnx().build_model(network, opset=args.opset, dtype=args.dtype) \
-            if args.onnx else None
-        state = export._load_torch().torch_state_dict(network, dtype=args.dtype) \
-            if args.torch else None
+        model = state = None
+        if args.onnx:
+            model = export._load_onnx().build_model(network, opset=args.opset, dtype=args.dtype)
+        if args.torch:
+            state = export._load_torch().torch_state_dict(network, dtype=args.dtype)
     except (OSError, ValueError, ImportError) as exc:
         message = str(exc).replace("pass allow_pickle=True", "pass --pickle")
         if not args.network and "no architecture" in message:
