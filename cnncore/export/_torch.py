@@ -16,6 +16,10 @@ How each textbook rule is carried over (eval mode gives cnncore's ``predict`` nu
   with ``count_include_pad=True``. torch accepts padding of at most half the window only.
 - ConvReLU is a Conv2d and a ReLU named '<key>_relu'; replicate padding is Conv2d's
   ``padding_mode='replicate'``; GELU is ``nn.GELU(approximate='tanh')``.
+
+from_torch reads an nn.Sequential's modules in order, or a module class's forward through torch.fx
+(each call must take the previous call's output: a chain); it recognises the groups to_torch makes
+(Flatten + BatchNorm1d + Unflatten, AdaptiveAvgPool2d(1) + Flatten, '<key>_relu', '<key>_flatten').
 """
 import operator
 from collections import OrderedDict
