@@ -5,6 +5,7 @@ Commands:
   train       train SimpleConvNet / DeepConvNet / LeNet5 on MNIST (see: train --help)
   evaluate    test accuracy of saved parameters (see: evaluate --help)
   bench       compiled kernels vs the NumPy references (see: bench --help)
+  export      a trained network to ONNX / PyTorch (see: export --help)
 """
 import importlib
 import sys
@@ -14,6 +15,7 @@ COMMANDS = {
     "train": "cnncore.cli",
     "evaluate": "cnncore.cli",
     "bench": "cnncore.bench",
+    "export": "cnncore.cli",
 }
 
 

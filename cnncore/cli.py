@@ -435,3 +435,67 @@ def evaluate_main(argv):
                                      class_names=names)
         print(f"misclassified images written to {args.misclassified}")
     return 0
+
+
+def export_main(argv):
+    """``cnncore export``: a trained network to ONNX and/or a PyTorch state dict."""
+    parser = argparse.ArgumentParser(
+        prog="python -m cnncore export",
+        description="Export a trained network to ONNX (--onnx) and/or PyTorch (--torch: the "
+                    "state dict of cnncore.export.to_torch(network), for torch.load).")
+    parser.add_argument("--params", required=True, metavar="FILE",
+                        help="a file written by network.save (architecture included), or "
+                             "parameters from 'train' / save_params with --network")
+    parser.add_argument("--network", choices=list(NETWORKS),
+                        help="the network the parameters belong to (not needed for a "
+                             "network.save file); " +
+                             "; ".join(f"{name} = {text}" for name, (_, text) in NETWORKS.items()))
+    parser.add_argument("--dtype", choices=["float32", "float64"],
+                        help="dtype of the exported model (default: float64 with --network, "
+                             "else the saved network's; onnxruntime runs float32 convolutions "
+                             "only)")
+    parser.add_argument("--pickle", action="store_true",
+                        help="allow a pickle file (the textbook's params.pkl) with --network; only "
+                             "for files you trust, unpickling can run code")
+    parser.add_argument("--onnx", metavar="OUT", help="write an ONNX model here")
+    parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    parser.add_argument("--torch", metavar="OUT",
+                        help="write a PyTorch state dict (torch.save) here")
+    args = parser.parse_args(argv)
+    if not (args.onnx or args.torch):
+        parser.error("give --onnx OUT and/or --torch OUT")
+
+    from . import export
+    from .networks import Sequential
+
+    try:
+        if args.network:
+            network = build_network(args.network, args.dtype or "float64")
+            network.load_params(args.params, allow_pickle=args.pickle)
+        else:
+            network = Sequential.load(args.params)
+        # Everything is converted (and so checked) before the first file is written.
+        model = state = None
+        if args.onnx:
+            model = export._load_onnx().build_model(network, opset=args.opset, dtype=args.dtype)
+        if args.torch:
+            state = export._load_torch().torch_state_dict(network, dtype=args.dtype)
+    except (OSError, ValueError, ImportError) as exc:
+        message = str(exc).replace("pass allow_pickle=True", "pass --pickle")
+        if not args.network and "no architecture" in message:
+            message += " (or pass --network)"
+        print(f"error: {message}", file=sys.stderr)
+        return 1
+    name = type(network).__name__
+    try:
+        if model is not None:
+            export._load_onnx().write_model(model, args.onnx)
+            print(f"{name} -> {args.onnx} (ONNX opset {args.opset}, input 'x', output 'scores')")
+        if state is not None:
+            export._load_torch().save_state_dict(state, args.torch)
+            print(f"{name} -> {args.torch} (PyTorch state dict, {len(state)} tensors; "
+                  f"model = cnncore.export.to_torch(network))")
+    except OSError as exc:
+        print(f"error: cannot write: {exc}", file=sys.stderr)
+        return 1
+    return 0

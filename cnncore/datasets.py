@@ -238,7 +238,8 @@ def download_mnist(path=None, mirrors=None, verbose=True):
         target = directory / file_name
         if target.exists():
             continue
-        errors = _try_mirrors(file_name, mirrors, lambda url: _store_mnist(url, key, target),
+        errors = _try_mirrors(file_name, mirrors,
+                              lambda url, key=key, target=target: _store_mnist(url, key, target),
                               verbose)
         if errors:
             failed[file_name] = errors
@@ -687,9 +688,9 @@ def load_cifar10(normalize=True, flatten=False, one_hot_label=False, path=None, 
     extracted ``cifar-10-batches-py/`` (what torchvision and Keras leave behind; read by
     :func:`_read_cifar_pickle`, which runs no code from the files and checks each published
     batch's MD5), else the archive ``cifar-10-binary.tar.gz``, which must have the published MD5
-    (:data:`CIFAR10_MD5`) and is read without extracting. A missing archive is downloaded into the cache (verified,
-    atomically) unless ``download=False``. Each batch file must hold whole records of 1 label byte
-    (0..9) and 3072 pixel bytes (red, green, blue planes, row-major); ``batches.meta.txt``, if
+    (:data:`CIFAR10_MD5`) and is read without extracting. A missing archive is downloaded into the
+    cache (verified, atomically) unless ``download=False``. Each batch file must hold whole records
+    of 1 label byte (0..9) and 3072 pixel bytes (red, green, blue planes, row-major); ``batches.meta.txt``, if
     present, must list the ten classes (:data:`CIFAR10_CLASSES`).
 
     Images are ``(N, 3, 32, 32)`` (``flatten=True``: ``(N, 3072)``), float32 in [0, 1] when

@@ -44,8 +44,9 @@ More opt-in keywords (none changes the default run, its printed lines or its ``n
   fails before any training), ``on_step_end(trainer)`` (after every step; ``current_iter`` then
   counts the steps done), ``on_evaluate_begin(trainer)`` (before each epoch's evaluation and
   line), ``on_epoch_end(trainer)`` (after each epoch's evaluation, beside ``epoch_callback``) and
-  ``on_train_end(trainer)`` (after the last step, before the final test accuracy). Ready-made: learning-rate schedules, early stopping that restores the best weights,
-  a checkpoint of the best model and a progress display, in ``cnncore.callbacks``.
+  ``on_train_end(trainer)`` (after the last step, before the final test accuracy). Ready-made:
+  learning-rate schedules, early stopping that restores the best weights, a checkpoint of the best
+  model and a progress display, in ``cnncore.callbacks``.
 - ``trainer.stop(reason)`` (from a callback, or any code that holds the trainer) ends ``train()``
   cleanly after the current step: the final test accuracy is still measured and printed.
 - Every epoch also appends the mean training loss of its steps to ``epoch_loss_list`` (for
@@ -57,7 +58,8 @@ fraction, since the textbook computes ``int(epochs * iter_per_epoch)``), ``mini_
 at least one training and one test sample, as many labels as images in each set,
 ``evaluate_sample_num_per_epoch`` None or an int >= 1 (the textbook's ``[:t]`` silently drops the
 last sample for -1 and divides by zero for 0), a non-empty validation set given as both ``x_val``
-and ``t_val`` with samples shaped like the training set's; then every callback's ``on_train_begin`` runs before the first step.
+and ``t_val`` with samples shaped like the training set's; then every callback's
+``on_train_begin`` runs before the first step.
 """
 import math
 import numbers

@@ -300,7 +300,7 @@ def test_augmenter_is_seeded_and_leaves_the_global_rng_alone():
         batches = []
 
         class Spy(ScriptedNet):
-            def gradient(self, x, t):
+            def gradient(self, x, t, batches=batches):
                 batches.append(x.copy())
                 return super().gradient(x, t)
 

@@ -76,7 +76,7 @@ def worker(steps):
             dp = DataParallelNetwork(net, comm)
             optimizer = Adam()
             samples = []
-            for i in range(steps + 5):   # the first 5 are warm-up
+            for _ in range(steps + 5):   # the first 5 are warm-up
                 idx = np.random.choice(len(x), BATCH)
                 reduce_seconds.append(0.0)
                 start = time.perf_counter()

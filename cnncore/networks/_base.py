@@ -91,7 +91,7 @@ def _batch_size(batch_size):
     return int(batch_size)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _takes_train_flg(forward):
     """Whether a forward function accepts train_flg (a user's own textbook-style layer may not)."""
     try:
@@ -413,7 +413,7 @@ class Network:
         shape = tuple(self.input_dim) if self.input_dim is not None else None
         rows.append(("(input)", "", _shape_text(shape), ""))
         owned = {}
-        for key, layer, attr in self._bindings:
+        for key, layer, _ in self._bindings:
             owned[id(layer)] = owned.get(id(layer), 0) + self.params[key].size
         for key, layer in self._layer_items():
             if shape is not None:
