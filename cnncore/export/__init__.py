@@ -61,8 +61,9 @@ def torch_state_dict(network, module=None, *, input_dim=None, dtype=None):
     stride and padding), and the result holds every entry of ``module.state_dict()`` (so
     ``module.load_state_dict(sd)`` is strict), in the module's dtype. Affine's W is transposed; a
     BatchNorm eps other than 1e-6 is folded into running_var (var + 1e-6 - eps: the same
-    sqrt(var + eps)), refused where that would be negative. Refused too: an ``nn.Dropout`` in the module when the network has a Dropout (the
-    numbers would differ: the textbook's scales at test time; use ``TextbookDropout``).
+    sqrt(var + eps)), refused where that would be negative. Refused too: an ``nn.Dropout`` in the
+    module when the network has a Dropout (the numbers would differ: the textbook's scales at test
+    time; use ``TextbookDropout``).
     """
     return _load_torch().torch_state_dict(network, module, input_dim=input_dim, dtype=dtype)
 
