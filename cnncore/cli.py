@@ -13,7 +13,8 @@
 ``train`` uses the textbook's settings (``train_convnet.py``): Adam lr 0.001, batch 100, 20 epochs,
 train/test accuracy on the first 1000 images after every epoch, batches drawn with replacement
 (``np.random.choice``). Unlike the textbook's Trainer it counts epochs exactly (one line after each
-full epoch) and measures the final accuracy exactly, remainder batch included. During an epoch a
+full epoch), measures the final accuracy exactly, remainder batch included, and reports each step's
+loss as computed for its gradient (no second forward pass after the update). During an epoch a
 progress line shows steps, images/s, loss and the time left (``cnncore.callbacks.ProgressBar``).
 Parameters are saved as ``.npz``; with matplotlib installed the loss and accuracy curves are drawn
 (matplotlib is optional). Everything that could fail late (an unwritable output, a bad value, an
@@ -265,7 +266,10 @@ def _train(args, comm=None):
                           evaluate_sample_num_per_epoch=args.eval_samples or None,
                           verbose=args.verbose, exact_epochs=True, shuffle=args.shuffle,
                           epoch_callback=progress, x_val=x_val, t_val=t_val, augment=augment,
-                          callbacks=hooks, **({} if comm is None else {"comm": comm}))
+                          callbacks=hooks,
+                          # the loss of the gradient pass: no extra forward per step (one process;
+                          # across ranks the loss needs the textbook's reduced loss)
+                          **({"loss_after_update": False} if comm is None else {"comm": comm}))
     except (TypeError, ValueError) as exc:
         _fail(str(exc))
     val = f" / {len(x_val)} validation" if x_val is not None else ""

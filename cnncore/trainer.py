@@ -33,6 +33,10 @@ accuracy in ``final_test_acc``; ``epoch_callback(trainer)`` runs after each epoc
 
 More opt-in keywords (none changes the default run, its printed lines or its ``np.random`` calls):
 
+- ``loss_after_update=False``: record (and print) the loss that ``gradient`` computed before the
+  update, in training mode, instead of the textbook's extra forward pass after it: one forward less
+  per step (about a fifth of a step's time). ``cnncore train`` uses it.
+
 - ``x_val, t_val``: a validation set (see ``cnncore.datasets.split_validation``). After every epoch
   it is scored exactly (every sample, inference mode) into ``val_acc_list`` and ``val_loss_list``
   (the data loss, without weight decay), and the epoch line gains ``, val acc:<v>``. Tune on it,
@@ -148,7 +152,7 @@ class Trainer:
                  optimizer='SGD', optimizer_param={'lr': 0.01},
                  evaluate_sample_num_per_epoch=None, verbose=True,
                  *, exact_epochs=None, shuffle=False, epoch_callback=None,
-                 x_val=None, t_val=None, augment=None, callbacks=()):
+                 x_val=None, t_val=None, augment=None, callbacks=(), loss_after_update=True):
         if shuffle and exact_epochs is False:
             raise ValueError("shuffle=True visits every sample once per epoch, which needs "
                              "exact_epochs=True")
@@ -197,6 +201,10 @@ class Trainer:
         self.t_val = t_val
         self.augment = augment
         self.callbacks = callbacks
+        if not loss_after_update and not hasattr(network, "gradient_loss"):
+            raise TypeError("loss_after_update=False records the loss of the gradient pass, which "
+                            "needs a network with gradient_loss (cnncore's networks have it)")
+        self.loss_after_update = bool(loss_after_update)
 
         self.train_size = x_train.shape[0]
         if self.exact_epochs:
@@ -247,7 +255,10 @@ class Trainer:
         grads = self.network.gradient(x_batch, t_batch)
         self.optimizer.update(self.network.params, grads)
 
-        loss = self.network.loss(x_batch, t_batch)
+        if self.loss_after_update:
+            loss = self.network.loss(x_batch, t_batch)
+        else:
+            loss = self.network.gradient_loss
         self.train_loss_list.append(loss)
         if self.verbose:
             print("train loss:" + str(loss))

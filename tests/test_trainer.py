@@ -247,3 +247,36 @@ def test_empty_test_set_is_refused_before_training():
     with pytest.raises(ValueError, match="x_test must hold at least one sample"):
         Trainer(net, x, t, np.zeros((0, 1)), np.zeros(0, np.uint8), verbose=False)
     assert net.calls == []
+
+
+def test_loss_after_update_false_records_the_gradient_pass_loss_and_skips_a_forward():
+    """One forward pass less per step: the recorded loss is the one gradient() differentiated."""
+    import cnncore.networks
+
+    def run(loss_after_update):
+        np.random.seed(0)
+        net = cnncore.networks.lenet5()
+        calls = []
+        original = net.predict
+        net.predict = lambda x, train_flg=False: calls.append(train_flg) or original(x, train_flg)
+        x = np.random.rand(40, 1, 28, 28)
+        t = np.random.randint(0, 10, 40)
+        trainer = Trainer(net, x, t, x[:10], t[:10], epochs=1, mini_batch_size=20, verbose=False,
+                          exact_epochs=True, evaluate_sample_num_per_epoch=10,
+                          loss_after_update=loss_after_update)
+        steps = []
+        for _ in range(2):
+            trainer.train_step()
+            steps.append(net.gradient_loss)
+        return trainer, calls, steps
+
+    textbook, calls_textbook, _ = run(True)
+    fast, calls_fast, losses = run(False)
+    assert calls_textbook.count(False) - calls_fast.count(False) == 2   # one forward a step saved
+    assert fast.train_loss_list == losses
+    assert fast.train_loss_list[0] != textbook.train_loss_list[0]      # before vs after the update
+    assert all(np.array_equal(a, b) for a, b in zip(textbook.network.params.values(),
+                                                    fast.network.params.values()))
+    with pytest.raises(TypeError, match="gradient_loss"):
+        Trainer(object(), x_train=np.zeros((2, 1)), t_train=np.zeros(2, int), x_test=np.zeros((2, 1)),
+                t_test=np.zeros(2, int), loss_after_update=False)

@@ -122,6 +122,7 @@ class Network:
 
     weight_decay_lambda = 0
     input_dim = None
+    gradient_loss = None   # the training-mode loss the last gradient() call differentiated
 
     def _layer_items(self):
         """[(key, layer)] in order; a list of layers is keyed by position ('0', '1', ...)."""
@@ -180,8 +181,9 @@ class Network:
     def gradient(self, x, t):
         """Gradients by backpropagation in training mode: a dict keyed like params, holding the
         layers' own gradient arrays (not copies: the next call overwrites them). With weight decay,
-        each weight's entry is a new array dW + weight_decay_lambda * W."""
-        self._train_loss(x, t)
+        each weight's entry is a new array dW + weight_decay_lambda * W. The loss it differentiated
+        (training mode, weight decay included) is kept in ``gradient_loss``."""
+        self.gradient_loss = self._train_loss(x, t)
         dout = self.last_layer.backward(1)
         first, *rest = self._steps()
         for step in reversed(rest):
