@@ -112,6 +112,24 @@ class ArrayShape:
 
 
 @dataclass(frozen=True)
+class MatShape:
+    """A fully connected layer: N samples of D features to M outputs."""
+    name: str
+    N: int
+    D: int
+    M: int
+    quick: bool = False
+
+    @property
+    def label(self):
+        return f"({self.N},{self.D})x({self.D},{self.M})"
+
+    def gemm(self):
+        """(M, N, K) of the forward product, for the %matmul column."""
+        return self.N, self.M, self.D
+
+
+@dataclass(frozen=True)
 class NetShape:
     """A network (cnncore.networks class name) at a batch size."""
     name: str
@@ -140,9 +158,21 @@ RELU_SHAPES = (
     ArrayShape("deep16", 100, 16, 28, 28),                            # DeepConvNet's first two
     ArrayShape("cifar", 128, 64, 32, 32),
 )
+# The course networks' layers that have no kernel of their own, against straightforward NumPy.
+LAYER_SHAPES = (
+    ArrayShape("deep32", 100, 32, 14, 14, quick=True),                # DeepConvNet conv 3's maps
+    ArrayShape("cifar", 100, 64, 16, 16),                             # the CIFAR-10 CNN's conv 3-4
+)
+AFFINE_SHAPES = (
+    MatShape("flexible", 100, 12544, 128, quick=True),                # the flexible CNN's fc128
+    MatShape("cifar", 100, 4096, 512),                                # the CIFAR-10 CNN's fc512
+)
 TRAIN_SHAPES = (
     NetShape("simple100", "SimpleConvNet", 100, quick=True),
     NetShape("deep100", "DeepConvNet", 100, quick=True),
+    NetShape("lenet100", "lenet5", 100),
+    NetShape("flexible100", "flexible_cnn", 100),
+    NetShape("cifar100", "cifar10_cnn", 100),
 )
 PREDICT_SHAPES = TRAIN_SHAPES + (
     NetShape("simple1000", "SimpleConvNet", 1000),
@@ -178,6 +208,66 @@ def _pool_inputs(s, dtype, rng):
 def _relu_inputs(s, dtype, rng):
     shape = (s.N, s.C, s.H, s.W)
     return {"x": _randn(rng, shape, dtype), "dout": _randn(rng, shape, dtype)}
+
+
+def _matrix_inputs(s, dtype, rng):
+    return {"x": _randn(rng, (s.N, s.D), dtype),
+            "W": _randn(rng, (s.D, s.M), dtype) * np.sqrt(2.0 / s.D).astype(dtype),
+            "b": _randn(rng, (s.M,), dtype), "dout": _randn(rng, (s.N, s.M), dtype)}
+
+
+def _channel_inputs(s, dtype, rng):
+    inputs = _relu_inputs(s, dtype, rng)
+    inputs["gamma"] = (1 + 0.1 * _randn(rng, (s.C,), dtype)).astype(dtype)
+    inputs["beta"] = _randn(rng, (s.C,), dtype)
+    return inputs
+
+
+def _gelu_forward_backward(m, s, i):
+    """The GELU layer against the tanh formula written plainly in NumPy (x*x*x)."""
+    x, dout = i["x"], i["dout"]
+    if _impl_of(m) == "cython":
+        from .layers import GELU
+
+        layer = GELU()
+        return layer.forward(x), layer.backward(dout)
+    c = np.sqrt(2 / np.pi).astype(x.dtype)
+    th = np.tanh(c * (x + 0.044715 * x * x * x))
+    grad = 0.5 * (1 + th) + 0.5 * x * (1 - th * th) * c * (1 + 3 * 0.044715 * x * x)
+    return 0.5 * x * (1 + th), dout * grad
+
+
+def _batchnorm2d_forward_backward(m, s, i):
+    """Per-channel batch norm in training mode, forward and backward, against plain NumPy."""
+    x, dout, gamma, beta = i["x"], i["dout"], i["gamma"], i["beta"]
+    if _impl_of(m) == "cython":
+        from .layers import SpatialBatchNormalization
+
+        layer = SpatialBatchNormalization(gamma, beta)
+        out = layer.forward(x, train_flg=True)
+        return out, layer.backward(dout), layer.dgamma, layer.dbeta
+    axes, vec = (0, 2, 3), (1, -1, 1, 1)
+    mu = x.mean(axis=axes, keepdims=True)
+    xc = x - mu
+    std = np.sqrt((xc * xc).mean(axis=axes, keepdims=True) + 1e-6)
+    xn = xc / std
+    dbeta, dgamma = dout.sum(axis=axes), (xn * dout).sum(axis=axes)
+    dxn = gamma.reshape(vec) * dout
+    dx = (dxn - dxn.mean(axis=axes, keepdims=True)
+          - xn * (dxn * xn).mean(axis=axes, keepdims=True)) / std
+    return gamma.reshape(vec) * xn + beta.reshape(vec), dx, dgamma, dbeta
+
+
+def _affine_forward_backward(m, s, i):
+    """The Affine layer (kernels.matmul on cnncore's threads) against NumPy's dot products."""
+    x, W, b, dout = i["x"], i["W"], i["b"], i["dout"]
+    if _impl_of(m) == "cython":
+        from .layers import Affine
+
+        layer = Affine(W, b)
+        out = layer.forward(x)
+        return out, layer.backward(dout), layer.dW, layer.db
+    return x @ W + b, dout @ W.T, x.T @ dout, dout.sum(axis=0)
 
 
 def _relu_forward_backward(m, s, i):
@@ -347,6 +437,13 @@ GROUPS = {g.name: g for g in (
     # The Relu layer (no issue target): x -> out, mask; dout, mask -> dx.
     Group("relu_forward_backward", "elementwise", RELU_SHAPES, _relu_inputs, _relu_forward_backward,
           traffic=lambda s, i, o: _nbytes(i["x"], i["dout"], *o, o[1]), torch=_t_relu()),
+    # Layers without kernels of their own: "numpy" is the straightforward NumPy version.
+    Group("gelu_forward_backward", "elementwise", LAYER_SHAPES, _relu_inputs,
+          _gelu_forward_backward, traffic=lambda s, i, o: _nbytes(i["x"], i["dout"], *o)),
+    Group("batchnorm2d_train", "elementwise", LAYER_SHAPES, _channel_inputs,
+          _batchnorm2d_forward_backward, traffic=lambda s, i, o: _nbytes(i["x"], i["dout"], *o)),
+    Group("affine_forward_backward", "conv", AFFINE_SHAPES, _matrix_inputs,
+          _affine_forward_backward, flops=lambda s: 6 * s.N * s.D * s.M),
 )}
 
 
@@ -601,7 +698,7 @@ def _net_inputs(s, dtype, rng):
     for key, value in nets["cython"].params.items():
         nets["numpy"].params[key][...] = value      # in place: the layers hold these arrays
     use_reference(nets["numpy"])
-    x = rng.random((s.batch, 1, 28, 28)).astype(dtype)
+    x = rng.random((s.batch, *nets["cython"].input_dim)).astype(dtype)
     t = rng.integers(0, 10, s.batch)
     predict_kw = {"train_flg": False} if "train_flg" in inspect.signature(cls.predict).parameters else {}
     # Dropout draws from the global RNG: every step starts from the same state, so both networks see
