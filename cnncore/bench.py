@@ -296,7 +296,7 @@ class Group:
     call(shape, tensors) -> result, first(result) -> NumPy array comparable to run(...)[0]) or None.
     """
     name: str
-    kind: str           # "conv", "pool", "elementwise" or "network"
+    kind: str           # "conv", "pool", "elementwise", "matrix" or "network"
     shapes: tuple
     inputs: object
     run: object
@@ -442,7 +442,7 @@ GROUPS = {g.name: g for g in (
           _gelu_forward_backward, traffic=lambda s, i, o: _nbytes(i["x"], i["dout"], *o)),
     Group("batchnorm2d_train", "elementwise", LAYER_SHAPES, _channel_inputs,
           _batchnorm2d_forward_backward, traffic=lambda s, i, o: _nbytes(i["x"], i["dout"], *o)),
-    Group("affine_forward_backward", "conv", AFFINE_SHAPES, _matrix_inputs,
+    Group("affine_forward_backward", "matrix", AFFINE_SHAPES, _matrix_inputs,
           _affine_forward_backward, flops=lambda s: 6 * s.N * s.D * s.M),
 )}
 
@@ -474,7 +474,7 @@ def cases(quick=False, filters=None, shapes=None, groups=None):
     """Every Case to run, in order: the groups whose name contains one of filters (all without),
     each over its shapes (only the quick ones with quick=True) and both dtypes.
 
-    shapes: optional {group kind ("conv", "pool", "elementwise", "network"): shapes} replacing the
+    shapes: optional {group kind ("conv", "pool", "elementwise", "matrix", "network"): shapes} replacing the
     standard ones.
     groups: optional exact group names to keep.
     """

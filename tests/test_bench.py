@@ -14,6 +14,7 @@ TINY = {
     "conv": (bench.ConvShape("tiny", 2, 3, 9, 8, 3, 2, 1, FN=4, quick=True),),
     "pool": (bench.PoolShape("tiny", 2, 3, 8, 9, 3, 2, quick=True),),
     "elementwise": (bench.ArrayShape("tiny", 2, 3, 8, 9, quick=True),),
+    "matrix": (bench.MatShape("tiny", 3, 7, 5, quick=True),),
 }
 
 
