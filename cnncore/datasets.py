@@ -669,6 +669,10 @@ def _read_cifar_pickle(file_path, md5):
             and all(type(v) is int for v in labels)):
         raise ValueError(f"{shown}: expected a CIFAR-10 batch: a dict with 'data' (uint8, N x "
                          f"3072, N <= {_CIFAR_BATCH}) and 'labels' (N ints)")
+    huge = next((i for i, v in enumerate(labels) if not -2**63 <= v < 2**63), None)   # not int64
+    if huge is not None:
+        raise ValueError(f"{shown}: label {labels[huge]} at index {huge} is outside the 10 classes "
+                         f"0..9")
     labels = np.array(labels, dtype=np.int64)
     if labels.min() < 0:
         raise ValueError(f"{shown}: label {labels.min()} is outside the 10 classes 0..9")
