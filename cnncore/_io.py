@@ -255,7 +255,7 @@ def load_architecture(path):
                          f"{array.dtype} {array.shape}")
     try:
         architecture = json.loads(array.tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:   # (nesting too deep)
         raise ValueError(f"{path}: the architecture is not valid JSON ({exc})") from None
     if not isinstance(architecture, dict):
         raise ValueError(f"{path}: the architecture must be a JSON object, got "

@@ -451,6 +451,21 @@ def _saved(net, tmp_path):
     return path
 
 
+def test_a_negative_running_variance_is_refused():
+    """Found by tampering with saved files: a negative running_var loaded, and every prediction of
+    the BatchNorm layer became NaN (sqrt of a negative variance)."""
+    net, _ = _bn_network()
+    key = next(k for k in net.buffers() if k.endswith("running_var"))
+    before = net.buffers()[key].copy()
+    bad = -np.ones_like(before)
+    with pytest.raises(ValueError, match="negative variance"):
+        net.load_buffers({key: bad})
+    with pytest.raises(ValueError, match="negative variance"):
+        net.load_state_dict({**net.state_dict(), key: bad})
+    np.testing.assert_array_equal(net.buffers()[key], before)
+    net.load_buffers({key: np.zeros_like(before)})        # zero is a variance
+
+
 def test_a_params_file_is_not_an_architecture(tmp_path):
     lenet5().save_params(tmp_path / "p.npz")
     with pytest.raises(ValueError, match="no architecture"):
@@ -542,8 +557,9 @@ def _paths(value, prefix=()):
 @settings(max_examples=150)
 @given(data=st.data())
 def test_hostile_architectures_give_clear_errors(data, tmp_path_factory):
-    """Any value anywhere in a saved architecture (NaN, huge, wrong types, nesting) is either
-    rebuilt into a working network or refused with ValueError/TypeError, never anything else."""
+    """Any value anywhere in a saved architecture (NaN, huge, wrong types, nesting, 100000 levels
+    deep) is either rebuilt into a working network or refused with ValueError/TypeError, never
+    anything else."""
     import json
     import zipfile
 
@@ -566,6 +582,8 @@ def test_hostile_architectures_give_clear_errors(data, tmp_path_factory):
     else:
         arch = value
     text = json.dumps(arch, allow_nan=True).encode()     # NaN and Infinity tokens included
+    depth = data.draw(st.sampled_from([0, 0, 0, 2, 100_000]), label="nesting")
+    text = b"[" * depth + text + b"]" * depth            # (deep: RecursionError in json before)
     with zipfile.ZipFile(path) as archive:
         names = archive.namelist()
     rebuilt = tmp / "hostile.npz"                        # the file again, its architecture replaced
