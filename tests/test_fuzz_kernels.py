@@ -60,11 +60,13 @@ ENTRY_POINTS = {
     "conv_backward": ("conv", ("dout", "x", "W", "stride", "pad")),
     "conv_bias_relu_forward": ("conv", ("x", "W", "b", "stride", "pad")),
     "conv_bias_relu_backward": ("conv", ("dout", "x", "W", "out", "stride", "pad")),
+    "pad_replicate": ("pad", ("x", "pad")),
+    "pad_replicate_backward": ("pad", ("dx_padded", "pad")),
 }
 WINDOW = {"filter_h", "filter_w", "pool_h", "pool_w"}
 SCALARS = WINDOW | {"stride", "pad"}
 IMAGES = {"input_data", "x"}           # (N, C, H, W) inputs
-FLOAT_ARRAYS = {"input_data", "x", "col", "dout", "W", "b", "out"}
+FLOAT_ARRAYS = {"input_data", "x", "col", "dout", "W", "b", "out", "dx_padded"}
 LIMIT = 2**48                           # cnncore._validate._MAX_ELEMENTS
 STATS = collections.Counter()
 
@@ -311,7 +313,9 @@ def geometries(draw, family):
              path="auto", use_avx2=draw(st.booleans()))
     g["dtype"] = draw(st.sampled_from([np.float32, np.float64]))
     path = draw(st.sampled_from(CONV_PATHS if AVX2 else CONV_PATHS[:3])) if family == "conv" else ""
-    if family == "pool" and draw(st.booleans()):   # the 2x2 and 3x3 stride-2 loops (AVX2 for 3x3)
+    if family == "pad":    # replicate padding: any pad, wider than the image too
+        g.update(pad=draw(st.integers(0, 12)), fh=1, fw=1, stride=1)
+    elif family == "pool" and draw(st.booleans()):  # the 2x2 and 3x3 stride-2 loops (AVX2 for 3x3)
         g["fh"] = g["fw"] = k = draw(st.sampled_from([2, 3]))
         g["pad"], g["stride"] = draw(st.integers(0, k - 1)), 2
         g["H"], g["W"] = draw(st.integers(k, 13)), draw(st.integers(k, 13))
@@ -373,6 +377,8 @@ def valid_call(name, g, rng):
         values["b"] = rand(g["FN"])
         values["dout"] = rand(N, g["FN"], g["OH"], g["OW"])
         values["out"] = R.conv_bias_relu_forward(x, values["W"], values["b"], s, p)
+    elif name == "pad_replicate_backward":
+        values["dx_padded"] = rand(N, C, H + 2 * p, W + 2 * p)
     return {k: values[k] for k in ENTRY_POINTS[name][1]}
 
 
@@ -747,7 +753,9 @@ def huge_scalar(name, call, g, data, rng):
 def huge_pad_and_stride(name, call, g, data, rng):
     """A pad so large that H + 2*pad overflows 64 bits in C, with a stride that keeps the output
     tiny (this returned uninitialised memory from im2col before the limit on pad)."""
-    if ENTRY_POINTS[name][0] == "pool":
+    if ENTRY_POINTS[name][0] == "pad":
+        changed = dict(pad=data.draw(st.sampled_from([2**24, 2**40, 2**47])))
+    elif ENTRY_POINTS[name][0] == "pool":
         big = data.draw(st.sampled_from([2**40, 2**61]))
         changed = dict(pool_h=big + 1, pool_w=big + 1, pad=big, stride=big)
     else:
@@ -755,6 +763,13 @@ def huge_pad_and_stride(name, call, g, data, rng):
         changed = dict(stride=big, pad=big)
     call.update(changed)
     return Raises(ValueError, *changed, "too large", no_alloc=True)
+
+
+@mutation(lambda name, call: name == "pad_replicate_backward")
+def pad_eats_the_image(name, call, g, data, rng):
+    """dx_padded must be larger than the border on both sides."""
+    call["pad"] = (min(call["dx_padded"].shape[2:]) + 1 + data.draw(st.integers(0, 3))) // 2
+    return Raises(ValueError, "dx_padded")
 
 
 @mutation(lambda name, call: bool(arrays_of(call, FLOAT_ARRAYS - {"b"})))
