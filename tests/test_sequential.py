@@ -628,3 +628,18 @@ def test_weight_decay_on_the_textbook_conv_networks(make):
     assert np.isclose(decayed.loss(x, t), base + penalty)
     with pytest.raises(ValueError, match="weight_decay_lambda"):
         make(weight_decay_lambda=-1)
+
+
+@pytest.mark.parametrize("bad", ["abc", (1, 4.5, 4), (1, -4, 4), (True, 4, 4), (2, 4), 7])
+def test_export_plans_refuse_a_bad_input_dim(bad):
+    """Found by fuzzing cnncore.export: input_dim='abc' raised "invalid literal for int()" and
+    (1, 4.5, 4) was truncated to (1, 4, 4); the exporters' plan now checks it as the networks do
+    (cnncore.export._plan runs before torch or onnx is imported)."""
+    from cnncore.export._plan import plan
+
+    net = Sequential([Conv2d(2, 3, pad=1), Relu(), Pooling(2, 2), Linear(3)], input_dim=(1, 4, 4))
+    supported = {Convolution: None, Relu: None, Pooling: None, Affine: None}
+    supported = {cls: (lambda step: None) for cls in supported}
+    assert len(plan(net, supported, "test")) == 4
+    with pytest.raises(ValueError, match="input_dim must be"):
+        plan(net, supported, "test", input_dim=bad)
