@@ -39,6 +39,7 @@ import gzip
 import hashlib
 import http.client
 import io
+import math
 import os
 import sys
 import tarfile
@@ -117,7 +118,7 @@ def parse_idx(data, name="idx data", expect=None):
     if expect is not None and (magic, shape) != expect:
         raise ValueError(f"{name}: idx header says magic {magic} shape {shape}, expected magic "
                          f"{expect[0]} shape {expect[1]} (is this the right file?)")
-    size = int(np.prod(shape, dtype=np.int64))
+    size = math.prod(shape)   # Python ints: three dimensions of 2**32 - 1 overflow int64
     if len(data) != header + size:
         state = "truncated" if len(data) < header + size else "has trailing bytes"
         raise ValueError(f"{name}: {state}: {len(data) - header} data bytes for shape {shape} "
