@@ -554,12 +554,23 @@ def _paths(value, prefix=()):
             yield from _paths(child, prefix + (i,))
 
 
+_HOSTILE_ARRAYS = {
+    "0-d": lambda a: np.float64(1.0), "one more axis": lambda a: a[None], "empty": lambda a: a[:0],
+    "one longer": lambda a: np.concatenate([a.reshape(-1), [1.0]]), "float16": lambda a: a.astype(
+        np.float16), "int": lambda a: a.astype(np.int32), "complex": lambda a: a.astype(complex),
+    "negative": lambda a: -np.abs(a) - 1, "NaN": lambda a: np.full_like(a, np.nan),
+    "Fortran": lambda a: np.asfortranarray(a), "big-endian": lambda a: a.astype(">f8"),
+    "text": lambda a: np.full(a.shape, "1.0"),
+}
+
+
 @settings(max_examples=150)
 @given(data=st.data())
 def test_hostile_architectures_give_clear_errors(data, tmp_path_factory):
     """Any value anywhere in a saved architecture (NaN, huge, wrong types, nesting, 100000 levels
-    deep) is either rebuilt into a working network or refused with ValueError/TypeError, never
-    anything else."""
+    deep), and any one parameter or buffer array swapped for a hostile one (wrong shape, 0-d,
+    empty, other dtypes, negative, NaN), is either rebuilt into a working network or refused with
+    ValueError/TypeError, never anything else."""
     import json
     import zipfile
 
@@ -586,15 +597,24 @@ def test_hostile_architectures_give_clear_errors(data, tmp_path_factory):
     text = b"[" * depth + text + b"]" * depth            # (deep: RecursionError in json before)
     with zipfile.ZipFile(path) as archive:
         names = archive.namelist()
+    # and one parameter or buffer array replaced by a hostile one (or none)
+    victim = data.draw(st.sampled_from([None] + [n for n in names
+                                                 if not n.startswith("__architecture__")]))
+    tamper = data.draw(st.sampled_from(sorted(_HOSTILE_ARRAYS)), label="array")
     rebuilt = tmp / "hostile.npz"                        # the file again, its architecture replaced
     with zipfile.ZipFile(path) as src, zipfile.ZipFile(rebuilt, "w") as dst:
         for name in names:
+            array = None
             if name.startswith("__architecture__"):
-                buffer = io.BytesIO()
-                np.lib.format.write_array(buffer, np.frombuffer(text, np.uint8))
-                dst.writestr(name, buffer.getvalue())
-            else:
+                array = np.frombuffer(text, np.uint8)
+            elif name == victim:
+                array = _HOSTILE_ARRAYS[tamper](np.load(io.BytesIO(src.read(name))))
+            if array is None:
                 dst.writestr(name, src.read(name))
+            else:
+                buffer = io.BytesIO()
+                np.lib.format.write_array(buffer, array, allow_pickle=False)
+                dst.writestr(name, buffer.getvalue())
     try:
         loaded = Sequential.load(rebuilt)
     except (ValueError, TypeError):
