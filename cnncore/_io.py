@@ -69,9 +69,15 @@ def atomic_write(path):
     """Open a temporary binary file beside ``path``; on success it replaces ``path`` atomically.
 
     The data is flushed and fsynced before ``os.replace``; if the body raises, the temporary file is
-    removed and ``path`` is left as it was.
+    removed and ``path`` is left as it was. A ``path`` (or its link target) that is a device, FIFO
+    or socket is refused first: the rename would replace it (run as root, /dev/null by a file).
     """
-    path = os.fspath(path)
+    path = os.fsdecode(path)   # (bytes too: the temporary name is built as str)
+    with contextlib.suppress(OSError):
+        mode = os.stat(path).st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):   # (a directory: os.replace refuses)
+            raise ValueError(f"{path}: not a regular file (a device, FIFO or socket); refusing "
+                             f"to replace it")
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
                                dir=directory)
@@ -255,7 +261,7 @@ def load_architecture(path):
                          f"{array.dtype} {array.shape}")
     try:
         architecture = json.loads(array.tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:   # (nesting too deep)
         raise ValueError(f"{path}: the architecture is not valid JSON ({exc})") from None
     if not isinstance(architecture, dict):
         raise ValueError(f"{path}: the architecture must be a JSON object, got "

@@ -108,10 +108,15 @@ def output_hw(H, W, filter_h, filter_w, stride, pad, what="filter", arg="x"):
             f"{what} {filter_h}x{filter_w} is larger than the padded input "
             f"{H + 2 * pad}x{W + 2 * pad} ({arg} is {H}x{W}, pad={pad})"
         )
+    check_padded_plane(H, W, pad, arg)
+    return output_size(H, filter_h, stride, pad), output_size(W, filter_w, stride, pad)
+
+
+def check_padded_plane(H, W, pad, arg="x"):
+    """Refuse a padded plane past the element limit, even for an empty batch."""
     if (H + 2 * pad) * (W + 2 * pad) > _MAX_ELEMENTS:
         raise ValueError(f"pad={pad} makes the padded input {H + 2 * pad}x{W + 2 * pad} "
                          f"({arg} is {H}x{W}): too large")
-    return output_size(H, filter_h, stride, pad), output_size(W, filter_w, stride, pad)
 
 
 def input_shape4(input_shape, name="input_shape"):
@@ -140,6 +145,7 @@ def replicate_pad_setup(x, pad, name="x"):
     """(x, pad) checked for replicate padding: a 4-D batch, an integer pad >= 0."""
     x = image_batch(x, name)
     pad = check_int(pad, "pad", 0)
+    check_padded_plane(x.shape[2], x.shape[3], pad, name)
     check_total_size((*x.shape[:2], x.shape[2] + 2 * pad, x.shape[3] + 2 * pad), "the padded batch")
     return x, pad
 

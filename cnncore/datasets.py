@@ -39,6 +39,7 @@ import gzip
 import hashlib
 import http.client
 import io
+import math
 import os
 import sys
 import tarfile
@@ -117,7 +118,7 @@ def parse_idx(data, name="idx data", expect=None):
     if expect is not None and (magic, shape) != expect:
         raise ValueError(f"{name}: idx header says magic {magic} shape {shape}, expected magic "
                          f"{expect[0]} shape {expect[1]} (is this the right file?)")
-    size = int(np.prod(shape, dtype=np.int64))
+    size = math.prod(shape)   # Python ints: three dimensions of 2**32 - 1 overflow int64
     if len(data) != header + size:
         state = "truncated" if len(data) < header + size else "has trailing bytes"
         raise ValueError(f"{name}: {state}: {len(data) - header} data bytes for shape {shape} "
@@ -669,6 +670,10 @@ def _read_cifar_pickle(file_path, md5):
             and all(type(v) is int for v in labels)):
         raise ValueError(f"{shown}: expected a CIFAR-10 batch: a dict with 'data' (uint8, N x "
                          f"3072, N <= {_CIFAR_BATCH}) and 'labels' (N ints)")
+    huge = next((i for i, v in enumerate(labels) if not -2**63 <= v < 2**63), None)   # not int64
+    if huge is not None:
+        raise ValueError(f"{shown}: label {labels[huge]} at index {huge} is outside the 10 classes "
+                         f"0..9")
     labels = np.array(labels, dtype=np.int64)
     if labels.min() < 0:
         raise ValueError(f"{shown}: label {labels.min()} is outside the 10 classes 0..9")

@@ -95,7 +95,23 @@ def default_rank_threads(local_size):
         bound = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         bound = os.cpu_count() or 1
-    return max(1, min(bound, (os.cpu_count() or 1) // max(1, local_size)))
+    local_size = check_int(local_size, "local_size", 1)
+    return max(1, min(bound, (os.cpu_count() or 1) // local_size))
+
+
+def _check_buffer(buf, name="buf"):
+    """MPI's buffer collectives work in place on a C-contiguous writeable array: refused here for
+    one process too, so that a script that runs alone runs under mpirun."""
+    if type(buf) is not np.ndarray or not buf.flags.c_contiguous or not buf.flags.writeable:
+        raise TypeError(f"{name} must be a C-contiguous writeable numpy array (collectives work "
+                        f"in place), got {type(buf).__name__}"
+                        + (f" (contiguous={buf.flags.c_contiguous}, writeable={buf.flags.writeable})"
+                           if isinstance(buf, np.ndarray) else ""))
+    return buf
+
+
+def _check_root(root, size):
+    return check_int(root, "root", 0, size - 1)
 
 
 class SerialCommunicator:
@@ -107,13 +123,15 @@ class SerialCommunicator:
 
     def allreduce_sum(self, buf):
         """Sum buf over the ranks in place (one rank: nothing to do)."""
-        return buf
+        return _check_buffer(buf)
 
     def bcast_array(self, buf, root=0):
         """Overwrite buf with root's buf, in place."""
-        return buf
+        _check_root(root, self.size)
+        return _check_buffer(buf)
 
     def bcast_object(self, obj, root=0):
+        _check_root(root, self.size)
         return obj
 
     def allgather_object(self, obj):
@@ -153,15 +171,15 @@ class MPICommunicator:
 
     def allreduce_sum(self, buf):
         """Sum buf (a contiguous array) over the ranks, in place; every rank gets the same bits."""
-        self.comm.Allreduce(self._MPI.IN_PLACE, buf, op=self._MPI.SUM)
+        self.comm.Allreduce(self._MPI.IN_PLACE, _check_buffer(buf), op=self._MPI.SUM)
         return buf
 
     def bcast_array(self, buf, root=0):
-        self.comm.Bcast(buf, root=root)
+        self.comm.Bcast(_check_buffer(buf), root=_check_root(root, self.size))
         return buf
 
     def bcast_object(self, obj, root=0):
-        return self.comm.bcast(obj, root=root)
+        return self.comm.bcast(obj, root=_check_root(root, self.size))
 
     def allgather_object(self, obj):
         return self.comm.allgather(obj)
@@ -453,8 +471,7 @@ class DataParallelNetwork:
         n = len(x)
         if self.comm.size == 1 or n == 0:
             return self.network.accuracy(x, t, *args, **kwargs)
-        batch = kwargs.get("batch_size", args[0] if args else 100)
-        batch = batch if isinstance(batch, (int, np.integer)) and batch >= 1 else 100
+        batch = check_int(kwargs.get("batch_size", args[0] if args else 100), "batch_size", 1)
         n_batches = n // batch
         lo, hi = (b * batch for b in shard_bounds(n_batches, self.comm.rank, self.comm.size))
         if self.comm.rank == self.comm.size - 1:

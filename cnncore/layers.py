@@ -220,6 +220,9 @@ class Affine(Layer):
 
     def forward(self, x, train_flg=True):
         x = _as_array(x, "x")
+        if x.ndim == 0 or math.prod(x.shape[1:]) != self.W.shape[0]:
+            raise ValueError(f"x must be (N, ...) with {self.W.shape[0]} values per sample (W is "
+                             f"{self.W.shape}), got shape {x.shape}")
         self.original_x_shape = x.shape
         x = _rows(x)
         self.x = x.astype(_dtype_of(x, self.W), copy=False)

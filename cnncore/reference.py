@@ -179,13 +179,14 @@ def pad_replicate(x, pad):
     """(N, C, H, W) -> (N, C, H + 2*pad, W + 2*pad), the border copied from the nearest edge pixel."""
     x, pad = v.replicate_pad_setup(x, pad)
     x = x.astype(v.compute_dtype(x), copy=False)
-    return np.pad(x, [(0, 0), (0, 0), (pad, pad), (pad, pad)], mode="edge")
+    # (np.pad keeps a Fortran input's layout; the kernels promise C-contiguous outputs)
+    return np.ascontiguousarray(np.pad(x, [(0, 0), (0, 0), (pad, pad), (pad, pad)], mode="edge"))
 
 
 def pad_replicate_backward(dx_padded, pad):
     """Gradient of pad_replicate: each border cell's gradient added to the edge pixel it copied."""
     d, pad = v.replicate_pad_backward_setup(dx_padded, pad)
-    d = d.astype(v.compute_dtype(d), copy=True)
+    d = d.astype(v.compute_dtype(d), order="C", copy=True)
     if pad == 0:
         return d
     d[..., pad] += d[..., :pad].sum(axis=-1)           # columns first, over every padded row

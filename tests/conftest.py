@@ -113,6 +113,23 @@ def write_cifar10(directory, per_batch=20, seed=0, learnable=False, zeros=False)
     return batches
 
 
+def _names_argument(message, name):
+    """Whether message names name: an argument (x, b, dout) as a whole word, so that NumPy's
+    "could not broadcast ..." does not count for b; a phrase anywhere."""
+    import re
+
+    if not name.isidentifier():
+        return name in message
+    return re.search(rf"(?<![\w.]){re.escape(name)}(?![\w(])", message) is not None
+
+
+@pytest.fixture(scope="session")
+def names_argument():
+    """_names_argument, for the checks that an error names its argument (session-scoped: usable
+    in hypothesis tests)."""
+    return _names_argument
+
+
 @pytest.fixture
 def course_data():
     """The synthetic-file writers above, for tests (conftest is not importable in importlib mode)."""

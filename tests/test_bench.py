@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import cnncore
-from cnncore import bench, kernels, reference
+from cnncore import bench, kernels, networks, reference
 
 TINY = {
     "conv": (bench.ConvShape("tiny", 2, 3, 9, 8, 3, 2, 1, FN=4, quick=True),),
@@ -86,7 +86,6 @@ def test_peak_memory_of_the_tiled_convolution():
 
 
 def test_use_reference_swaps_every_kernel_layer():
-    networks = pytest.importorskip("cnncore.networks")
     net = bench.use_reference(networks.DeepConvNet())
     with_kernels = [layer for layer in net.layers if hasattr(layer, "kernels")]
     assert len(with_kernels) == 18   # 6 Convolution + 7 Relu + 3 Pooling + 2 Affine
@@ -96,7 +95,6 @@ def test_use_reference_swaps_every_kernel_layer():
 
 
 def _train_step_case(net, dtype):
-    pytest.importorskip("cnncore.networks")
     return bench.Case(bench.all_groups()["train_step"], bench.NetShape("tiny", net, 3),
                       np.dtype(dtype))
 

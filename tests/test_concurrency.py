@@ -14,6 +14,7 @@ import pytest
 
 import cnncore
 from cnncore import kernels as K
+from cnncore import layers, networks
 
 
 @pytest.fixture
@@ -135,6 +136,7 @@ import os, sys
 import numpy as np
 import cnncore
 from cnncore import kernels as K
+from cnncore import layers, networks
 from cnncore._ext import parallel
 tasks = lambda: len(os.listdir("/proc/self/task"))
 if len(sys.argv) > 1:
@@ -167,8 +169,6 @@ def test_omp_num_threads_and_set_num_threads_are_respected(env, arg, expected):
 def test_layers_and_networks_in_threads_match_serial(rng):
     """Separate networks (and layers) used from four Python threads at once give the serial
     results. (One network object is not meant to be shared: layers cache their last input.)"""
-    networks = pytest.importorskip("cnncore.networks")
-    layers = pytest.importorskip("cnncore.layers")
     x = rng.standard_normal((6, 1, 12, 12))
     t = rng.integers(0, 10, 6)
     conv_param = {"filter_num": 5, "filter_size": 3, "pad": 1, "stride": 1}

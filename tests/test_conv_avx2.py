@@ -7,7 +7,7 @@ every float32 forward takes the kernel, and record what ran (cnncore._conv.selec
 without AVX2 and FMA they are skipped, and one test checks that im2col + GEMM is taken instead."""
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import cnncore
@@ -114,8 +114,7 @@ def test_avx2_matches_reference(case, fused, rng, avx2_everywhere):
        st.integers(1, 40), st.integers(1, 4), st.integers(1, 4), st.integers(1, 3),
        st.integers(0, 2), st.booleans(), st.integers(0, 2**32 - 1))
 def test_avx2_property(N, C, H, W, FN, FH, FW, stride, pad, fused, seed):
-    if FH > H + 2 * pad or FW > W + 2 * pad:
-        return
+    assume(FH <= H + 2 * pad and FW <= W + 2 * pad)
     with cnncore.config_context(conv_algorithm="avx2_blocks"):
         check(np.random.default_rng(seed), (N, C, H, W, FN, FH, FW, stride, pad), fused)
 
@@ -253,8 +252,7 @@ def test_rows_match_reference(case, fused, rng, rows_everywhere):
        st.integers(1, 11), st.integers(1, 5), st.integers(1, 5), st.integers(0, 2),
        st.booleans(), st.integers(0, 2**32 - 1))
 def test_rows_property(N, C, H, W, FN, FH, FW, pad, fused, seed):
-    if FH > H + 2 * pad or W + 2 * pad - FW + 1 < 8:
-        return
+    assume(FH <= H + 2 * pad and W + 2 * pad - FW + 1 >= 8)
     with cnncore.config_context(conv_algorithm="avx2_rows"):
         check(np.random.default_rng(seed), (N, C, H, W, FN, FH, FW, 1, pad), fused)
 
@@ -368,8 +366,7 @@ def test_rows_backward_matches_reference(case, fused, need_dx, rng, rows_grad_ca
        st.integers(1, 11), st.integers(1, 5), st.integers(1, 5), st.integers(0, 3),
        st.booleans(), st.booleans(), st.integers(0, 2**32 - 1))
 def test_rows_backward_property(N, C, H, W, FN, FH, FW, pad, fused, need_dx, seed):
-    if FH > H + 2 * pad or W + 2 * pad - FW + 1 < 8:
-        return
+    assume(FH <= H + 2 * pad and W + 2 * pad - FW + 1 >= 8)
     check_backward(np.random.default_rng(seed), (N, C, H, W, FN, FH, FW, 1, pad), fused, need_dx)
 
 
@@ -382,8 +379,7 @@ def test_wide_rows_backward_property(N, C, H, W, FN, FH, FW, pad, fused, need_dx
     their taps (FN <= 8, or FN <= 16 with at most ROWS_BACKWARD_MAX_TAPS), the others im2col + GEMM;
     either way the reference's results."""
     OW = W + 2 * pad - FW + 1
-    if FH > H + 2 * pad or OW < 8:
-        return
+    assume(FH <= H + 2 * pad and OW >= 8)
     with trace() as steps:
         check_backward(np.random.default_rng(seed), (N, C, H, W, FN, FH, FW, 1, pad), fused,
                        need_dx)

@@ -134,6 +134,10 @@ def test_parse_idx_rejects_bad_headers():
         datasets.parse_idx(b"PK\x03\x04" + bytes(20))
     with pytest.raises(ValueError, match="trailing bytes"):
         datasets.parse_idx(b"\x00\x00\x08\x01" + (2).to_bytes(4, "big") + b"\x01\x02\x03")
+    # found by fuzzing the loaders: dimensions whose product overflows int64 gave a negative size
+    # and "has trailing bytes" for a header with no data at all
+    with pytest.raises(ValueError, match=r"truncated: 0 data bytes .* \(36893488130239234050 exp"):
+        datasets.parse_idx(b"\x00\x00\x08\x03" + (2).to_bytes(4, "big") + b"\xff" * 8)
     ok = datasets.parse_idx(b"\x00\x00\x08\x02" + (2).to_bytes(4, "big") + (3).to_bytes(4, "big")
                             + bytes(range(6)))
     assert ok.shape == (2, 3) and ok[1].tolist() == [3, 4, 5]

@@ -319,6 +319,11 @@ def test_cifar10_python_batches_run_no_code(tmp_path):
      "label 12 at index 1 is outside"),
     (lambda pickle: pickle.dumps({"data": np.zeros((2, 3072), np.uint8), "labels": [1, -1]}),
      "label -1 is outside"),
+    # found by fuzzing: a label past int64 raised OverflowError naming no file
+    (lambda pickle: pickle.dumps({"data": np.zeros((2, 3072), np.uint8), "labels": [1, 2**70]}),
+     "label 1180591620717411303424 at index 1 is outside"),
+    (lambda pickle: pickle.dumps({"data": np.zeros((2, 3072), np.uint8), "labels": [1, -2**70]}),
+     "is outside"),
     (lambda pickle: pickle.dumps({"data": np.zeros((2, 100), np.uint8), "labels": [1, 2]}),
      "expected a CIFAR-10 batch"),
     (lambda pickle: pickle.dumps({"data": np.zeros((2, 3072), np.uint8), "labels": [1]}),

@@ -138,6 +138,49 @@ def test_bad_arguments_are_refused():
         DataParallelNetwork(object(), SerialCommunicator())
 
 
+def test_hostile_arguments_of_the_helpers_are_refused():
+    """Found by fuzzing the argument checks: local_size 0 or -3 gave a thread count, '2' a bare
+    TypeError from a comparison; the one-process communicator took a list, a read-only or a strided
+    buffer and any root, all of which MPI refuses (a script that ran alone failed under mpirun)."""
+    for bad, error in ((0, ValueError), (-3, ValueError), ("2", TypeError), (2.0, TypeError)):
+        with pytest.raises(error, match="local_size"):
+            distributed.default_rank_threads(bad)
+    assert distributed.default_rank_threads(1) >= 1
+    comm = SerialCommunicator()
+    read_only = np.ones(3)
+    read_only.flags.writeable = False
+    for buf in ([1.0, 2.0], read_only, np.ones(6)[::2], np.float64(1)):
+        with pytest.raises(TypeError, match="buf must be a C-contiguous writeable numpy array"):
+            comm.allreduce_sum(buf)
+        with pytest.raises(TypeError, match="buf must be"):
+            comm.bcast_array(buf)
+    for root, error in ((1, ValueError), (-1, ValueError), (0.0, TypeError), (None, TypeError)):
+        with pytest.raises(error, match="root"):
+            comm.bcast_array(np.ones(3), root=root)
+        with pytest.raises(error, match="root"):
+            comm.bcast_object({}, root=root)
+    buf = np.ones(3)
+    assert comm.allreduce_sum(buf) is buf and comm.bcast_array(buf, root=0) is buf
+
+
+def test_distributed_accuracy_refuses_a_bad_batch_size():
+    """With more than one rank, accuracy() replaced a bad batch_size (0, 2.5, '10') by 100 to split
+    the batches, unlike the network's accuracy, which refuses it."""
+    class TwoRanks(SerialCommunicator):   # rank 0 of two, the other rank's network the same
+        size = 2
+
+        def allgather_object(self, obj):
+            return [obj, obj]
+
+    dp = DataParallelNetwork(MultiLayerNet(4, [3], 2), TwoRanks())
+    x, t = np.ones((10, 4)), np.zeros(10, int)
+    for bad in (0, -5, 2.5, "10", True):
+        with pytest.raises((ValueError, TypeError), match="batch_size"):
+            dp.accuracy(x, t, batch_size=bad)
+        with pytest.raises((ValueError, TypeError), match="batch_size"):
+            dp.network.accuracy(x, t, batch_size=bad)
+
+
 def test_networks_that_differ_are_refused():
     class TwoRanks(SerialCommunicator):   # what allgather returns when rank 1 built another network
         def allgather_object(self, obj):

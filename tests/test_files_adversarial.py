@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cnncore import datasets
+from cnncore import datasets, networks
 from cnncore._io import load_params_file, save_params_file
 
 FILES = list(datasets.key_file.values())
@@ -259,7 +259,6 @@ def bad_files(tmp_path, params):
 
 
 def test_failed_load_params_leaves_the_network_unchanged(tmp_path):
-    networks = pytest.importorskip("cnncore.networks")
     np.random.seed(0)
     net = networks.SimpleConvNet(input_dim=(1, 10, 10), conv_param={
         "filter_num": 4, "filter_size": 3, "pad": 0, "stride": 1}, hidden_size=5)

@@ -12,9 +12,13 @@ mutation drawn from a catalogue:
   argument. Huge sizes must be refused before anything is allocated (traced with tracemalloc).
 
 Every call runs in a worker process (a crash fails the example instead of killing the test run),
-and the arrays cnncore.kernels allocates there (outputs, convolution tiles) sit between guard zones
-that are checked after the call, so an out-of-bounds write fails the example even when it does not
-crash. (This found the im2col overrun for windows lying wholly in the left padding.)
+and every array cnncore allocates there (outputs from the output cache, convolution tiles, scratch)
+sits between guard zones that are checked after the call, so an out-of-bounds write fails the
+example even when it does not crash (this found the im2col overrun for windows lying wholly in the
+left padding). The worker also notes any array a compiled kernel changed outside the guards:
+test_every_output_is_guarded fails on such an output. Convolutions force each algorithm of
+cnncore._conv.select through the configuration (on geometries it can run: Winograd's 3x3 with up to
+40 channels, the AVX2 rows and 16-filter blocks in float32) and check in a trace that it ran.
 
 Set CNNCORE_FUZZ_STATS=path to get the number of cases run per entry point and mutation (JSON
 lines). ``HYPOTHESIS_PROFILE=thorough`` runs about 17x more examples.
@@ -34,8 +38,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import cnncore
+from cnncore import _cpu
 from cnncore import kernels as K
 from cnncore import reference as R
+from cnncore._conv import select as conv_select
+from cnncore._conv.avx2_rows import ROWS_MAX_WIDTH
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="the worker process needs POSIX pipes")
 
@@ -52,11 +60,13 @@ ENTRY_POINTS = {
     "conv_backward": ("conv", ("dout", "x", "W", "stride", "pad")),
     "conv_bias_relu_forward": ("conv", ("x", "W", "b", "stride", "pad")),
     "conv_bias_relu_backward": ("conv", ("dout", "x", "W", "out", "stride", "pad")),
+    "pad_replicate": ("pad", ("x", "pad")),
+    "pad_replicate_backward": ("pad", ("dx_padded", "pad")),
 }
 WINDOW = {"filter_h", "filter_w", "pool_h", "pool_w"}
 SCALARS = WINDOW | {"stride", "pad"}
 IMAGES = {"input_data", "x"}           # (N, C, H, W) inputs
-FLOAT_ARRAYS = {"input_data", "x", "col", "dout", "W", "b", "out"}
+FLOAT_ARRAYS = {"input_data", "x", "col", "dout", "W", "b", "out", "dx_padded"}
 LIMIT = 2**48                           # cnncore._validate._MAX_ELEMENTS
 STATS = collections.Counter()
 
@@ -96,8 +106,10 @@ if "asan" not in os.environ.get("LD_PRELOAD", ""):
 
 
 class GuardedNumpy:
-    # Stands in for cnncore.kernels.np: every array the wrapper allocates (outputs, tiles) sits
-    # between two guard zones of a byte pattern, checked after the call.
+    # Every array cnncore allocates during a call (outputs from cnncore._memory, scratch and tiles
+    # from np.empty/np.zeros in any cnncore module) sits between two guard zones of a byte pattern,
+    # checked after the call. The output cache is off here (CNNCORE_OUTPUT_CACHE_MB=0), and install()
+    # rebinds every name a cnncore module holds for numpy or the cache's empty/zeros.
     GUARD, BYTE = 4096, 0xA5
 
     def __init__(self):
@@ -106,18 +118,21 @@ class GuardedNumpy:
     def __getattr__(self, name):
         return getattr(np, name)
 
-    def empty(self, shape, dtype=float):
-        shape = tuple(shape) if np.iterable(shape) else (shape,)
+    def empty(self, shape, dtype=float, order="C"):
+        shape = tuple(int(s) for s in shape) if np.iterable(shape) else (int(shape),)
         n = int(np.prod(shape, dtype=np.int64))
         buf = np.empty(n + 2 * self.GUARD, dtype)
         buf.view(np.uint8)[...] = self.BYTE
         self.buffers.append(buf)
         return buf[self.GUARD:self.GUARD + n].reshape(shape)
 
-    def zeros(self, shape, dtype=float):
+    def zeros(self, shape, dtype=float, order="C"):
         a = self.empty(shape, dtype)
         a[...] = 0
         return a
+
+    def guarded(self, a):
+        return any(np.may_share_memory(a, b[self.GUARD:-self.GUARD]) for b in self.buffers)
 
     def damaged(self):
         return [b.shape for b in self.buffers
@@ -125,29 +140,77 @@ class GuardedNumpy:
                 or (b[-self.GUARD:].view(np.uint8) != self.BYTE).any()]
 
 
+WATCHED = ("activation", "adam", "conv", "conv_avx2", "im2col", "padding", "pooling", "winograd")
+
+
+def install(guard, info):
+    # Rebind numpy and the cache's allocators in every loaded cnncore module, and wrap the compiled
+    # kernels (cnncore._ext.*) to note every call and any array a kernel changed outside the
+    # guarded allocations (info["unguarded"]): -> undo list.
+    import cnncore.kernels
+    from cnncore import _ext
+    from cnncore._ext import output_cache
+    swap = {id(np): guard, id(output_cache.empty): guard.empty, id(output_cache.zeros): guard.zeros}
+    undo = []
+    for mod_name, mod in list(sys.modules.items()):
+        if mod_name.split(".")[0] != "cnncore" or mod is None:
+            continue
+        for attr, value in list(vars(mod).items()):
+            if id(value) in swap:
+                undo.append((mod, attr, value))
+                setattr(mod, attr, swap[id(value)])
+    for mod in (getattr(_ext, m) for m in WATCHED):
+        for attr, value in list(vars(mod).items()):
+            if callable(value) and not isinstance(value, type) and not attr.startswith("_"):
+                undo.append((mod, attr, value))
+                setattr(mod, attr, watch(value, attr, guard, info))
+    return undo
+
+
+def watch(fn, name, guard, info):
+    def call(*args):
+        info["kernel_calls"] += 1
+        before = [(i, a, a.tobytes()) for i, a in enumerate(args) if isinstance(a, np.ndarray)
+                  and a.flags.writeable and not guard.guarded(a)]
+        try:
+            return fn(*args)
+        finally:
+            info["unguarded"] += [(name, i) for i, a, raw in before if a.tobytes() != raw]
+    return call
+
+
 rd, wr = sys.stdin.buffer, sys.stdout.buffer
 while True:
     head = rd.read(8)
     if len(head) < 8:
         break
-    module, name, args, trace = pickle.loads(rd.read(struct.unpack("<Q", head)[0]))
-    args = [unpack(a) for a in args]
+    module, name, args, trace, config = pickle.loads(rd.read(struct.unpack("<Q", head)[0]))
+    import cnncore
+    from cnncore._conv import select as conv_select
+    guard = GuardedNumpy() if module.split(".")[0] == "cnncore" and not trace else None
+    args = [guard.empty(a[1], a[2]) if isinstance(a, tuple) and a[:1] == ("__guarded__",)
+            else unpack(a) for a in args]
+    info = {"guarded": 0, "unguarded": [], "ran": [], "kernel_calls": 0}
+    undo = install(guard, info) if guard is not None else []
     fn = getattr(importlib.import_module(module), name)
     if trace:
         tracemalloc.start()
-    target = sys.modules[fn.__module__]
-    guarded = target.np = GuardedNumpy() if module == "cnncore.kernels" and not trace else np
     try:
-        reply = ("ok", fn(*args))
-        if guarded is not np and guarded.damaged():
-            reply = ("raise", AssertionError(
-                f"{name} wrote outside the arrays it allocated: {guarded.damaged()}"))
+        with cnncore.config_context(**config), conv_select.trace() as steps:
+            reply = ("ok", fn(*args))
+        info["ran"] = [(r.step, r.algorithm) for r in steps]
+        if guard is not None:
+            info["guarded"] = len(guard.buffers)
+            if guard.damaged():
+                reply = ("raise", AssertionError(
+                    f"{name} wrote outside the arrays it allocated: {guard.damaged()}"))
     except BaseException as exc:
         reply = ("raise", exc)
-    target.np = np
+    for mod, attr, value in undo:
+        setattr(mod, attr, value)
     peak = tracemalloc.get_traced_memory()[1] if trace else 0
     tracemalloc.stop()
-    data = pickle.dumps(reply + (peak,))
+    data = pickle.dumps(reply + (peak, info))
     wr.write(struct.pack("<Q", len(data)) + data)
     wr.flush()
 """
@@ -176,14 +239,19 @@ class Worker:
         self.proc = None
 
     def _start(self):
+        env = dict(os.environ, CNNCORE_OUTPUT_CACHE_MB="0")   # guarded allocations instead
         self.proc = subprocess.Popen([sys.executable, "-c", WORKER], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE)
+                                     stdout=subprocess.PIPE, env=env)
 
-    def call(self, module, name, args, trace=False):
-        """-> (result or None, exception or None, peak traced bytes)."""
+    def call(self, module, name, args, trace=False, config=None):
+        """-> (result or None, exception or None, peak traced bytes, info): info["ran"] lists the
+        convolution steps (step, algorithm) that ran, info["guarded"] counts the guarded
+        allocations, info["kernel_calls"] the calls of compiled kernels and info["unguarded"] the
+        (kernel, argument index) of arrays a kernel changed outside the guarded allocations. An argument
+        ("__guarded__", shape, dtype) becomes a guarded np.empty in the worker."""
         if self.proc is None or self.proc.poll() is not None:
             self._start()
-        data = pickle.dumps((module, name, tuple(pack(a) for a in args), trace))
+        data = pickle.dumps((module, name, tuple(pack(a) for a in args), trace, config or {}))
         try:
             self.proc.stdin.write(len(data).to_bytes(8, "little") + data)
             self.proc.stdin.flush()
@@ -198,8 +266,9 @@ class Worker:
             what = (f"signal {signal.Signals(-code).name}" if code < 0 else
                     f"exit code {code}" if ready else f"no answer within {CALL_TIMEOUT} s")
             raise KernelCrashed(f"{module}.{name} killed its process ({what})")
-        status, value, peak = pickle.loads(self.proc.stdout.read(int.from_bytes(head, "little")))
-        return (value, None, peak) if status == "ok" else (None, value, peak)
+        status, value, peak, info = pickle.loads(
+            self.proc.stdout.read(int.from_bytes(head, "little")))
+        return (value, None, peak, info) if status == "ok" else (None, value, peak, info)
 
     def close(self):
         if self.proc is not None and self.proc.poll() is None:
@@ -210,8 +279,12 @@ class Worker:
 WORKER_PROCESS = Worker()
 
 
+NAMES_ARGUMENT = []    # conftest's names_argument, set by _write_stats
+
+
 @pytest.fixture(scope="module", autouse=True)
-def _write_stats():
+def _write_stats(names_argument):
+    NAMES_ARGUMENT.append(names_argument)
     yield
     WORKER_PROCESS.close()
     path = os.environ.get("CNNCORE_FUZZ_STATS")
@@ -224,15 +297,47 @@ def _write_stats():
 
 # ------------------------------------------------------------------------------------ valid calls
 
+# The convolution's algorithms (cnncore._conv.select): each example forces one through the
+# configuration (or lets "auto" choose) on a geometry it can run, and checks that it ran. Winograd
+# needs 3x3 stride 1 (and C >= 32 under "auto"), the AVX2 paths float32 (rows: stride 1 and rows of
+# 8 to ROWS_MAX_WIDTH outputs; blocks: any, 16 filters at a time, so up to 40 filters).
+CONV_PATHS = ("auto", "im2col", "winograd", "avx2_rows", "avx2_blocks")
+AVX2 = _cpu.usable(cnncore.get_config())["avx2_fma"]
+
+
 @st.composite
 def geometries(draw, family):
     # Strides up to 6 and pads larger than the window reach windows lying wholly in the padding.
     g = dict(N=draw(st.integers(0, 3)), C=draw(st.integers(1, 3)), H=draw(st.integers(1, 9)),
-             W=draw(st.integers(1, 9)), stride=draw(st.integers(1, 6)), FN=draw(st.integers(1, 4)))
-    if family == "pool":  # max pooling needs pad < window
+             W=draw(st.integers(1, 9)), stride=draw(st.integers(1, 6)), FN=draw(st.integers(1, 4)),
+             path="auto", use_avx2=draw(st.booleans()))
+    g["dtype"] = draw(st.sampled_from([np.float32, np.float64]))
+    path = draw(st.sampled_from(CONV_PATHS if AVX2 else CONV_PATHS[:3])) if family == "conv" else ""
+    if family == "pad":    # replicate padding: any pad, wider than the image too
+        g.update(pad=draw(st.integers(0, 12)), fh=1, fw=1, stride=1)
+    elif family == "pool" and draw(st.booleans()):  # the 2x2 and 3x3 stride-2 loops (AVX2 for 3x3)
+        g["fh"] = g["fw"] = k = draw(st.sampled_from([2, 3]))
+        g["pad"], g["stride"] = draw(st.integers(0, k - 1)), 2
+        g["H"], g["W"] = draw(st.integers(k, 13)), draw(st.integers(k, 13))
+    elif family == "pool":  # max pooling needs pad < window
         g["pad"] = pad = draw(st.integers(0, 2))
         g["fh"] = draw(st.integers(pad + 1, min(pad + 4, g["H"] + 2 * pad)))
         g["fw"] = draw(st.integers(pad + 1, min(pad + 4, g["W"] + 2 * pad)))
+    elif path == "winograd" or (path == "auto" and draw(st.booleans())):
+        g["fh"] = g["fw"] = 3
+        g["pad"] = pad = draw(st.integers(0, 2))
+        g["stride"] = 1
+        g["H"] = draw(st.integers(max(1, 3 - 2 * pad), 11))
+        g["W"] = draw(st.integers(max(1, 3 - 2 * pad), 11))
+        g["C"] = draw(st.sampled_from([1, 2, 3, 32, 33, 40]))
+        g["FN"] = draw(st.sampled_from([1, 3, 16, 32, 35]))
+    elif path == "avx2_rows":
+        g["dtype"], g["use_avx2"], g["stride"] = np.float32, True, 1
+        g["pad"] = pad = draw(st.integers(0, 2))
+        g["W"] = draw(st.integers(8, min(ROWS_MAX_WIDTH, 20)))
+        g["fh"] = draw(st.integers(1, min(5, g["H"] + 2 * pad)))
+        g["fw"] = draw(st.integers(1, min(5, g["W"] + 2 * pad - 7)))
+        g["FN"] = draw(st.integers(1, 20))
     elif draw(st.booleans()):
         g["pad"] = pad = draw(st.integers(0, 3))
         g["fh"] = draw(st.integers(1, min(5, g["H"] + 2 * pad)))
@@ -241,9 +346,14 @@ def geometries(draw, family):
         g["fh"], g["fw"] = draw(st.integers(1, 2)), draw(st.integers(1, 2))
         g["pad"] = pad = draw(st.integers(max(g["fh"], g["fw"]) + 1, 4))
         g["stride"] = draw(st.integers(3, 9))
-    g["OH"] = (g["H"] + 2 * pad - g["fh"]) // g["stride"] + 1
-    g["OW"] = (g["W"] + 2 * pad - g["fw"]) // g["stride"] + 1
-    g["dtype"] = draw(st.sampled_from([np.float32, np.float64]))
+    if path in ("avx2_blocks", "auto") and family == "conv" and draw(st.booleans()):
+        g["FN"] = draw(st.integers(1, 40))      # full and partial 16-filter blocks
+        g["C"] = draw(st.integers(1, 8))        # up to 200 taps: the blocks' rule from 64
+    if path == "avx2_blocks":
+        g["dtype"], g["use_avx2"] = np.float32, True
+    g["path"] = path or "auto"
+    g["OH"] = (g["H"] + 2 * g["pad"] - g["fh"]) // g["stride"] + 1
+    g["OW"] = (g["W"] + 2 * g["pad"] - g["fw"]) // g["stride"] + 1
     return g
 
 
@@ -267,6 +377,8 @@ def valid_call(name, g, rng):
         values["b"] = rand(g["FN"])
         values["dout"] = rand(N, g["FN"], g["OH"], g["OW"])
         values["out"] = R.conv_bias_relu_forward(x, values["W"], values["b"], s, p)
+    elif name == "pad_replicate_backward":
+        values["dx_padded"] = rand(N, C, H + 2 * p, W + 2 * p)
     return {k: values[k] for k in ENTRY_POINTS[name][1]}
 
 
@@ -301,15 +413,41 @@ def expected_dtype(name, call):
     return np.dtype(np.float64)
 
 
-def run(module, name, call, trace=False):
-    """Call module.name(*call) in the worker: -> (result, exception, peak traced bytes)."""
-    return WORKER_PROCESS.call(module.__name__, name, call.values(), trace)
+def run(module, name, call, trace=False, config=None):
+    """Call module.name(*call) in the worker: -> (result, exception, peak traced bytes, info)."""
+    return WORKER_PROCESS.call(module.__name__, name, call.values(), trace, config)
 
 
-def check_works(module, name, call):
-    got, error, _ = run(module, name, call)
+def conv_plan(name, call, config):
+    """(config, the algorithm expected to run first) of a convolution call: a forced algorithm
+    that cannot run the (mutated) call is replaced by "auto"."""
+    x, W = np.asarray(call["x"]), np.asarray(call["W"])
+    args = (x.shape, W.shape, int(call["stride"]), int(call["pad"]), expected_dtype(name, call))
+    try:
+        plan = conv_select.select(*args, config={**cnncore.get_config(), **config})
+    except ValueError:
+        config = dict(config, conv_algorithm="auto")
+        plan = conv_select.select(*args, config={**cnncore.get_config(), **config})
+    if name.endswith("forward"):
+        return config, ("forward", plan.forward)
+    if plan.weight_grad == "avx2_rows" and not np.isfinite(W).all():
+        return config, None    # the row layout's dx needs finite filters: the rules' next one
+    return config, ("gradients", plan.weight_grad)
+
+
+def check_works(module, name, call, config=None):
+    expect_ran = None
+    if module is K and ENTRY_POINTS[name][0] == "conv":
+        config, expect_ran = conv_plan(name, call, config)
+    got, error, _, info = run(module, name, call, config=config)
     if error is not None:
         raise error
+    if module is K:
+        assert not info["unguarded"], f"kernels wrote unguarded arrays: {info['unguarded']}"
+        if expect_ran is not None:
+            assert info["ran"][:1] == [expect_ran], (info["ran"], expect_ran, config)
+        for step, algorithm in info["ran"]:
+            STATS[("kernels", name, f"ran {step} {algorithm}")] += 1
     want = getattr(R, name)(*(plain(v) for v in call.values()))
     got = got if isinstance(got, tuple) else (got,)
     want = want if isinstance(want, tuple) else (want,)
@@ -325,12 +463,13 @@ def check_works(module, name, call):
         np.testing.assert_allclose(a, b, rtol=tol, atol=tol, equal_nan=True)
 
 
-def check_raises(module, name, call, expect):
-    got, error, peak = run(module, name, call, trace=expect.no_alloc)
+def check_raises(module, name, call, expect, config=None):
+    got, error, peak, _ = run(module, name, call, trace=expect.no_alloc, config=config)
     assert error is not None, f"no error; returned {got!r}"
     message = f"{type(error).__name__}({str(error)!r})"
     assert isinstance(error, expect.types), f"{message} is not a {expect.types}"
-    assert any(n in str(error) for n in expect.names), f"{message} names none of {expect.names}"
+    assert any(NAMES_ARGUMENT[0](str(error), n) for n in expect.names), \
+        f"{message} names none of {expect.names}"
     assert peak < 16 << 20, f"{peak} bytes allocated before refusing a huge size"
 
 
@@ -614,7 +753,9 @@ def huge_scalar(name, call, g, data, rng):
 def huge_pad_and_stride(name, call, g, data, rng):
     """A pad so large that H + 2*pad overflows 64 bits in C, with a stride that keeps the output
     tiny (this returned uninitialised memory from im2col before the limit on pad)."""
-    if ENTRY_POINTS[name][0] == "pool":
+    if ENTRY_POINTS[name][0] == "pad":
+        changed = dict(pad=data.draw(st.sampled_from([2**24, 2**40, 2**47])))
+    elif ENTRY_POINTS[name][0] == "pool":
         big = data.draw(st.sampled_from([2**40, 2**61]))
         changed = dict(pool_h=big + 1, pool_w=big + 1, pad=big, stride=big)
     else:
@@ -622,6 +763,13 @@ def huge_pad_and_stride(name, call, g, data, rng):
         changed = dict(stride=big, pad=big)
     call.update(changed)
     return Raises(ValueError, *changed, "too large", no_alloc=True)
+
+
+@mutation(lambda name, call: name == "pad_replicate_backward")
+def pad_eats_the_image(name, call, g, data, rng):
+    """dx_padded must be larger than the border on both sides."""
+    call["pad"] = (min(call["dx_padded"].shape[2:]) + 1 + data.draw(st.integers(0, 3))) // 2
+    return Raises(ValueError, "dx_padded")
 
 
 @mutation(lambda name, call: bool(arrays_of(call, FLOAT_ARRAYS - {"b"})))
@@ -671,10 +819,12 @@ def fuzz_one(module, name, data):
         chosen = data.draw(st.sampled_from(options), label=f"{kind} mutation")
         expect = MUTATIONS[kind][chosen][1](name, call, g, data, rng)
         STATS[(module.__name__.split(".")[-1], name, chosen)] += 1
+        STATS[(module.__name__.split(".")[-1], name, "path " + g["path"])] += kind == "valid"
+        config = dict(conv_algorithm=g["path"], use_avx2=g["use_avx2"])
         if isinstance(expect, Works):
-            check_works(module, name, call)
+            check_works(module, name, call, config)
         else:
-            check_raises(module, name, call, expect)
+            check_raises(module, name, call, expect, config)
 
 
 def test_every_mutation_is_reachable():
@@ -685,3 +835,60 @@ def test_every_mutation_is_reachable():
         reached = {m for name in ENTRY_POINTS for m, (applies, _) in mutations.items()
                    if applies(name, valid_call(name, g, rng))}
         assert reached == set(mutations), kind
+
+
+# ------------------------------------------------------------------------------ the guards guard
+
+GUARD_CASES = [(name, path) for name in ENTRY_POINTS
+               for path in (CONV_PATHS if ENTRY_POINTS[name][0] == "conv" else ("auto",))
+               if AVX2 or not path.startswith("avx2")]
+GUARD_GEOMETRY = dict(N=2, C=32, H=9, W=10, stride=1, FN=17, pad=1, fh=3, fw=3, OH=9, OW=10,
+                      dtype=np.float32)
+
+
+@pytest.mark.parametrize("name, path", GUARD_CASES)
+def test_every_output_is_guarded(name, path):
+    """Every array a compiled kernel writes (outputs, tiles, scratch) comes from the worker's
+    guarded allocator, on every convolution path (forced, and checked that it ran): the output
+    cache's allocator is rebound too. Geometry: 3x3 stride 1 with 32 channels and 17 filters (a
+    full and a partial 16-filter block) runs on every path."""
+    g = dict(GUARD_GEOMETRY)
+    if ENTRY_POINTS[name][0] == "pool":
+        g.update(stride=2, pad=0, OH=4, OW=4)
+    call = valid_call(name, g, np.random.default_rng(1))
+    config, expect_ran = (conv_plan(name, call, dict(conv_algorithm=path))
+                          if ENTRY_POINTS[name][0] == "conv" else ({}, None))
+    assert config.get("conv_algorithm", "auto") == path
+    got, error, _, info = run(K, name, call, config=config)
+    assert error is None, error
+    assert info["kernel_calls"] > 0 and info["guarded"] > 0, info
+    assert info["unguarded"] == [], info
+    if expect_ran is not None:
+        assert info["ran"][:1] == [expect_ran], info["ran"]
+
+
+def test_an_unguarded_output_is_reported():
+    """The check behind test_every_output_is_guarded fails for an output the guard did not make:
+    a compiled kernel called with plain arrays as out and mask."""
+    x = np.linspace(-1, 1, 50)
+    args = (x, np.full(50, 7.0), np.full(50, 7, np.uint8), 1, False)
+    _, error, _, info = WORKER_PROCESS.call("cnncore._ext.activation", "relu_forward", args)
+    assert error is None and info["unguarded"] == [("relu_forward", 1), ("relu_forward", 2)]
+    _, error, _, info = WORKER_PROCESS.call("cnncore.kernels", "relu_forward", (x,))
+    assert error is None and info["unguarded"] == [] and info["guarded"] >= 2
+
+
+@pytest.mark.parametrize("short", [1, 0])
+def test_a_write_one_past_an_output_is_caught(short):
+    """The mutation proof: a compiled kernel handed an output one element short of what it writes
+    (as a kernel miscounting its output would be) writes one element into the guard zone; the
+    worker reports it as an AssertionError and survives. With the right size nothing is reported."""
+    x = np.random.default_rng(0).standard_normal(1000)
+    args = (x, ("__guarded__", (x.size - short,), np.float64), ("__guarded__", (x.size,), np.uint8),
+            1, False)
+    _, error, _, _ = WORKER_PROCESS.call("cnncore._ext.activation", "relu_forward", args)
+    if short:
+        assert isinstance(error, AssertionError) and "wrote outside" in str(error), error
+    else:
+        assert error is None
+    assert WORKER_PROCESS.proc.poll() is None     # the same worker lives on: no crash

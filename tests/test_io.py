@@ -218,3 +218,34 @@ def test_bad_arguments(tmp_path, params):
     with pytest.raises(TypeError, match="names must be strings"):
         save_params_file({1: np.ones(2)}, tmp_path / "x")
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_saving_over_a_fifo_or_device_is_refused(tmp_path, params):
+    """Found by fuzzing cnncore.export's paths: the atomic rename replaced whatever was at the path,
+    so to_onnx(net, "/dev/null") run as root swapped the device for a regular file. A FIFO stands
+    in for the device here; a link to it is refused too, and nothing is left behind."""
+    import stat
+
+    from cnncore.networks import Linear, Sequential
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    link = tmp_path / "link.npz"
+    link.symlink_to(fifo)
+    net = Sequential([Linear(2)], input_dim=(3,))
+    for path in (fifo, link):
+        with pytest.raises(ValueError, match="not a regular file .* refusing to replace it"):
+            save_params_file(params, path)
+        with pytest.raises(ValueError, match="not a regular file"):
+            net.save(path)
+        assert stat.S_ISFIFO(os.stat(path).st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo", "link.npz"]
+
+
+def test_a_bytes_path_is_saved_like_a_str(tmp_path, params):
+    """A bytes path raised TypeError from building the temporary file's name (found by fuzzing
+    cnncore.export's paths); np.load and the loaders take bytes paths."""
+    path = os.fsencode(tmp_path / "b.npz")
+    save_params_file(params, path)
+    assert sorted(load_params_file(path, None)) == sorted(params)

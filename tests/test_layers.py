@@ -399,3 +399,14 @@ def test_leaky_relu_gelu_flatten_semantics(rng):
     out = flat.forward(y)
     assert out.shape == (2, 8) and out.flags.c_contiguous
     assert flat.backward(out).shape == y.shape
+
+
+def test_affine_refuses_inputs_of_the_wrong_width():
+    """A scalar raised IndexError and a sample of the wrong size came out as "a and b do not chain"
+    from the matrix product (naming neither x nor W); SimpleConvNet on 30x30 images did the same."""
+    layer = Affine(np.ones((4, 3)), np.zeros(3))
+    for x in (np.float64(1.0), np.ones(4), np.ones((2, 5)), np.ones((2, 2, 3))):
+        with pytest.raises(ValueError, match=r"x must be \(N, \.\.\.\) with 4 values per sample"):
+            layer.forward(x)
+    assert layer.forward(np.ones((2, 2, 2))).shape == (2, 3)       # (N, ...) flattened, as before
+    assert layer.forward(np.ones((0, 4))).shape == (0, 3)

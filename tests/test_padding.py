@@ -90,11 +90,28 @@ def test_other_dtypes_compute_in_float64(rng):
     (lambda m: m.pad_replicate_backward(np.zeros((1, 1, 4, 4)), 2), ValueError,
      "dx_padded must be"),
     (lambda m: m.pad_replicate_backward(np.zeros((1, 1, 4)), 1), ValueError, "dx_padded"),
+    # found by the kernel fuzz campaign: an empty batch took any pad below 2**48 (a plane of
+    # 2**50 elements), where every other kernel refuses the padded plane
+    (lambda m: m.pad_replicate(np.zeros((0, 1, 1, 1)), 2**24), ValueError,
+     "pad=16777216 makes the padded input 33554433x33554433 .*too large"),
 ])
 @pytest.mark.parametrize("module", [kernels, reference])
 def test_bad_input_is_refused(module, call, error, message):
     with pytest.raises(error, match=message):
         call(module)
+
+
+@pytest.mark.parametrize("pad", [0, 2])
+@pytest.mark.parametrize("module", [kernels, reference])
+def test_outputs_are_c_contiguous_copies_for_fortran_inputs(module, pad):
+    """The reference's np.pad kept a Fortran input's layout (and pad 0 returned a Fortran copy),
+    unlike the kernels' C-contiguous outputs (found by the kernel fuzz campaign)."""
+    x = np.asfortranarray(np.arange(24.0).reshape(1, 2, 3, 4))
+    out = module.pad_replicate(x, pad)
+    d = module.pad_replicate_backward(np.asfortranarray(out), pad)
+    for a in (out, d):
+        assert a.flags.c_contiguous and not np.shares_memory(a, x)
+    np.testing.assert_array_equal(out, np.pad(x, [(0, 0), (0, 0), (pad, pad), (pad, pad)], "edge"))
 
 
 @pytest.mark.parametrize("layer_class", [Convolution, ConvReLU])

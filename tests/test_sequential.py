@@ -451,6 +451,21 @@ def _saved(net, tmp_path):
     return path
 
 
+def test_a_negative_running_variance_is_refused():
+    """Found by tampering with saved files: a negative running_var loaded, and every prediction of
+    the BatchNorm layer became NaN (sqrt of a negative variance)."""
+    net, _ = _bn_network()
+    key = next(k for k in net.buffers() if k.endswith("running_var"))
+    before = net.buffers()[key].copy()
+    bad = -np.ones_like(before)
+    with pytest.raises(ValueError, match="negative variance"):
+        net.load_buffers({key: bad})
+    with pytest.raises(ValueError, match="negative variance"):
+        net.load_state_dict({**net.state_dict(), key: bad})
+    np.testing.assert_array_equal(net.buffers()[key], before)
+    net.load_buffers({key: np.zeros_like(before)})        # zero is a variance
+
+
 def test_a_params_file_is_not_an_architecture(tmp_path):
     lenet5().save_params(tmp_path / "p.npz")
     with pytest.raises(ValueError, match="no architecture"):
@@ -539,11 +554,23 @@ def _paths(value, prefix=()):
             yield from _paths(child, prefix + (i,))
 
 
+_HOSTILE_ARRAYS = {
+    "0-d": lambda a: np.float64(1.0), "one more axis": lambda a: a[None], "empty": lambda a: a[:0],
+    "one longer": lambda a: np.concatenate([a.reshape(-1), [1.0]]), "float16": lambda a: a.astype(
+        np.float16), "int": lambda a: a.astype(np.int32), "complex": lambda a: a.astype(complex),
+    "negative": lambda a: -np.abs(a) - 1, "NaN": lambda a: np.full_like(a, np.nan),
+    "Fortran": lambda a: np.asfortranarray(a), "big-endian": lambda a: a.astype(">f8"),
+    "text": lambda a: np.full(a.shape, "1.0"),
+}
+
+
 @settings(max_examples=150)
 @given(data=st.data())
 def test_hostile_architectures_give_clear_errors(data, tmp_path_factory):
-    """Any value anywhere in a saved architecture (NaN, huge, wrong types, nesting) is either
-    rebuilt into a working network or refused with ValueError/TypeError, never anything else."""
+    """Any value anywhere in a saved architecture (NaN, huge, wrong types, nesting, 100000 levels
+    deep), and any one parameter or buffer array swapped for a hostile one (wrong shape, 0-d,
+    empty, other dtypes, negative, NaN), is either rebuilt into a working network or refused with
+    ValueError/TypeError, never anything else."""
     import json
     import zipfile
 
@@ -566,17 +593,28 @@ def test_hostile_architectures_give_clear_errors(data, tmp_path_factory):
     else:
         arch = value
     text = json.dumps(arch, allow_nan=True).encode()     # NaN and Infinity tokens included
+    depth = data.draw(st.sampled_from([0, 0, 0, 2, 100_000]), label="nesting")
+    text = b"[" * depth + text + b"]" * depth            # (deep: RecursionError in json before)
     with zipfile.ZipFile(path) as archive:
         names = archive.namelist()
+    # and one parameter or buffer array replaced by a hostile one (or none)
+    victim = data.draw(st.sampled_from([None] + [n for n in names
+                                                 if not n.startswith("__architecture__")]))
+    tamper = data.draw(st.sampled_from(sorted(_HOSTILE_ARRAYS)), label="array")
     rebuilt = tmp / "hostile.npz"                        # the file again, its architecture replaced
     with zipfile.ZipFile(path) as src, zipfile.ZipFile(rebuilt, "w") as dst:
         for name in names:
+            array = None
             if name.startswith("__architecture__"):
-                buffer = io.BytesIO()
-                np.lib.format.write_array(buffer, np.frombuffer(text, np.uint8))
-                dst.writestr(name, buffer.getvalue())
-            else:
+                array = np.frombuffer(text, np.uint8)
+            elif name == victim:
+                array = _HOSTILE_ARRAYS[tamper](np.load(io.BytesIO(src.read(name))))
+            if array is None:
                 dst.writestr(name, src.read(name))
+            else:
+                buffer = io.BytesIO()
+                np.lib.format.write_array(buffer, array, allow_pickle=False)
+                dst.writestr(name, buffer.getvalue())
     try:
         loaded = Sequential.load(rebuilt)
     except (ValueError, TypeError):
@@ -610,3 +648,18 @@ def test_weight_decay_on_the_textbook_conv_networks(make):
     assert np.isclose(decayed.loss(x, t), base + penalty)
     with pytest.raises(ValueError, match="weight_decay_lambda"):
         make(weight_decay_lambda=-1)
+
+
+@pytest.mark.parametrize("bad", ["abc", (1, 4.5, 4), (1, -4, 4), (True, 4, 4), (2, 4), 7])
+def test_export_plans_refuse_a_bad_input_dim(bad):
+    """Found by fuzzing cnncore.export: input_dim='abc' raised "invalid literal for int()" and
+    (1, 4.5, 4) was truncated to (1, 4, 4); the exporters' plan now checks it as the networks do
+    (cnncore.export._plan runs before torch or onnx is imported)."""
+    from cnncore.export._plan import plan
+
+    net = Sequential([Conv2d(2, 3, pad=1), Relu(), Pooling(2, 2), Linear(3)], input_dim=(1, 4, 4))
+    supported = {Convolution: None, Relu: None, Pooling: None, Affine: None}
+    supported = {cls: (lambda step: None) for cls in supported}
+    assert len(plan(net, supported, "test")) == 4
+    with pytest.raises(ValueError, match="input_dim must be"):
+        plan(net, supported, "test", input_dim=bad)

@@ -9,6 +9,8 @@ import importlib
 
 import numpy as np
 
+from ..networks._base import check_input_dim
+
 # The extras that hold the optional packages (pyproject.toml [project.optional-dependencies]).
 EXTRAS = {"torch": "torch", "onnx": "onnx", "onnxruntime": "onnx"}
 
@@ -79,7 +81,7 @@ def plan(network, supported, target, input_dim=None):
     shape = input_dim if input_dim is not None else getattr(network, "input_dim", None)
     if shape is None:
         raise ValueError("the network has no input_dim: pass input_dim=(C, H, W) or (D,)")
-    shape = tuple(int(d) for d in shape)
+    shape = check_input_dim(shape, (1, 3))
     names = {}
     for key, layer, attr in getattr(network, "_bindings", ()):
         names.setdefault(id(layer), {})[attr] = key

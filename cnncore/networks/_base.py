@@ -298,6 +298,8 @@ class Network:
             want = self._buffer_shape(layer, current)
             if want is not None and value.shape != want:
                 raise ValueError(f"buffer {key!r} must have shape {want}, got {value.shape}")
+            if name == "running_var" and (value < 0).any():    # sqrt(var + eps) would be NaN
+                raise ValueError(f"buffer {key!r} holds a negative variance ({value.min()})")
             dtype = current.dtype if current is not None else self._buffer_dtype(layer)
             checked[key] = np.array(value, dtype=dtype, copy=True)
         for key, value in checked.items():
