@@ -430,6 +430,7 @@ def test_unsavable_layers_are_refused_before_writing(tmp_path):
     (lambda a: a.update(version=99), "version 1"),
     (lambda a: a["layers"][1].update(key="Conv1"), "repeated key"),
     (lambda a: a.update(input_dim=[2, 6, 6]), "do not fit together"),
+    (lambda a: a.update(loss="MeanSquaredError"), "not one cnncore saves"),
 ])
 def test_a_tampered_architecture_is_refused_naming_the_file(tmp_path, mutate, match):
     from cnncore._io import load_params_file, save_params_file

@@ -305,7 +305,9 @@ def build_from_file(cls, path):
         raise bad("the parameter list does not match the layers' parameters")
     net = cls.__new__(cls)
     net.layers = layers
-    net.last_layer = _check_loss(LOSS_TYPES.get(arch.get("loss"), lambda: None)())
+    if arch.get("loss") not in LOSS_TYPES:
+        raise bad(f"the loss {arch.get('loss')!r} is not one cnncore saves ({', '.join(LOSS_TYPES)})")
+    net.last_layer = LOSS_TYPES[arch["loss"]]()
     net.input_dim = (None if arch.get("input_dim") is None
                      else check_input_dim(arch["input_dim"], (1, 3)))
     net.weight_decay_lambda = check_weight_decay(arch.get("weight_decay_lambda", 0))
