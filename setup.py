@@ -22,7 +22,7 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 KERNELS = ["im2col", "pooling", "conv", "winograd", "conv_avx2", "activation", "adam", "parallel",
-           "padding", "cpu"]
+           "padding", "cpu", "batchnorm"]
 
 # Typed memoryviews need the buffer protocol in the Limited API: Python 3.11 (0x030B0000).
 LIMITED_API_HEX, LIMITED_API_TAG = "0x030B0000", "cp311"

@@ -291,3 +291,46 @@ def relu_mask(mask, shape):
         raise TypeError(f"mask must be the bool array relu_forward returned, got {got}")
     matching_shape(mask, shape, "mask", "the shape of dout")
     return mask
+
+
+def channel_batch(x, name="x"):
+    """Check an (N, C, H, W) or (N, C) batch for per-channel batch normalization (C >= 1)."""
+    x = as_array(x, name)
+    if x.ndim not in (2, 4) or x.shape[1] < 1:
+        raise ValueError(f"{name} must be (N, C, H, W) or (N, C) with C >= 1, got shape {x.shape}")
+    return x
+
+
+def channel_vector(value, C, name):
+    """A per-channel (C,) vector as a C-contiguous float64 array (the kernels' statistics dtype)."""
+    value = as_array(value, name)
+    if value.shape != (C,):
+        raise ValueError(f"{name} must have shape ({C},) (one value per channel), got {value.shape}")
+    return np.ascontiguousarray(value, dtype=np.float64)
+
+
+def channel_stats_input(x):
+    """x for channel_stats: a channel batch with at least one value per channel."""
+    x = channel_batch(x)
+    if x.size == 0:
+        raise ValueError(f"x must have at least one value per channel for batch statistics, got "
+                         f"shape {x.shape}")
+    return x
+
+
+def batchnorm_normalize_setup(x, mean, scale, shift):
+    """(x, mean, scale, shift) checked: a channel batch and three float64 (C,) vectors."""
+    x = channel_batch(x)
+    C = x.shape[1]
+    return (x, channel_vector(mean, C, "mean"), channel_vector(scale, C, "scale"),
+            channel_vector(shift, C, "shift"))
+
+
+def batchnorm_backward_setup(dout, x, mean, std, gamma):
+    """(dout, x, mean, std, gamma) checked: dout of x's shape and three float64 (C,) vectors."""
+    x = channel_batch(x)
+    dout = as_array(dout, "dout")
+    matching_shape(dout, x.shape, "dout", "the shape of x")
+    C = x.shape[1]
+    return (dout, x, channel_vector(mean, C, "mean"), channel_vector(std, C, "std"),
+            channel_vector(gamma, C, "gamma"))

@@ -20,6 +20,7 @@ from ._conv.tiling import even_slices as _even_slices
 from ._cpu import usable as _usable
 from ._ext import activation as _activation
 from ._ext import adam as _adam
+from ._ext import batchnorm as _batchnorm
 from ._ext import im2col as _im2col
 from ._ext import padding as _padding
 from ._ext import pooling as _pooling
@@ -355,3 +356,56 @@ def pad_replicate_backward(dx_padded, pad):
                                     dx.reshape(N * C, HP - 2 * pad, WP - 2 * pad), pad,
                                     _threads_for(d.size))
     return dx
+
+
+# ------------------------------------------------------------------------------ per-channel batch norm
+
+# x is viewed as (N, C, L), L = H*W (1 for an (N, C) input); statistics are float64 per channel.
+
+def _planes(x, dtype):
+    return check.as_kernel_input(x, dtype).reshape(x.shape[0], x.shape[1], int(np.prod(x.shape[2:])))
+
+
+def channel_stats(x):
+    """Per channel mean and biased variance of x (N, C, H, W) or (N, C) over N, H, W: float64 (C,).
+
+    Accumulated in double (two passes: the mean, then squared deviations from it)."""
+    x = check.channel_stats_input(x)
+    C = x.shape[1]
+    mean, var = np.empty(C), np.empty(C)
+    _batchnorm.channel_stats(_planes(x, check.compute_dtype(x)), mean, var,
+                             _threads_for(x.size))
+    return mean, var
+
+
+def batchnorm2d_normalize(x, mean, scale, shift):
+    """out = (x - mean[c]) * scale[c] + shift[c] per channel c; shape of x, dtype as compute_dtype(x).
+
+    With scale = gamma / sqrt(var + eps) and shift = beta this is BatchNorm's forward."""
+    x, mean, scale, shift = check.batchnorm_normalize_setup(x, mean, scale, shift)
+    dtype = check.compute_dtype(x)
+    out = _output(x.shape, dtype)
+    if x.size:
+        _batchnorm.normalize(_planes(x, dtype), mean, scale, shift,
+                             _planes(out, dtype), _threads_for(x.size))
+    return out
+
+
+def batchnorm2d_backward(dout, x, mean, std, gamma):
+    """Gradients of out = gamma * (x - mean) / std + beta, mean and std being x's batch statistics
+    (std = sqrt(var + eps)): -> (dx, dgamma, dbeta); dtype as compute_dtype(dout, x)."""
+    dout, x, mean, std, gamma = check.batchnorm_backward_setup(dout, x, mean, std, gamma)
+    dtype = check.compute_dtype(dout, x)
+    N, C = x.shape[:2]
+    dx = _output(x.shape, dtype)
+    dbeta, dot = np.zeros(C), np.zeros(C)
+    M = x.size // C
+    if x.size:
+        d3, x3 = _planes(dout, dtype), _planes(x, dtype)
+        threads = _threads_for(x.size)
+        _batchnorm.backward_sums(d3, x3, mean, dbeta, dot, threads)
+        # dx = gamma/std * (dout - dbeta/M - (x - mean) * dot / (M * std**2))
+        p = gamma / std
+        _batchnorm.backward_dx(d3, x3, mean, dbeta / M, p, -p * dot / (M * std * std),
+                               _planes(dx, dtype), threads)
+    return dx, (dot / std).astype(dtype), dbeta.astype(dtype)

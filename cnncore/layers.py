@@ -427,8 +427,13 @@ class SpatialBatchNormalization(BatchNormalization):
     x (N, C, H, W): statistics over N, H, W for each channel; ``gamma``, ``beta``, running statistics of
     shape (C,). A 2-D (N, C) input is normalised per column like BatchNormalization. Same constructor,
     attributes and textbook conventions (eps 1e-6, momentum 0.9 keeps the old value, running
-    statistics start at zeros); ``xc`` is cached in the input's layout, ``std`` per channel.
+    statistics start at zeros). The layer caches x itself, the batch mean and ``std`` per
+    channel; ``xc`` and ``xn`` are computed from them when read.
+
+    ``kernels`` is the module that computes the layer (cnncore.kernels; cnncore.reference works too).
     """
+
+    kernels = _kernels
 
     def features(self, input_shape):
         if len(input_shape) not in (1, 3):
@@ -446,72 +451,63 @@ class SpatialBatchNormalization(BatchNormalization):
 
     def forward(self, x, train_flg=True):
         x = np.asarray(x, _dtype_of(x, self.gamma))
-        axes, vec = self._axes(x)
+        self._axes(x)   # checks the shape
         self.input_shape = x.shape
         self.init_buffers()
-        if train_flg and x.shape[0] > 0:
-            mu = x.mean(axis=axes)
-            xc = x - mu.reshape(vec)
-            var = _sum_of_products(xc, xc) / (xc.size // xc.shape[1])
+        if train_flg and x.size > 0:
+            mean, var = self.kernels.channel_stats(x)   # float64 (C,)
             std = np.sqrt(var + _BN_EPS)
             self.batch_size = x.shape[0]
-            self.running_mean = self.momentum * self.running_mean + (1 - self.momentum) * mu
-            self.running_var = self.momentum * self.running_var + (1 - self.momentum) * var
+            stat = self.running_mean.dtype
+            self.running_mean = (self.momentum * self.running_mean
+                                 + (1 - self.momentum) * mean).astype(stat, copy=False)
+            self.running_var = (self.momentum * self.running_var
+                                + (1 - self.momentum) * var).astype(stat, copy=False)
         else:
-            std = np.sqrt(self.running_var + _BN_EPS)
-            xc = x - self.running_mean.reshape(vec)
+            mean = np.asarray(self.running_mean, np.float64)
+            std = np.sqrt(np.asarray(self.running_var, np.float64) + _BN_EPS)
             if train_flg:  # an empty batch
                 self.batch_size = 0
-        if train_flg:
-            self._xc, self.std = xc, std
-        out = xc * (self.gamma / std).reshape(vec)   # gamma * xn + beta, xn never stored
-        out += self.beta.reshape(vec)
-        return out
+        if train_flg:   # backward needs x itself (not a copy), the mean and std
+            self._x, self._mean, self._std64 = x, mean, std
+            self.std = std.astype(x.dtype)
+        return self.kernels.batchnorm2d_normalize(x, mean, self.gamma / std, self.beta)
 
-    # The textbook's attributes: xc is cached, xn = xc / std is computed when read.
+    # The textbook's attributes xc = x - mean and xn = xc / std are computed when read.
     @property
     def xc(self):
-        return self._xc
+        if self._x is None:
+            return None
+        return self._x - self._mean.astype(self._x.dtype).reshape(self._axes(self._x)[1])
 
     @xc.setter
-    def xc(self, value):
-        self._xc = value
+    def xc(self, value):   # the base constructor's None; xc itself is never stored
+        if value is not None:
+            raise AttributeError("SpatialBatchNormalization.xc is computed from the cached x")
+        self._x = self._mean = self._std64 = None
 
     @property
     def xn(self):
-        if self._xc is None:
+        xc = self.xc
+        if xc is None:
             return None
-        return self._xc / self.std.reshape(self._axes(self._xc)[1])
+        return xc / self.std.reshape(self._axes(xc)[1])
 
     @xn.setter
     def xn(self, value):   # the base constructor's None; xn itself is never stored
         if value is not None:
-            raise AttributeError("SpatialBatchNormalization.xn is computed from xc and std")
+            raise AttributeError("SpatialBatchNormalization.xn is computed from x, mean and std")
 
     def backward(self, dout):
-        _forward_done(self, self._xc, "forward(x, train_flg=True)")
-        xc = self._xc
-        axes, vec = self._axes(xc)
+        _forward_done(self, self._x, "forward(x, train_flg=True)")
+        x = self._x
         dout = np.asarray(dout)
-        if dout.shape != xc.shape:
-            raise ValueError(f"dout must have the forward output's shape {xc.shape}, got "
+        if dout.shape != x.shape:
+            raise ValueError(f"dout must have the forward output's shape {x.shape}, got "
                              f"{dout.shape}")
-        self.dbeta = dout.sum(axis=axes)
-        self.dgamma = _sum_of_products(xc, dout) / self.std
-        M = dout.size // max(self.gamma.shape[0], 1)
-        if M == 0:
-            return self.gamma.reshape(vec) * dout
-        # Through the batch mean and variance, in closed form (equal to the textbook's chain):
-        # dx = gamma/std * (dout - mean(dout) - xn * mean(dout * xn))
-        dx = dout - (self.dbeta / M).reshape(vec)
-        dx -= xc * (self.dgamma / (M * self.std)).reshape(vec)
-        dx *= (self.gamma / self.std).reshape(vec)
+        dx, self.dgamma, self.dbeta = self.kernels.batchnorm2d_backward(
+            dout, x, self._mean, self._std64, self.gamma)
         return dx
-
-
-def _sum_of_products(a, b):
-    """Per channel sum of a * b over (N, C, H, W) or (N, C), without the product array."""
-    return np.einsum("nchw,nchw->c" if a.ndim == 4 else "nc,nc->c", a, b)
 
 
 class Convolution(Layer):

@@ -195,3 +195,47 @@ def pad_replicate_backward(dx_padded, pad):
     d[..., pad, :] += d[..., :pad, :].sum(axis=-2)     # then rows
     d[..., -pad - 1, :] += d[..., -pad:, :].sum(axis=-2)
     return np.ascontiguousarray(d[..., pad:-pad, :])
+
+
+# --------------------------------------------------------------------------- per-channel batch norm
+
+def _planes(x, dtype):
+    """(N, C, H, W) or (N, C) -> (N, C, L) of dtype, L = H*W (1 for a 2-D input)."""
+    return x.astype(dtype, copy=False).reshape(x.shape[0], x.shape[1], int(np.prod(x.shape[2:])))
+
+
+def channel_stats(x):
+    """Per channel mean and biased variance of x (N, C, H, W) or (N, C) over N, H, W: float64 (C,)."""
+    x = v.channel_stats_input(x)
+    x3 = _planes(x, np.float64)
+    mean = x3.mean(axis=(0, 2))
+    var = ((x3 - mean[:, None]) ** 2).mean(axis=(0, 2))
+    return mean, var
+
+
+def batchnorm2d_normalize(x, mean, scale, shift):
+    """out = (x - mean[c]) * scale[c] + shift[c] per channel c, computed in float64; shape of x, dtype as
+    compute_dtype(x)."""
+    x, mean, scale, shift = v.batchnorm_normalize_setup(x, mean, scale, shift)
+    dtype = v.compute_dtype(x)
+    out = (_planes(x, np.float64) - mean[:, None]) * scale[:, None] + shift[:, None]
+    return np.ascontiguousarray(out.reshape(x.shape), dtype=dtype)
+
+
+def batchnorm2d_backward(dout, x, mean, std, gamma):
+    """Gradients of out = gamma * (x - mean) / std + beta, mean and std being x's batch statistics
+    (std = sqrt(var + eps)): -> (dx, dgamma, dbeta); dtype as compute_dtype(dout, x)."""
+    dout, x, mean, std, gamma = v.batchnorm_backward_setup(dout, x, mean, std, gamma)
+    dtype = v.compute_dtype(dout, x)
+    d3, x3 = _planes(dout, np.float64), _planes(x, np.float64)
+    M = d3.shape[0] * d3.shape[2]
+    xc = x3 - mean[:, None]
+    dbeta = d3.sum(axis=(0, 2))
+    dot = (d3 * xc).sum(axis=(0, 2))
+    dgamma = dot / std
+    if M == 0:
+        dx = np.zeros(x.shape, dtype)
+    else:
+        dx = (gamma / std)[:, None] * (d3 - (dbeta / M)[:, None] - xc * (dot / (M * std**2))[:, None])
+    return (np.ascontiguousarray(dx.reshape(x.shape), dtype=dtype), dgamma.astype(dtype),
+            dbeta.astype(dtype))
