@@ -4,6 +4,7 @@ Every public kernel wrapper (cnncore/kernels.py) and every reference (cnncore/re
 before touching data. They raise TypeError for a wrong type or dtype and ValueError for a wrong shape
 or parameter, naming the argument; they never let a bad array reach compiled code.
 """
+import math
 import numbers
 import operator
 
@@ -44,6 +45,17 @@ def check_int(value, name, minimum, maximum=_MAX_ELEMENTS):
     if value > maximum:
         raise ValueError(f"{name} must be <= {maximum}, got {value}: too large")
     return value
+
+
+def check_real(value, name, low=-math.inf, high=math.inf, *, below_high=False):
+    """Return value as a float, checking it is a finite real number (not bool) in [low, high], or
+    in [low, high) with below_high; anything else is a ValueError naming the argument."""
+    is_real = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+    if (not is_real or not math.isfinite(value) or value < low or value > high
+            or (below_high and value == high)):
+        bounds = f"[{low}, {high}{')' if below_high else ']'}".replace("-inf", "-∞").replace("inf", "∞")
+        raise ValueError(f"{name} must be a finite number in {bounds}, got {value!r}")
+    return float(value)
 
 
 def compute_dtype(*arrays):

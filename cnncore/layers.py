@@ -19,12 +19,14 @@ unchanged ``dout``). An empty batch (N = 0) gives empty results of the right sha
 every name of cnncore.functions, im2col, col2im and np; plus cnncore's extension layers.
 """
 import math
-import numbers
 
 import numpy as np
 
+from . import _validate
 from . import kernels as _kernels
 from ._validate import as_array as _as_array
+from ._validate import check_int as _check_int
+from ._validate import check_real as _check_real
 from ._validate import compute_dtype as _compute_dtype
 from ._validate import output_size as _output_size
 from .functions import *  # noqa: F403  (re-exported, as the textbook's star import does)
@@ -45,14 +47,6 @@ __all__ = [
 _BN_EPS = 1e-6
 
 PADDING_MODES = ("zeros", "replicate")
-
-
-def _check_window(stride, pad, *window):
-    """stride >= 1, pad >= 0 and window sizes >= 1, as integers (checked when the layer is made)."""
-    for name, value, low in (("stride", stride, 1), ("pad", pad, 0),
-                             *(("pool size", w, 1) for w in window)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
 
 
 def _window_out(layer, input_shape, FH, FW):
@@ -109,7 +103,8 @@ class Layer:
     - ``param_names``: the attributes holding trained arrays; ``grad_names``: where ``backward``
       stores their gradients, in the same order (``("W", "b")`` and ``("dW", "db")``).
     - ``buffer_names``: state that is not trained but is needed to predict (BatchNorm's running
-      statistics).
+      statistics); a layer with buffers has ``init_buffers()`` (create them as its first forward
+      would) and ``check_buffer(name, value, key)`` (refuse a value it cannot predict with).
     - ``output_shape(input_shape)``: the shape of one output sample for one input sample (no batch
       axis), raising ValueError when the layer cannot take that input.
     - ``config()``: the constructor's hyperparameters as plain JSON values (no arrays), so that
@@ -288,10 +283,7 @@ class Dropout(Layer):
     key_prefix = "Dropout"
 
     def __init__(self, dropout_ratio=0.5):
-        if (isinstance(dropout_ratio, bool) or not isinstance(dropout_ratio, numbers.Real)
-                or not 0 <= dropout_ratio < 1):
-            raise ValueError(f"dropout_ratio must be a number in [0, 1), got {dropout_ratio!r}")
-        self.dropout_ratio = float(dropout_ratio)
+        self.dropout_ratio = _check_real(dropout_ratio, "dropout_ratio", 0, 1, below_high=True)
         self.mask = None
 
     def config(self):
@@ -332,9 +324,7 @@ class BatchNormalization(Layer):
     def __init__(self, gamma, beta, momentum=0.9, running_mean=None, running_var=None):
         _check_weight(gamma, "gamma", 1)
         _check_bias(beta, gamma.shape[0], "beta", "gamma")
-        if (isinstance(momentum, bool) or not isinstance(momentum, numbers.Real)
-                or not 0 <= momentum <= 1):
-            raise ValueError(f"momentum must be a number in [0, 1], got {momentum!r}")
+        _check_real(momentum, "momentum", 0, 1)
         for name, stat in (("running_mean", running_mean), ("running_var", running_var)):
             if stat is not None and np.shape(stat) != gamma.shape:
                 raise ValueError(f"{name} must have gamma's shape {gamma.shape}, got "
@@ -365,6 +355,12 @@ class BatchNormalization(Layer):
             raise _shape_error(self, input_shape, f"it needs {D} gamma entries, gamma has "
                                                   f"{self.gamma.shape[0]}")
         return tuple(input_shape)
+
+    def check_buffer(self, name, value, key=None):
+        """Refuse a running variance below zero (sqrt(var + eps) would be NaN), naming key."""
+        if name == "running_var" and (np.asarray(value) < 0).any():
+            raise ValueError(f"buffer {key or name!r} holds a negative variance "
+                             f"({np.asarray(value).min()})")
 
     def init_buffers(self):
         """Zero running statistics (what the first forward would create), so that they exist,
@@ -536,7 +532,8 @@ class Convolution(Layer):
     def __init__(self, W, b, stride=1, pad=0, *, padding_mode="zeros"):
         _check_weight(W, "W", 4)
         _check_bias(b, W.shape[0], "b", "filter")
-        _check_window(stride, pad)
+        _check_int(stride, "stride", 1)
+        _check_int(pad, "pad", 0)
         if padding_mode not in PADDING_MODES:
             raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
         self.W = W
@@ -656,7 +653,7 @@ class _WindowPooling(Layer):
     kernels = _kernels
 
     def __init__(self, pool_h, pool_w, stride=2, pad=0):
-        _check_window(stride, pad, pool_h, pool_w)
+        _validate.window_params(pool_h, pool_w, stride, pad, names=("pool_h", "pool_w"))
         self.pool_h = pool_h
         self.pool_w = pool_w
         self.stride = stride
@@ -763,9 +760,7 @@ class LeakyReLU(Layer):
     key_prefix = "LeakyRelu"
 
     def __init__(self, alpha=0.01):
-        if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not math.isfinite(alpha):
-            raise ValueError(f"alpha must be a finite number, got {alpha!r}")
-        self.alpha = alpha
+        self.alpha = _check_real(alpha, "alpha")
         self.mask = None
 
     def config(self):

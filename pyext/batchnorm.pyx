@@ -30,27 +30,10 @@ cdef inline double _plane_sum(const floating* x, Py_ssize_t L) noexcept nogil:
     return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
 
 
-cdef inline double _plane_sq_dev(const floating* x, Py_ssize_t L, double m) noexcept nogil:
-    # Sum of (x[i] - m)**2 over x[0:L] in double.
-    cdef double acc[LANES]
-    cdef double d
-    cdef Py_ssize_t i, j, k, body = L - L % LANES
-    for k in range(LANES):
-        acc[k] = 0
-    for j in range(body // LANES):
-        i = j * LANES
-        for k in range(LANES):
-            d = x[i + k] - m
-            acc[k] += d * d
-    for i in range(body, L):
-        d = x[i] - m
-        acc[0] += d * d
-    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
-
-
-cdef inline double _plane_dot_dev(const floating* dout, const floating* x, Py_ssize_t L,
-                                  double m) noexcept nogil:
-    # Sum of dout[i] * (x[i] - m) over [0:L] in double.
+cdef inline double _plane_centered_dot(const floating* a, double ma, const floating* b, double mb,
+                                       Py_ssize_t L) noexcept nogil:
+    # Sum of (a[i] - ma) * (b[i] - mb) over [0:L] in double: the squared deviations (a = b) and the
+    # gradient's sum of dout * (x - mean) (ma = 0).
     cdef double acc[LANES]
     cdef Py_ssize_t i, j, k, body = L - L % LANES
     for k in range(LANES):
@@ -58,9 +41,9 @@ cdef inline double _plane_dot_dev(const floating* dout, const floating* x, Py_ss
     for j in range(body // LANES):
         i = j * LANES
         for k in range(LANES):
-            acc[k] += <double>dout[i + k] * (x[i + k] - m)
+            acc[k] += (a[i + k] - ma) * (b[i + k] - mb)
     for i in range(body, L):
-        acc[0] += <double>dout[i] * (x[i] - m)
+        acc[0] += (a[i] - ma) * (b[i] - mb)
     return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
 
 
@@ -80,7 +63,7 @@ def channel_stats(const floating[:, :, ::1] x,   # IN  (N, C, L), N*L >= 1
         m = s / M
         s = 0
         for n in range(N):
-            s = s + _plane_sq_dev(&x[n, c, 0], L, m)
+            s = s + _plane_centered_dot(&x[n, c, 0], m, &x[n, c, 0], m, L)
         mean[c] = m
         var[c] = s / M
 
@@ -118,7 +101,7 @@ def backward_sums(const floating[:, :, ::1] dout,   # IN  (N, C, L)
         t = 0
         for n in range(N):
             s = s + _plane_sum(&dout[n, c, 0], L)
-            t = t + _plane_dot_dev(&dout[n, c, 0], &x[n, c, 0], L, mean[c])
+            t = t + _plane_centered_dot(&dout[n, c, 0], 0, &x[n, c, 0], mean[c], L)
         dbeta[c] = s
         dot[c] = t
 

@@ -10,13 +10,13 @@ gradients go and which state is saved beside them, each layer declares itself.
 """
 import functools
 import inspect
-import math
 import numbers
 import warnings
 
 import numpy as np
 
 from .._io import load_params_file, save_params_file
+from .._validate import check_int, check_real
 from ..functions import _check_labels
 from ..gradient import numerical_gradient
 from ..initializers import gaussian
@@ -64,10 +64,7 @@ def check_input_dim(input_dim, ndims=(3,)):
 
 def check_weight_decay(value):
     """weight_decay_lambda: a finite number >= 0."""
-    if (isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value)
-            or value < 0):
-        raise ValueError(f"weight_decay_lambda must be a finite number >= 0, got {value!r}")
-    return value
+    return check_real(value, "weight_decay_lambda", 0)
 
 
 def check_conv_param(conv_param, name="conv_param"):
@@ -78,17 +75,8 @@ def check_conv_param(conv_param, name="conv_param"):
     for key, low in (("filter_num", 1), ("filter_size", 1), ("pad", 0), ("stride", 1)):
         if key not in conv_param:
             raise ValueError(f"{name} needs the key {key!r}; it has {sorted(conv_param)}")
-        value = conv_param[key]
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-            raise ValueError(f"{name}[{key!r}] must be an integer >= {low}, got {value!r}")
-        values.append(int(value))
+        values.append(check_int(conv_param[key], f"{name}[{key!r}]", low))
     return tuple(values)
-
-
-def _batch_size(batch_size):
-    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-    return int(batch_size)
 
 
 @functools.cache
@@ -223,7 +211,7 @@ class Network:
         Trainer logs depend on it. exact=True evaluates every sample. Labels outside the classes or
         a label array of the wrong length raise ValueError, as in loss.
         """
-        batch_size = _batch_size(batch_size)
+        batch_size = check_int(batch_size, "batch_size", 1)
         t = self._accuracy_labels(x, t)
         n = x.shape[0]
         stop = n if exact else (n // batch_size) * batch_size
@@ -298,8 +286,8 @@ class Network:
             want = self._buffer_shape(layer, current)
             if want is not None and value.shape != want:
                 raise ValueError(f"buffer {key!r} must have shape {want}, got {value.shape}")
-            if name == "running_var" and (value < 0).any():    # sqrt(var + eps) would be NaN
-                raise ValueError(f"buffer {key!r} holds a negative variance ({value.min()})")
+            if hasattr(layer, "check_buffer"):
+                layer.check_buffer(name, value, key)
             dtype = current.dtype if current is not None else self._buffer_dtype(layer)
             checked[key] = np.array(value, dtype=dtype, copy=True)
         for key, value in checked.items():
@@ -308,6 +296,7 @@ class Network:
 
     @staticmethod
     def _buffer_shape(layer, current):
+        """A buffer's shape: its own, or before it exists its layer's parameters' (gamma's)."""
         if current is not None:
             return current.shape
         gamma = getattr(layer, "gamma", None)

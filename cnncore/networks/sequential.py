@@ -14,12 +14,12 @@ the network creates weights for from ``input_dim``: ``Conv2d``, ``Linear``, ``Ba
 ``net.layers['Conv1']`` is a ``Convolution`` and ``net.params['W1'] is net.layers['Conv1'].W``.
 """
 import math
-import numbers
 from collections import OrderedDict
 
 import numpy as np
 
 from .._io import load_architecture, load_params_file
+from .._validate import check_int
 from ..initializers import float_dtype, gaussian, init_std
 from ..layers import (GELU, Affine, AvgPooling, BatchNormalization, Convolution, ConvReLU, Dropout,
                       Flatten, GlobalAvgPooling, LeakyReLU, Pooling, Relu, Sigmoid,
@@ -37,12 +37,6 @@ FILE_VERSION = 1
 
 # --------------------------------------------------------------------------------- size-only layers
 
-def _check_positive_int(value, name, low=1):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    return int(value)
-
-
 class Conv2d:
     """A convolution given its size only; Sequential makes its ``Convolution`` layer.
 
@@ -55,10 +49,10 @@ class Conv2d:
 
     def __init__(self, filter_num, filter_size, stride=1, pad=0, *, padding_mode="zeros",
                  weight_init_std=None):
-        self.filter_num = _check_positive_int(filter_num, "filter_num")
-        self.filter_size = _check_positive_int(filter_size, "filter_size")
-        self.stride = _check_positive_int(stride, "stride")
-        self.pad = _check_positive_int(pad, "pad", 0)
+        self.filter_num = check_int(filter_num, "filter_num", 1)
+        self.filter_size = check_int(filter_size, "filter_size", 1)
+        self.stride = check_int(stride, "stride", 1)
+        self.pad = check_int(pad, "pad", 0)
         self.padding_mode = padding_mode
         self.weight_init_std = weight_init_std
 
@@ -79,7 +73,7 @@ class Linear:
     """
 
     def __init__(self, output_size, *, weight_init_std=None):
-        self.output_size = _check_positive_int(output_size, "output_size")
+        self.output_size = check_int(output_size, "output_size", 1)
         self.weight_init_std = weight_init_std
 
     def build(self, input_shape, dtype, weight_init_std):
