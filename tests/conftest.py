@@ -58,6 +58,17 @@ def run_outside_the_checkout(tmp_path_factory):
     os.chdir(old)
 
 
+@pytest.fixture(scope="session")
+def torch():
+    """PyTorch, for the tests that compare with it: they skip without it, except under .ci/run
+    (CNNCORE_REQUIRE_EXPORT=1, which installs it), where a missing torch fails them."""
+    if os.environ.get("CNNCORE_REQUIRE_EXPORT") == "1":
+        import torch
+
+        return torch
+    return pytest.importorskip("torch")
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)

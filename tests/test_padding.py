@@ -52,8 +52,7 @@ def test_backward_is_the_adjoint_of_forward(rng):
                       np.sum(x * kernels.pad_replicate_backward(y, 3)), rtol=1e-12)
 
 
-def test_matches_pytorch(rng):
-    torch = pytest.importorskip("torch")    # an optional third-party library, installed by CI
+def test_matches_pytorch(rng, torch):
     x = rng.standard_normal((2, 3, 5, 4))
     xt = torch.from_numpy(x).requires_grad_(True)
     yt = torch.nn.functional.pad(xt, (2, 2, 2, 2), mode="replicate")

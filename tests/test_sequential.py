@@ -273,8 +273,7 @@ def test_weight_decay_is_in_loss_and_gradient():
 
 # -------------------------------------------------------------------------------- against PyTorch
 
-def test_predict_and_gradient_match_pytorch_for_the_same_weights():
-    torch = pytest.importorskip("torch")    # an optional third-party library, installed by CI
+def test_predict_and_gradient_match_pytorch_for_the_same_weights(torch):
     nn = torch.nn
     np.random.seed(5)
     net = Sequential([Conv2d(4, 3, 1, 1, padding_mode="replicate", weight_init_std=0.3),
