@@ -18,7 +18,7 @@ import warnings
 
 from ._validate import check_int
 
-CONV_ALGORITHMS = ("auto", "im2col", "winograd", "avx2_rows", "avx2_blocks")
+CONV_ALGORITHMS = ("auto", "im2col", "winograd", "avx2_rows", "avx2_blocks", "avx512_blocks")
 
 # Largest byte count a setting may hold (as _validate's element limit: far from 64-bit overflow).
 _MAX_BYTES = 2**48
@@ -82,6 +82,10 @@ _SETTINGS = {
     # Whether kernels may take their AVX2 + FMA loops where the CPU has them (False: the baseline
     # build's loops everywhere, as on a CPU without AVX2).
     "use_avx2": (True, _check_bool, lambda d: bool(env_int("CNNCORE_USE_AVX2", int(d), 0, 1))),
+    # Whether the convolutions may take their AVX-512F loops where the CPU has them (and use_avx2
+    # allows vector loops at all); False: their AVX2 loops.
+    "use_avx512": (True, _check_bool,
+                   lambda d: bool(env_int("CNNCORE_USE_AVX512", int(d), 0, 1))),
     # Bytes of unfolded columns a convolution tile may hold: the batch is cut into tiles of at most
     # this much (at least one image each).
     "tile_bytes": (4 << 20, _positive(_MAX_BYTES),
@@ -102,8 +106,8 @@ _config = contextvars.ContextVar("cnncore_config", default=_defaults)
 
 
 def get_config():
-    """The current settings as a new dict: conv_algorithm, use_avx2, tile_bytes, work_per_thread,
-    matmul_chunks, matmul_chunk_work."""
+    """The current settings as a new dict: conv_algorithm, use_avx2, use_avx512, tile_bytes,
+    work_per_thread, matmul_chunks, matmul_chunk_work."""
     return dict(_config.get())
 
 
@@ -123,8 +127,9 @@ def _checked(changes):
 def set_config(**changes):
     """Change settings for this thread (or task); None puts a setting back to its default.
 
-    conv_algorithm: 'auto' | 'im2col' | 'winograd' | 'avx2_rows' | 'avx2_blocks'
-    use_avx2: bool; tile_bytes, work_per_thread, matmul_chunks, matmul_chunk_work: ints >= 1.
+    conv_algorithm: 'auto' | 'im2col' | 'winograd' | 'avx2_rows' | 'avx2_blocks' | 'avx512_blocks'
+    use_avx2, use_avx512: bool; tile_bytes, work_per_thread, matmul_chunks, matmul_chunk_work:
+    ints >= 1.
     Raises TypeError for an unknown name or a wrong type, ValueError for a value out of range.
     """
     _config.set({**_config.get(), **_checked(changes)})

@@ -14,7 +14,7 @@ import numpy as np
 from . import _validate as check
 from . import reference as _reference
 from ._config import current as _current_config
-from ._conv import avx2_blocks, avx2_rows, gradients, im2col_gemm, winograd
+from ._conv import avx2_blocks, avx2_rows, avx512_blocks, gradients, im2col_gemm, winograd
 from ._conv import select as _select
 from ._conv.tiling import even_slices as _even_slices
 from ._cpu import usable as _usable
@@ -259,6 +259,8 @@ def _forward(x, W, b, stride, pad, relu):
         avx2_rows.forward(x, W, b, pad, relu, out)
     elif algorithm == "avx2_blocks":
         avx2_blocks.forward(x, W, b, stride, pad, relu, out)
+    elif algorithm == "avx512_blocks":
+        avx512_blocks.forward(x, W, b, stride, pad, relu, out)
     else:
         im2col_gemm.forward(x, W, b, stride, pad, relu, out, s.tile_bytes)
     _select.ran("forward", algorithm, redone, x.shape, W.shape, stride, pad, W_given)
@@ -279,6 +281,7 @@ def _backward(dout, x, W, out, stride, pad, need_dx):
     forced = config["conv_algorithm"]
     layer = _select.describe(x.shape, W.shape, stride, pad, dtype, need_dx)
     algorithm, _ = _select.choose("gradients", layer, s, forced)
+    excluded = ()
     if algorithm == "avx2_rows":
         # The row layout's input gradient sums the zeros around d times the weights too, which an
         # infinite weight would make NaN; and its dW or db come out non-finite where an infinity
@@ -290,7 +293,21 @@ def _backward(dout, x, W, out, stride, pad, need_dx):
                         pad, W_given)
             if grads is not None:
                 return grads
-        algorithm, _ = _select.choose("gradients", layer, s, forced, exclude=("avx2_rows",))
+        excluded = ("avx2_rows",)
+        algorithm, _ = _select.choose("gradients", layer, s, forced, exclude=excluded)
+    if algorithm == "avx512_blocks":
+        # The input gradient sums the zeros around d times the (flipped) weights too: an infinite
+        # weight would make NaN there, so a rule without that need computes such a layer's.
+        if not need_dx or np.isfinite(W).all():
+            dW, db = avx512_blocks.weight_grad(x, dout, out if relu else None, W, pad, s.tile_bytes)
+            dx = None
+            if need_dx:
+                dx = _output(x.shape, dtype)
+                avx512_blocks.input_grad(dout, out if relu else None, W, pad, dx)
+            _select.ran("gradients", "avx512_blocks", 0, x.shape, W.shape, stride, pad, W_given)
+            return dx, dW, db
+        excluded += ("avx512_blocks", "avx2_rows")
+        algorithm, _ = _select.choose("gradients", layer, s, forced, exclude=excluded)
     dx, dW, db, redone = gradients.backward(x, dout, out, W, stride, pad, relu, need_dx, algorithm,
                                             algorithm if need_dx else None, s)
     _select.ran("gradients", algorithm, redone, x.shape, W.shape, stride, pad, W_given)

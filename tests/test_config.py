@@ -16,7 +16,7 @@ from cnncore import reference as R
 from cnncore._conv import select
 from cnncore._conv.select import trace
 
-ALGORITHMS = ["im2col", "winograd", "avx2_rows", "avx2_blocks"]
+ALGORITHMS = ["im2col", "winograd", "avx2_rows", "avx2_blocks", "avx512_blocks"]
 CPU = cnncore.cpu_features()
 
 
@@ -159,6 +159,7 @@ def test_config_environment_defaults():
 
 AVX2 = {"x86_targets": True, "avx2": True, "fma": True, "avx512f": False}
 BARE = {"x86_targets": True, "avx2": False, "fma": False, "avx512f": False}
+AVX512 = dict(AVX2, avx512f=True)
 AUTO = dict(cnncore.get_config(), conv_algorithm="auto", use_avx2=True)
 
 
@@ -195,6 +196,19 @@ def plan(x_shape, W_shape, stride=1, pad=0, dtype=np.float32, features=AVX2, nee
     ((1, 16, 14, 14), (64, 16, 3, 3), 1, 1, np.float32, AVX2, "im2col", "im2col"),
     ((1, 16, 14, 14), (4, 16, 3, 3), 1, 1, np.float32, AVX2, "im2col", "avx2_rows"),
     ((1, 16, 14, 14), (16, 16, 3, 3), 2, 1, np.float32, AVX2, "avx2_blocks", "im2col"),
+    # AVX-512: the blocks' forward for 8-32 filters of >= 64 taps; its gradients for stride 1,
+    # square 3x3 / 5x5 filters, >= 16 filters and 16-31 input channels (fewer: dW only)
+    ((1, 16, 28, 28), (16, 16, 3, 3), 1, 1, np.float32, AVX512, "avx512_blocks", "avx512_blocks"),
+    ((1, 16, 14, 14), (32, 16, 3, 3), 1, 1, np.float32, AVX512, "avx512_blocks", "avx512_blocks"),
+    ((1, 31, 14, 14), (16, 31, 5, 5), 1, 4, np.float32, AVX512, "avx512_blocks", "avx512_blocks"),
+    ((1, 16, 14, 14), (64, 16, 3, 3), 1, 1, np.float32, AVX512, "im2col", "avx512_blocks"),
+    ((1, 16, 14, 14), (16, 16, 3, 3), 1, 3, np.float32, AVX512, "avx512_blocks", "avx2_rows"),
+    ((1, 16, 14, 14), (16, 16, 3, 3), 2, 1, np.float32, AVX512, "avx512_blocks", "im2col"),
+    ((1, 16, 14, 14), (15, 16, 3, 3), 1, 1, np.float32, AVX512, "avx512_blocks", "avx2_rows"),
+    ((1, 16, 14, 14), (16, 16, 3, 2), 1, 1, np.float32, AVX512, "avx512_blocks", "avx2_rows"),
+    ((1, 6, 14, 14), (16, 6, 5, 5), 1, 0, np.float32, AVX512, "avx512_blocks", "im2col"),
+    ((1, 32, 14, 14), (32, 32, 3, 3), 1, 2, np.float32, AVX512, "winograd", "winograd"),
+    ((1, 16, 14, 14), (16, 16, 3, 3), 1, 1, np.float64, AVX512, "im2col", "im2col"),
 ])
 def test_rules(x_shape, W_shape, stride, pad, dtype, features, forward, grads):
     p = plan(x_shape, W_shape, stride, pad, dtype, features)
@@ -209,11 +223,18 @@ def test_rules_input_gradient():
     p = plan((1, 1, 6, 6), (4, 1, 1, 1), pad=1)            # rows of 8 outputs but of 6 inputs
     assert (p.forward, p.weight_grad) == ("avx2_rows", "im2col")
     assert plan((1, 1, 6, 6), (4, 1, 1, 1), pad=1, need_dx=False).weight_grad == "avx2_rows"
+    # AVX-512's dx has the channels in its 16 lanes: a first layer of one channel takes its dW only
+    p = plan((1, 1, 28, 28), (16, 1, 3, 3), features=AVX512)
+    assert (p.forward, p.weight_grad) == ("avx2_rows", "avx2_rows")
+    p = plan((1, 1, 28, 28), (16, 1, 3, 3), features=AVX512, need_dx=False)
+    assert (p.weight_grad, p.input_grad) == ("avx512_blocks", None)
 
 
 def test_use_avx2_false_is_a_cpu_without_it():
     for shapes in (((1, 1, 28, 28), (16, 1, 3, 3)), ((1, 16, 28, 28), (16, 16, 3, 3))):
         assert plan(*shapes, use_avx2=False) == plan(*shapes, features=BARE)
+        assert plan(*shapes, features=AVX512, use_avx2=False) == plan(*shapes, features=BARE)
+        assert plan(*shapes, features=AVX512, use_avx512=False) == plan(*shapes, features=AVX2)
 
 
 def test_forced_algorithms_run_where_they_can_and_say_where_not():
@@ -232,6 +253,12 @@ def test_forced_algorithms_run_where_they_can_and_say_where_not():
         plan((1, 1, 6, 6), (4, 1, 1, 1), pad=1, conv_algorithm="avx2_rows")
     with pytest.raises(ValueError, match="'avx2_blocks' cannot run the forward"):
         plan((1, 3, 10, 10), (4, 3, 3, 3), dtype=np.float64, conv_algorithm="avx2_blocks")
+    p = plan((1, 3, 10, 10), (4, 3, 3, 3), features=AVX512, conv_algorithm="avx512_blocks")
+    assert (p.forward, p.weight_grad) == ("avx512_blocks", "avx512_blocks")
+    with pytest.raises(ValueError, match="'avx512_blocks' cannot run the forward.*AVX-512F"):
+        plan((1, 3, 10, 10), (4, 3, 3, 3), conv_algorithm="avx512_blocks")
+    with pytest.raises(ValueError, match="'avx512_blocks' cannot run the gradients.*stride 1"):
+        plan((1, 3, 10, 10), (4, 3, 3, 3), 2, features=AVX512, conv_algorithm="avx512_blocks")
 
 
 def test_every_rule_has_a_reason_and_the_last_takes_everything():
@@ -283,6 +310,10 @@ GRID = [(f"grid{i}", x, w, s, p) for i, (x, w, s, p) in enumerate([
     ((2, 2, 6, 30), (3, 2, 1, 1), 1, 0),
     ((1, 33, 6, 6), (33, 33, 3, 3), 1, 1),
     ((2, 8, 12, 12), (16, 8, 3, 2), 1, 1),
+    ((2, 16, 9, 11), (20, 16, 3, 3), 1, 1),
+    ((3, 17, 8, 7), (33, 17, 5, 5), 1, 4),
+    ((2, 20, 7, 7), (16, 20, 3, 3), 1, 2),
+    ((2, 16, 10, 10), (40, 16, 3, 3), 2, 1),
 ])]
 CASES = builtin_layers() + GRID
 
@@ -331,7 +362,8 @@ def test_every_algorithm_that_can_run_a_layer_agrees_with_the_reference(case, dt
                 grads = (K.conv_bias_relu_backward(dout, x, Wt, out, stride, pad) if fused
                          else K.conv_backward(dout, x, Wt, stride, pad))
             except ValueError as e:      # a forced algorithm that cannot run the gradients
-                assert "cannot run the gradients" in str(e) and algorithm == "avx2_rows"
+                assert "cannot run the gradients" in str(e)
+                assert algorithm in ("avx2_rows", "avx512_blocks")
                 grads = None
         assert steps[0].algorithm == algorithm and steps[0].redone == 0
         np.testing.assert_allclose(out, want, **tol(dtype, np.abs(want).max() + 1),

@@ -4,7 +4,9 @@ shapes, non-finite values, thread independence, and which layers take them by de
 
 Most tests force the algorithm (config_context(conv_algorithm='avx2_blocks' or 'avx2_rows')) so that
 every float32 forward takes the kernel, and record what ran (cnncore._conv.select.trace); on a CPU
-without AVX2 and FMA they are skipped, and one test checks that im2col + GEMM is taken instead."""
+without AVX2 and FMA they are skipped, and one test checks that im2col + GEMM is taken instead. The
+AVX-512 loops are off here (config use_avx512): the rules tested are those of an AVX2 CPU, and
+test_conv_avx512.py tests the AVX-512 kernels."""
 import numpy as np
 import pytest
 from hypothesis import assume, given
@@ -18,6 +20,11 @@ from cnncore._conv.select import trace
 
 AVX2_FMA = cnncore.cpu_features()["avx2"] and cnncore.cpu_features()["fma"]
 needs_avx2 = pytest.mark.skipif(not AVX2_FMA, reason="this CPU or build has no AVX2 + FMA")
+
+
+@pytest.fixture(autouse=True)
+def _avx2_rules(config):
+    config(use_avx512=False)
 
 
 def tol(scale):

@@ -8,15 +8,20 @@ from .._threads import threads_for
 from .tiling import padded_images
 
 
+def pack(W):
+    """(FN, C, FH, FW) filters as blocks of 16: (n_blocks, C*FH*FW*16), zeros past the last filter."""
+    FN = W.shape[0]
+    n_blocks = -(-FN // 16)
+    w = np.zeros((n_blocks * 16, W[0].size), np.float32)
+    w[:FN] = W.reshape(FN, -1)
+    return np.ascontiguousarray(w.reshape(n_blocks, 16, -1).transpose(0, 2, 1)).reshape(n_blocks, -1)
+
+
 def forward(x, W, b, stride, pad, relu, out):
     """out = act(conv(x, W) + b): the filters packed in blocks of 16, one zero-padded image buffer
     per thread."""
-    N, C = x.shape[:2]
-    FN = W.shape[0]
+    N, FN = x.shape[0], W.shape[0]
     n_blocks = -(-FN // 16)
-    w = np.zeros((n_blocks * 16, C * W.shape[2] * W.shape[3]), np.float32)
-    w[:FN] = W.reshape(FN, -1)
-    w = np.ascontiguousarray(w.reshape(n_blocks, 16, -1).transpose(0, 2, 1)).reshape(n_blocks, -1)
     n_threads = min(threads_for(N * FN * out.shape[2] * out.shape[3]), N * n_blocks)
-    _conv_avx2.forward(x, w, b, out, padded_images(n_threads, x.shape, pad), W.shape[2],
+    _conv_avx2.forward(x, pack(W), b, out, padded_images(n_threads, x.shape, pad), W.shape[2],
                        W.shape[3], stride, pad, relu, n_threads)

@@ -54,10 +54,12 @@ class Layer(NamedTuple):
 
 
 class Settings(NamedTuple):
-    """What the algorithms are told: tile size, and whether AVX2 (avx2_fma: AVX2 + FMA) loops may run."""
+    """What the algorithms are told: tile size, and whether AVX2 (avx2_fma: AVX2 + FMA) and
+    AVX-512F loops may run."""
     tile_bytes: int
     avx2: bool
     avx2_fma: bool
+    avx512: bool = False
 
 
 class Plan(NamedTuple):
@@ -88,7 +90,7 @@ def settings(config=None, features=None):
     """The Settings of a configuration (default: the current one) on a CPU (default: this one)."""
     config = _config.current() if config is None else config
     use = _cpu.usable(config, features)
-    return Settings(config["tile_bytes"], use["avx2"], use["avx2_fma"])
+    return Settings(config["tile_bytes"], use["avx2"], use["avx2_fma"], use["avx512"])
 
 
 # ------------------------------------------------------------------------ what each algorithm can run
@@ -109,6 +111,15 @@ def _blocks_shape(L, s):
     return s.avx2_fma and L.float32
 
 
+def _blocks512_shape(L, s):
+    return s.avx512 and L.float32
+
+
+def _blocks512_gradients(L, s):
+    return (_blocks512_shape(L, s) and L.stride == 1 and L.FH == L.FW and L.FH in (3, 5)
+            and L.pad <= L.FH - 1)
+
+
 def _anything(L, s):
     return True
 
@@ -121,6 +132,9 @@ CAN_RUN = {
                   f"AVX2 + FMA, float32, stride 1 and output rows of 8 to {ROWS_MAX_WIDTH} "
                   f"(input rows too for the input gradient)"),
     "avx2_blocks": (_blocks_shape, None, "AVX2 + FMA and float32"),
+    "avx512_blocks": (_blocks512_shape, _blocks512_gradients,
+                      "AVX-512F and float32 (gradients: stride 1, square 3x3 or 5x5 filters and "
+                      "pad < the filter's size)"),
 }
 
 
@@ -139,6 +153,11 @@ FORWARD_RULES = (
          lambda L, s: _rows_shape(L, s) and L.taps < AVX2_MIN_TAPS,
          f"float32 stride 1, fewer than {AVX2_MIN_TAPS} weights per filter: im2col + GEMM would "
          f"move as many bytes as it multiplies; 8 outputs of a row per register"),
+    Rule("avx512_blocks",
+         lambda L, s: (_blocks512_shape(L, s) and L.taps >= AVX2_MIN_TAPS
+                       and AVX2_MIN_FILTERS <= L.FN <= AVX2_MAX_FILTERS),
+         f"AVX-512F, float32, {AVX2_MIN_FILTERS}-{AVX2_MAX_FILTERS} filters: as avx2_blocks, "
+         f"16 filters per register and up to 32 x 12 outputs in registers"),
     Rule("avx2_blocks",
          lambda L, s: (_blocks_shape(L, s) and L.taps >= AVX2_MIN_TAPS
                        and AVX2_MIN_FILTERS <= L.FN <= AVX2_MAX_FILTERS),
@@ -148,6 +167,12 @@ FORWARD_RULES = (
 )
 
 GRADIENT_RULES = (
+    Rule("avx512_blocks",
+         lambda L, s: (_blocks512_gradients(L, s) and L.FN >= 16
+                       and L.C < WINOGRAD_MIN_CHANNELS and (L.C >= 16 or not L.need_dx)),
+         f"AVX-512F, float32, stride 1, >= 16 filters and fewer than {WINOGRAD_MIN_CHANNELS} input "
+         f"channels (>= 16 when the input gradient is wanted: its 16 lanes are the channels): "
+         f"16 filters per register for dW, dx as a forward of the flipped filters over d"),
     Rule("avx2_rows",
          lambda L, s: _rows_gradients(L, s) and (L.taps < AVX2_MIN_TAPS or _few_filters(L)),
          f"float32 stride 1, the forward's row layout or few filters (<= 8, or <= 16 of "
