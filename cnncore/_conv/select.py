@@ -27,11 +27,12 @@ AVX2_MAX_FILTERS = 32               # beyond, the GEMM's M = FN is large enough 
 ROWS_BACKWARD_MAX_TAPS = 144        # 16-filter layers take the row layout's gradients up to this
 WINOGRAD_MIN_CHANNELS = 32          # the 16 products' K = C must be this large to pay off
 WINOGRAD_BACKWARD_MIN_PIXELS = 64   # smaller planes: transforms too small beside the other GEMM
+AVX512_GRAD_MIN_PIXELS = 64         # smaller output planes: d's 16-output blocks mostly idle
 
 
 class Layer(NamedTuple):
     """What the rules look at: input (C, H, W), filters (FN, FH, FW), stride, pad, compute dtype,
-    output width, whether the input gradient is wanted."""
+    output height and width, whether the input gradient is wanted."""
     C: int
     H: int
     W: int
@@ -41,6 +42,7 @@ class Layer(NamedTuple):
     stride: int
     pad: int
     dtype: np.dtype
+    out_h: int
     out_w: int
     need_dx: bool
 
@@ -82,8 +84,8 @@ def describe(x_shape, W_shape, stride, pad, dtype, need_dx=True):
     """The Layer of a convolution of an (N, C, H, W) input with (FN, C, FH, FW) filters."""
     C, H, W = x_shape[1:]
     FN, _, FH, FW = W_shape
-    out_w = output_size(W, FW, stride, pad)
-    return Layer(C, H, W, FN, FH, FW, stride, pad, np.dtype(dtype), out_w, bool(need_dx))
+    out_h, out_w = output_size(H, FH, stride, pad), output_size(W, FW, stride, pad)
+    return Layer(C, H, W, FN, FH, FW, stride, pad, np.dtype(dtype), out_h, out_w, bool(need_dx))
 
 
 def settings(config=None, features=None):
@@ -169,10 +171,12 @@ FORWARD_RULES = (
 GRADIENT_RULES = (
     Rule("avx512_blocks",
          lambda L, s: (_blocks512_gradients(L, s) and L.FN >= 16
-                       and L.C < WINOGRAD_MIN_CHANNELS and (L.C >= 16 or not L.need_dx)),
-         f"AVX-512F, float32, stride 1, >= 16 filters and fewer than {WINOGRAD_MIN_CHANNELS} input "
-         f"channels (>= 16 when the input gradient is wanted: its 16 lanes are the channels): "
-         f"16 filters per register for dW, dx as a forward of the flipped filters over d"),
+                       and L.C < WINOGRAD_MIN_CHANNELS and (L.C >= 16 or not L.need_dx)
+                       and L.out_h * L.out_w >= AVX512_GRAD_MIN_PIXELS),
+         f"AVX-512F, float32, stride 1, >= 16 filters, fewer than {WINOGRAD_MIN_CHANNELS} input "
+         f"channels (>= 16 when the input gradient is wanted: its 16 lanes are the channels) and "
+         f">= {AVX512_GRAD_MIN_PIXELS} outputs per plane: 16 filters per register for dW, dx as "
+         f"a forward of the flipped filters over d"),
     Rule("avx2_rows",
          lambda L, s: _rows_gradients(L, s) and (L.taps < AVX2_MIN_TAPS or _few_filters(L)),
          f"float32 stride 1, the forward's row layout or few filters (<= 8, or <= 16 of "
