@@ -26,6 +26,10 @@ from . import im2col_gemm, tiling
 # more, and it reads slower than np.matmul's packed copy.
 OWN_GEMM_MAX_SET_LOAD = 8
 
+# The forward's tiles hold at most tile_bytes / FORWARD_TILE_SHARE of V: the output transform reads
+# M (FN/C times V's size) right after the GEMMs wrote it, while it is still in the core's cache.
+FORWARD_TILE_SHARE = 4
+
 
 def own_gemm_fits(fma, dtype, T, C):
     """Whether the forward's 16 products over T tiles of C channels take the own GEMM."""
@@ -111,7 +115,8 @@ def forward(x, W, b, pad, relu, out, tile_bytes, avx2, fma):
     N, C, H, Wd = x.shape
     U = weights(W)
     TH, TW = tile_grid(H, Wd, pad)
-    tiles = tiling.tiles(N, 16 * C * TH * TW * x.dtype.itemsize, tile_bytes)
+    tiles = tiling.tiles(N, 16 * C * TH * TW * x.dtype.itemsize,
+                         max(1, tile_bytes // FORWARD_TILE_SHARE))
     n_workers = tiling.workers(tiles, N * 16 * C * TH * TW)
     scratch = Scratch(n_workers, tiling.largest(tiles), C, W.shape[0], H, Wd, pad, x.dtype)
 
