@@ -209,6 +209,10 @@ def plan(x_shape, W_shape, stride=1, pad=0, dtype=np.float32, features=AVX2, nee
     ((1, 6, 14, 14), (16, 6, 5, 5), 1, 0, np.float32, AVX512, "avx512_blocks", "im2col"),
     ((1, 32, 14, 14), (32, 32, 3, 3), 1, 2, np.float32, AVX512, "winograd", "winograd"),
     ((1, 16, 14, 14), (16, 16, 3, 3), 1, 1, np.float64, AVX512, "im2col", "im2col"),
+    # its gradients want output planes of >= 64 cells (63 here; LeNet-5's conv3 has one)
+    ((1, 16, 8, 8), (16, 16, 3, 3), 1, 1, np.float32, AVX512, "avx512_blocks", "avx512_blocks"),
+    ((1, 16, 7, 9), (16, 16, 3, 3), 1, 1, np.float32, AVX512, "avx512_blocks", "avx2_rows"),
+    ((1, 16, 5, 5), (120, 16, 5, 5), 1, 0, np.float32, AVX512, "im2col", "im2col"),
 ])
 def test_rules(x_shape, W_shape, stride, pad, dtype, features, forward, grads):
     p = plan(x_shape, W_shape, stride, pad, dtype, features)
