@@ -5,6 +5,9 @@ set_num_threads overrides it. The OpenMP kernels (im2col, pooling, ReLU, ...) st
 threads. The convolution and matmul run their tiles on that many Python threads (run_tasks: every
 heavy call in a tile releases the GIL), each tile calling NumPy's BLAS single-threaded while
 single_threaded_blas holds BLAS's own pool at one thread. Results never depend on the count.
+
+A process forked after a kernel started threads runs every kernel on one thread: GNU OpenMP's
+threads do not survive fork, and a team started in the child waits for them forever.
 """
 import contextlib
 import os
@@ -21,6 +24,11 @@ _num_threads = None
 # stack, so a team of 100000 crashed the process; results never depend on the thread count, so
 # asking for more simply runs with this many.
 MAX_THREADS = 1024
+
+# Whether a kernel may have started OpenMP threads in this process (threads_for gave more than
+# one), and whether this process was forked after that: then its kernels run on one thread.
+_threads_started = False
+_forked_after_threads = False
 
 
 def _default_num_threads():
@@ -41,9 +49,13 @@ def get_num_threads():
 def threads_for(work=None):
     """Threads for a kernel call touching about work elements: get_num_threads(), at most
     MAX_THREADS, and at most one per config work_per_thread elements (results never depend on it)."""
+    global _threads_started
+    if _forked_after_threads:
+        return 1
     n = min(get_num_threads(), MAX_THREADS)
     if work is not None:
         n = max(1, min(n, work // _current_config()["work_per_thread"]))
+    _threads_started = _threads_started or n > 1
     return n
 
 
@@ -182,8 +194,10 @@ def run_tasks(task, n_tasks, n_workers):
 
 
 def _after_fork_in_child():
-    # Threads do not survive fork: forget the pool and any limit a now-vanished thread held.
-    global _pool, _pool_size, _pool_lock, _blas_lock, _blas_users
+    # Threads do not survive fork: forget the pool and any limit a now-vanished thread held, and
+    # run on one thread if OpenMP's may have started (see the module's docstring).
+    global _pool, _pool_size, _pool_lock, _blas_lock, _blas_users, _forked_after_threads
+    _forked_after_threads = _forked_after_threads or _threads_started
     _pool, _pool_size, _pool_lock, _blas_lock = None, 0, threading.Lock(), threading.Lock()
     if _blas_users:
         for (_, _, set_threads), n in zip(_blas(), _blas_saved):

@@ -183,6 +183,32 @@ def test_single_threaded_blas_from_overlapping_threads_restores_the_setting():
         assert set(blas_threads()) == {2}
 
 
+def _kernels_in_child(queue):
+    x = np.random.default_rng(3).standard_normal((16, 16, 12, 12)).astype(np.float32)
+    Wt = np.random.default_rng(4).standard_normal((16, 16, 3, 3)).astype(np.float32)
+    out = K.conv_bias_relu_forward(x, Wt, np.zeros(16, np.float32), 1, 1)
+    queue.put((out, K.max_pool_forward(out, 2, 2)[0], cnncore.kernels.relu_forward(x)[0]))
+
+
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="needs fork")
+def test_openmp_kernels_work_in_a_child_forked_after_they_ran(restore_threads):
+    # GNU OpenMP's threads do not survive fork and a team started in the child would wait for them
+    # forever: such a child runs its kernels on one thread (same results).
+    cnncore.set_num_threads(2)
+    with cnncore.config_context(work_per_thread=1):
+        ctx = multiprocessing.get_context("fork")
+        queue = ctx.Queue()
+        _kernels_in_child(queue)                      # the parent's OpenMP threads start here
+        expected = queue.get(timeout=60)
+        child = ctx.Process(target=_kernels_in_child, args=(queue,))
+        child.start()
+        got = queue.get(timeout=60)
+        child.join(60)
+    assert child.exitcode == 0
+    for g, e in zip(got, expected):
+        np.testing.assert_array_equal(g, e)
+
+
 def _conv_in_child(queue):
     x = np.random.default_rng(3).standard_normal((8, 3, 12, 12))
     Wt = np.random.default_rng(4).standard_normal((4, 3, 3, 3))
