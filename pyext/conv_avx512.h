@@ -1,13 +1,15 @@
-/* Direct float32 convolution of one image on AVX-512F, for pyext/conv_avx512.pyx.
+/* Direct convolution of one image on AVX-512F, for pyext/conv_avx512.pyx: the forward in float32
+ * and float64 (conv_avx512_forward.h), the gradients of stride-1 layers in float32.
  *
  * The AVX2 block kernel (conv_avx2.h) keeps 16 filters in a pair of 8-lane registers and 6
  * outputs at a time: 12 accumulators, and each step loads 2 weight vectors and 6 inputs for 12
  * multiply-adds. With 16 lanes and 32 registers, one register holds 16 filters and a block keeps
  * FV (1 or 2) such vectors times up to 12 outputs of a row: each step loads FV weight vectors and
- * PB inputs (broadcast) for FV*PB multiply-adds, half the loads per multiply-add at FV = 2.
+ * PB inputs (broadcast) for FV*PB multiply-adds, half the loads per multiply-add at FV = 2 (in
+ * float64, 8 filters per register).
  *
- * The sums, with the bias and the ReLU, go to a staging row, 32 filters per output, and from there
- * to the output planes. Compiled for AVX-512F through a target attribute; cpu_features.h says
+ * The sums, with the bias and the ReLU, go to a staging row, 2 blocks of filters per output, and
+ * from there to the output planes. Compiled for AVX-512F through a target attribute; cpu_features.h says
  * at run time whether this CPU has it. Elsewhere the kernel is an empty function nothing calls.
  */
 #include <string.h>
@@ -52,104 +54,28 @@ static void cnncore_avx512_copy_into_padded(const float* src, const float* mask,
     }
 }
 
-/* PB outputs of one row at x (the padded image at the first output's window, inputs S apart; S = 0:
- * s apart) times FV blocks of 16 filters, the second block's weights w_next floats after the
- * first's, each laid out (C, FH, FW, 16). Writes act(sum + bias) to staged[p*32 + 16*v + j], bias
- * holding 16*FV values. FV, PB and S are
- * constants at each call site. */
-static inline __attribute__((always_inline, target("avx512f"))) void
-cnncore_avx512_block(const float* x, Py_ssize_t PHW, Py_ssize_t PW, const float* w,
-                     Py_ssize_t w_next, Py_ssize_t C, Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t s,
-                     const float* bias, int relu, float* staged, int FV, int PB, int S)
-{
-    cnncore_v16f acc[2][CNNCORE_AVX512_MAX_PB], w0, w1 = {0}, v;
-    int f;
-    Py_ssize_t c, ky, kx, step = S ? S : s;
-    int p;
-    for (p = 0; p < PB; p++) {
-        acc[0][p] = (cnncore_v16f){0};
-        acc[1][p] = (cnncore_v16f){0};
-    }
-    for (c = 0; c < C; c++) {
-        for (ky = 0; ky < FH; ky++) {
-            const float* line = x + c * PHW + ky * PW;
-            for (kx = 0; kx < FW; kx++, w += 16) {
-                w0 = *(const cnncore_v16f*)w;
-                if (FV == 2)
-                    w1 = *(const cnncore_v16f*)(w + w_next);
-                for (p = 0; p < PB; p++) {
-                    float v = line[kx + p * step];
-                    acc[0][p] += v * w0;
-                    if (FV == 2)
-                        acc[1][p] += v * w1;
-                }
-            }
-        }
-    }
-    for (f = 0; f < FV; f++) {
-        for (p = 0; p < PB; p++) {
-            v = acc[f][p] + *(const cnncore_v16f*)(bias + 16 * f);
-            if (relu)   /* keep v > 0 and NaN (not v <= 0, unordered), zero the rest */
-                v = (cnncore_v16f)_mm512_maskz_mov_ps(
-                    _mm512_cmp_ps_mask((__m512)v, _mm512_setzero_ps(), _CMP_NLE_UQ), (__m512)v);
-            *(cnncore_v16f*)(staged + 32 * p + 16 * f) = v;
-        }
-    }
-}
+/* The forward, for float32 (16 lanes) and float64 (8 lanes): conv_avx512_forward.h. */
+#define CNNCORE_T float
+#define CNNCORE_N 16
+#define CNNCORE_NAME(name) name##_float
+#define CNNCORE_KEEP(v) ((__typeof__(v))_mm512_maskz_mov_ps( \
+    _mm512_cmp_ps_mask((__m512)(v), _mm512_setzero_ps(), _CMP_NLE_UQ), (__m512)(v)))
+#include "conv_avx512_forward.h"
+#undef CNNCORE_KEEP
+#undef CNNCORE_NAME
+#undef CNNCORE_N
+#undef CNNCORE_T
 
-#define CNNCORE_AVX512_BLOCK(FV, PB, S) \
-    cnncore_avx512_block(line + ox * s, PHW, PW, w, w_next, C, FH, FW, s, bias, relu, \
-                         staged + 32 * (ox - start), FV, PB, S)
-
-#define CNNCORE_AVX512_SIZES(FV, S) \
-    switch (PB) { \
-    case 12: CNNCORE_AVX512_BLOCK(FV, 12, S); break; \
-    case 11: CNNCORE_AVX512_BLOCK(FV, 11, S); break; \
-    case 10: CNNCORE_AVX512_BLOCK(FV, 10, S); break; \
-    case 9: CNNCORE_AVX512_BLOCK(FV, 9, S); break; \
-    case 8: CNNCORE_AVX512_BLOCK(FV, 8, S); break; \
-    case 7: CNNCORE_AVX512_BLOCK(FV, 7, S); break; \
-    case 6: CNNCORE_AVX512_BLOCK(FV, 6, S); break; \
-    case 5: CNNCORE_AVX512_BLOCK(FV, 5, S); break; \
-    case 4: CNNCORE_AVX512_BLOCK(FV, 4, S); break; \
-    case 3: CNNCORE_AVX512_BLOCK(FV, 3, S); break; \
-    case 2: CNNCORE_AVX512_BLOCK(FV, 2, S); break; \
-    default: CNNCORE_AVX512_BLOCK(FV, 1, S); break; \
-    }
-
-/* out (nf, OH, OW) = act(conv(xp, w) + bias) for one zero-padded image xp (C, PH, PW) and nf
- * (1..32) filters: the first 16 packed at w, the next 16 (when nf > 16) w_next floats after, as
- * (C, FH, FW, 16) blocks, and their biases (32 values, zeros past nf). Rows are done CNNCORE_AVX512_ROW outputs at a time, cut into blocks of
- * at most CNNCORE_AVX512_MAX_PB whose sizes differ by at most one. act: ReLU (v <= 0 -> 0, NaN
- * kept) when relu, else identity. */
-__attribute__((target("avx512f")))
-static void cnncore_avx512_image(const float* xp, Py_ssize_t C, Py_ssize_t PH, Py_ssize_t PW,
-                                 const float* w, Py_ssize_t w_next, Py_ssize_t FH, Py_ssize_t FW,
-                                 Py_ssize_t s, const float* bias, int relu,
-                                 float* out, Py_ssize_t nf, Py_ssize_t OH, Py_ssize_t OW)
-{
-    float staged[32 * CNNCORE_AVX512_ROW];
-    Py_ssize_t PHW = PH * PW, L = OH * OW, oy, start, width, n_blocks, k, ox, PB, f, p;
-    for (oy = 0; oy < OH; oy++) {
-        const float* line = xp + oy * s * PW;
-        for (start = 0; start < OW; start += width) {
-            width = OW - start < CNNCORE_AVX512_ROW ? OW - start : CNNCORE_AVX512_ROW;
-            n_blocks = (width + CNNCORE_AVX512_MAX_PB - 1) / CNNCORE_AVX512_MAX_PB;
-            for (k = 0, ox = start; k < n_blocks; k++, ox += PB) {
-                PB = (width * (k + 1)) / n_blocks - (width * k) / n_blocks;
-                if (nf > 16 && s == 1) { CNNCORE_AVX512_SIZES(2, 1) }
-                else if (nf > 16) { CNNCORE_AVX512_SIZES(2, 0) }
-                else if (s == 1) { CNNCORE_AVX512_SIZES(1, 1) }
-                else { CNNCORE_AVX512_SIZES(1, 0) }
-            }
-            for (f = 0; f < nf; f++) {
-                float* o = out + f * L + oy * OW + start;
-                for (p = 0; p < width; p++)
-                    o[p] = staged[32 * p + f];
-            }
-        }
-    }
-}
+#define CNNCORE_T double
+#define CNNCORE_N 8
+#define CNNCORE_NAME(name) name##_double
+#define CNNCORE_KEEP(v) ((__typeof__(v))_mm512_maskz_mov_pd( \
+    _mm512_cmp_pd_mask((__m512d)(v), _mm512_setzero_pd(), _CMP_NLE_UQ), (__m512d)(v)))
+#include "conv_avx512_forward.h"
+#undef CNNCORE_KEEP
+#undef CNNCORE_NAME
+#undef CNNCORE_N
+#undef CNNCORE_T
 
 /* The gradients of a stride-1 layer, per image. d is first laid out (L, 16*FV): 16 or 32 filters'
  * values of each output side by side (cnncore_avx512_grad_lines), so that one register holds d of 16
@@ -325,10 +251,19 @@ static void cnncore_avx512_copy_into_padded(const float* src, const float* mask,
 {
 }
 
-static void cnncore_avx512_image(const float* xp, Py_ssize_t C, Py_ssize_t PH, Py_ssize_t PW,
-                                 const float* w, Py_ssize_t w_next, Py_ssize_t FH, Py_ssize_t FW,
-                                 Py_ssize_t s, const float* bias, int relu,
-                                 float* out, Py_ssize_t nf, Py_ssize_t OH, Py_ssize_t OW)
+static void cnncore_avx512_image_float(const float* xp, Py_ssize_t C, Py_ssize_t PH,
+                                       Py_ssize_t PW, const float* w, Py_ssize_t w_next,
+                                       Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t s,
+                                       const float* bias, int relu, float* out, Py_ssize_t nf,
+                                       Py_ssize_t OH, Py_ssize_t OW)
+{
+}
+
+static void cnncore_avx512_image_double(const double* xp, Py_ssize_t C, Py_ssize_t PH,
+                                        Py_ssize_t PW, const double* w, Py_ssize_t w_next,
+                                        Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t s,
+                                        const double* bias, int relu, double* out, Py_ssize_t nf,
+                                        Py_ssize_t OH, Py_ssize_t OW)
 {
 }
 

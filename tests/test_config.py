@@ -196,23 +196,29 @@ def plan(x_shape, W_shape, stride=1, pad=0, dtype=np.float32, features=AVX2, nee
     ((1, 16, 14, 14), (64, 16, 3, 3), 1, 1, np.float32, AVX2, "im2col", "im2col"),
     ((1, 16, 14, 14), (4, 16, 3, 3), 1, 1, np.float32, AVX2, "im2col", "avx2_rows"),
     ((1, 16, 14, 14), (16, 16, 3, 3), 2, 1, np.float32, AVX2, "avx2_blocks", "im2col"),
-    # AVX-512: the blocks' forward for 8-32 filters of >= 64 taps; its gradients for stride 1,
+    # AVX-512: the blocks' forward for 8-128 filters of >= 64 taps (float64: up to 128 filters,
+    # any taps, below Winograd's layers); its gradients (float32) for stride 1,
     # square 3x3 / 5x5 filters, >= 16 filters and 16-31 input channels (fewer: dW only)
     ((1, 16, 28, 28), (16, 16, 3, 3), 1, 1, np.float32, AVX512, "avx512_blocks", "avx512_blocks"),
     ((1, 16, 14, 14), (32, 16, 3, 3), 1, 1, np.float32, AVX512, "avx512_blocks", "avx512_blocks"),
     ((1, 31, 14, 14), (16, 31, 5, 5), 1, 4, np.float32, AVX512, "avx512_blocks", "avx512_blocks"),
-    ((1, 16, 14, 14), (64, 16, 3, 3), 1, 1, np.float32, AVX512, "im2col", "avx512_blocks"),
+    ((1, 16, 14, 14), (64, 16, 3, 3), 1, 1, np.float32, AVX512, "avx512_blocks", "avx512_blocks"),
+    ((1, 16, 14, 14), (129, 16, 3, 3), 1, 1, np.float32, AVX512, "im2col", "avx512_blocks"),
+    ((1, 1, 28, 28), (6, 1, 5, 5), 1, 2, np.float64, AVX512, "avx512_blocks", "im2col"),
+    ((1, 16, 5, 5), (120, 16, 5, 5), 1, 0, np.float64, AVX512, "avx512_blocks", "im2col"),
+    ((1, 16, 5, 5), (129, 16, 5, 5), 1, 0, np.float64, AVX512, "im2col", "im2col"),
+    ((1, 32, 14, 14), (32, 32, 3, 3), 1, 1, np.float64, AVX512, "winograd", "winograd"),
     ((1, 16, 14, 14), (16, 16, 3, 3), 1, 3, np.float32, AVX512, "avx512_blocks", "avx2_rows"),
     ((1, 16, 14, 14), (16, 16, 3, 3), 2, 1, np.float32, AVX512, "avx512_blocks", "im2col"),
     ((1, 16, 14, 14), (15, 16, 3, 3), 1, 1, np.float32, AVX512, "avx512_blocks", "avx2_rows"),
     ((1, 16, 14, 14), (16, 16, 3, 2), 1, 1, np.float32, AVX512, "avx512_blocks", "avx2_rows"),
     ((1, 6, 14, 14), (16, 6, 5, 5), 1, 0, np.float32, AVX512, "avx512_blocks", "im2col"),
     ((1, 32, 14, 14), (32, 32, 3, 3), 1, 2, np.float32, AVX512, "winograd", "winograd"),
-    ((1, 16, 14, 14), (16, 16, 3, 3), 1, 1, np.float64, AVX512, "im2col", "im2col"),
+    ((1, 16, 14, 14), (16, 16, 3, 3), 1, 1, np.float64, AVX512, "avx512_blocks", "im2col"),
     # its gradients want output planes of >= 64 cells (63 here; LeNet-5's conv3 has one)
     ((1, 16, 8, 8), (16, 16, 3, 3), 1, 1, np.float32, AVX512, "avx512_blocks", "avx512_blocks"),
     ((1, 16, 7, 9), (16, 16, 3, 3), 1, 1, np.float32, AVX512, "avx512_blocks", "avx2_rows"),
-    ((1, 16, 5, 5), (120, 16, 5, 5), 1, 0, np.float32, AVX512, "im2col", "im2col"),
+    ((1, 16, 5, 5), (120, 16, 5, 5), 1, 0, np.float32, AVX512, "avx512_blocks", "im2col"),
 ])
 def test_rules(x_shape, W_shape, stride, pad, dtype, features, forward, grads):
     p = plan(x_shape, W_shape, stride, pad, dtype, features)
@@ -283,7 +289,8 @@ def test_explain_a_network_and_a_layer():
     assert "first layer" in rows[0]["gradients_reason"]
     layer = Convolution(np.zeros((8, 3, 5, 5)), np.zeros(8))
     (row,) = cnncore.explain(layer, (1, 3, 12, 12))
-    assert row["forward"] == "im2col" and row["dtype"] == "float64"
+    assert row["forward"] == ("avx512_blocks" if CPU["avx512f"] else "im2col")
+    assert row["dtype"] == "float64"
     with cnncore.config_context(conv_algorithm="winograd"):
         (row,) = cnncore.explain(layer, (1, 3, 12, 12))
         assert row["forward"] == "error" and "3x3" in row["forward_reason"]

@@ -1,5 +1,6 @@
-"""The direct float32 convolution on AVX-512F (cnncore/kernels.py, pyext/conv_avx512.pyx) against
-the NumPy references: plain and fused forward (any stride), and its gradients (stride 1, square 3x3
+"""The direct convolution on AVX-512F (cnncore/kernels.py, pyext/conv_avx512.pyx) against the
+NumPy references: plain and fused forward (any stride, float32 and float64), and its float32
+gradients (stride 1, square 3x3
 and 5x5 filters: dW and db from d laid out 16 filters per register, dx as a forward of the flipped
 filters over d), over many shapes, non-finite values, thread independence, and which layers take
 them by default. The algorithm is forced (conv_algorithm='avx512_blocks') and what ran recorded;
@@ -74,16 +75,19 @@ def operands(rng, case):
     return x, Wt, b, stride, pad
 
 
-def check_forward(rng, case, fused):
-    x, Wt, b, stride, pad = operands(rng, case)
+def check_forward(rng, case, fused, dtype=np.float32):
+    x, Wt, b, stride, pad = (a.astype(dtype) if isinstance(a, np.ndarray) else a
+                             for a in operands(rng, case))
     fwd, rfwd = ((K.conv_bias_relu_forward, R.conv_bias_relu_forward) if fused
                  else (K.conv_forward, R.conv_forward))
     with cnncore.config_context(conv_algorithm="avx512_blocks"), trace() as steps:
         out = fwd(x, Wt, b, stride, pad)
     want = rfwd(x, Wt, b, stride, pad)
     assert ran(steps, "forward") == ["avx512_blocks"]
-    assert out.dtype == np.float32 and out.flags.c_contiguous and out.shape == want.shape
-    np.testing.assert_allclose(out, want, **tol(np.abs(want).max() + 1))
+    assert out.dtype == dtype and out.flags.c_contiguous and out.shape == want.shape
+    scale = np.abs(want).max() + 1
+    np.testing.assert_allclose(out, want, **(tol(scale) if dtype == np.float32 else
+                                             dict(rtol=1e-12, atol=1e-13 * scale)))
 
 
 def check_gradients(rng, case, fused, need_dx, special=None, where=None):
@@ -114,19 +118,22 @@ def check_gradients(rng, case, fused, need_dx, special=None, where=None):
 
 
 @needs_avx512
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("fused", [False, True], ids=["conv", "fused"])
 @pytest.mark.parametrize("case", CASES, ids=case_id)
-def test_forward_matches_reference(case, fused, rng):
-    check_forward(rng, case, fused)
+def test_forward_matches_reference(case, fused, dtype, rng):
+    check_forward(rng, case, fused, dtype)
 
 
 @needs_avx512
 @given(st.integers(1, 3), st.integers(1, 20), st.integers(1, 12), st.integers(1, 30),
        st.integers(1, 70), st.integers(1, 5), st.integers(1, 5), st.integers(1, 3),
-       st.integers(0, 3), st.booleans(), st.integers(0, 2**32 - 1))
-def test_forward_property(N, C, H, W, FN, FH, FW, stride, pad, fused, seed):
+       st.integers(0, 3), st.booleans(), st.sampled_from([np.float32, np.float64]),
+       st.integers(0, 2**32 - 1))
+def test_forward_property(N, C, H, W, FN, FH, FW, stride, pad, fused, dtype, seed):
     assume(FH <= H + 2 * pad and FW <= W + 2 * pad)
-    check_forward(np.random.default_rng(seed), (N, C, H, W, FN, FH, FW, stride, pad), fused)
+    check_forward(np.random.default_rng(seed), (N, C, H, W, FN, FH, FW, stride, pad), fused,
+                  dtype)
 
 
 @needs_avx512
@@ -167,8 +174,10 @@ def test_gradients_non_finite_like_the_reference(where, special, fused, need_dx,
 
 
 @needs_avx512
-def test_forward_non_finite_like_the_reference(rng):
-    x, Wt, b, stride, pad = operands(rng, (2, 16, 6, 7, 20, 3, 3, 1, 1))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_forward_non_finite_like_the_reference(dtype, rng):
+    x, Wt, b, stride, pad = (a.astype(dtype) if isinstance(a, np.ndarray) else a
+                             for a in operands(rng, (2, 16, 6, 7, 20, 3, 3, 1, 1)))
     x[1, 3, 2, 2], Wt[5, 2, 1, 1], b[7] = np.inf, np.nan, -np.inf
     with cnncore.config_context(conv_algorithm="avx512_blocks"):
         got = K.conv_bias_relu_forward(x, Wt, b, stride, pad)
@@ -204,7 +213,8 @@ def test_results_do_not_depend_on_threads(rng, config):
     (1, 16, 3, 28, True, False, False),    # its dx would use 1 of 16 lanes
     (6, 16, 5, 14, True, True, False),     # LeNet-5 conv2: 150 taps; dx with 6 of 16 lanes
     (32, 32, 3, 14, True, False, False),   # Winograd
-    (16, 64, 3, 14, True, False, True),    # 64 filters: GEMM forward
+    (16, 64, 3, 14, True, True, True),     # 64 filters
+    (16, 130, 3, 14, True, False, True),   # 130 filters: GEMM forward
 ])
 def test_default_rules(C, FN, FH, H, need_dx, forward, gradients, rng):
     x = rng.standard_normal((2, C, H, H)).astype(np.float32)

@@ -8,13 +8,15 @@ from .._threads import threads_for
 from .tiling import padded_images
 
 
-def pack(W):
-    """(FN, C, FH, FW) filters as blocks of 16: (n_blocks, C*FH*FW*16), zeros past the last filter."""
+def pack(W, lanes=16):
+    """(FN, C, FH, FW) filters as blocks of lanes: (n_blocks, C*FH*FW*lanes), zeros past the last
+    filter."""
     FN = W.shape[0]
-    n_blocks = -(-FN // 16)
-    w = np.zeros((n_blocks * 16, W[0].size), np.float32)
+    n_blocks = -(-FN // lanes)
+    w = np.zeros((n_blocks * lanes, W[0].size), W.dtype)
     w[:FN] = W.reshape(FN, -1)
-    return np.ascontiguousarray(w.reshape(n_blocks, 16, -1).transpose(0, 2, 1)).reshape(n_blocks, -1)
+    return np.ascontiguousarray(w.reshape(n_blocks, lanes, -1).transpose(0, 2, 1)).reshape(
+        n_blocks, -1)
 
 
 def forward(x, W, b, stride, pad, relu, out):

@@ -1,7 +1,8 @@
-"""Direct convolution with 16 filters per AVX-512 register (pyext/conv_avx512.pyx): float32, any
-stride forward; each output summed in registers from a zero-padded image, no columns, no GEMM.
-The input gradient of a stride-1 layer is the same kernel run over d (zero-padded by FH-1-pad)
-with the filters flipped and their two channel axes swapped."""
+"""Direct convolution with 16 filters per AVX-512 register (pyext/conv_avx512.pyx; 8 in float64):
+the forward, any stride, each output summed in registers from a zero-padded image, no columns, no
+GEMM. The float32 gradients of stride-1 layers: dW from d laid out 16 filters per register, and
+the input gradient as the same forward run over d (zero-padded by FH-1-pad) with the filters
+flipped and their two channel axes swapped."""
 import numpy as np
 
 from .._ext import conv_avx512 as _conv_avx512
@@ -14,13 +15,16 @@ from .tiling import padded_images
 
 
 def forward(x, W, b, stride, pad, relu, out, mask=None):
-    """out = act(conv(x, W) + b); with mask, x is zeroed where mask <= 0 first."""
+    """out = act(conv(x, W) + b), float32 or float64; with mask (float32), x is zeroed where
+    mask <= 0 first."""
     N, FN = x.shape[0], W.shape[0]
-    n_pairs = -(-FN // 32)
+    lanes = 64 // x.dtype.itemsize
+    n_pairs = -(-FN // (2 * lanes))
     n_threads = min(threads_for(N * FN * out.shape[2] * out.shape[3]), N * n_pairs)
-    bias = np.zeros(-(-FN // 16) * 16, np.float32)
+    bias = np.zeros(-(-FN // lanes) * lanes, x.dtype)
     bias[:FN] = b
-    _conv_avx512.forward(x, mask, pack(W), bias, out, padded_images(n_threads, x.shape, pad),
+    _conv_avx512.forward(x, mask, pack(W, lanes), bias, out,
+                         padded_images(n_threads, x.shape, pad, x.dtype),
                          W.shape[2], W.shape[3], stride, pad, relu, n_threads)
 
 

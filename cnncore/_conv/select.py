@@ -24,6 +24,7 @@ from .avx2_rows import ROWS_MAX_WIDTH
 AVX2_MIN_TAPS = 64                  # weights per filter (C*FH*FW) from which the block kernel wins
 AVX2_MIN_FILTERS = 8                # the block kernel's 16-wide filter blocks, at least half full
 AVX2_MAX_FILTERS = 32               # beyond, the GEMM's M = FN is large enough for BLAS
+AVX512_MAX_FILTERS = 128            # the AVX-512 blocks' forward still as fast as the GEMM
 ROWS_BACKWARD_MAX_TAPS = 144        # 16-filter layers take the row layout's gradients up to this
 WINOGRAD_MIN_CHANNELS = 32          # the 16 products' K = C must be this large to pay off
 WINOGRAD_BACKWARD_MIN_PIXELS = 64   # smaller planes: transforms too small beside the other GEMM
@@ -114,11 +115,11 @@ def _blocks_shape(L, s):
 
 
 def _blocks512_shape(L, s):
-    return s.avx512 and L.float32
+    return s.avx512
 
 
 def _blocks512_gradients(L, s):
-    return (_blocks512_shape(L, s) and L.stride == 1 and L.FH == L.FW and L.FH in (3, 5)
+    return (s.avx512 and L.float32 and L.stride == 1 and L.FH == L.FW and L.FH in (3, 5)
             and L.pad <= L.FH - 1)
 
 
@@ -135,7 +136,7 @@ CAN_RUN = {
                   f"(input rows too for the input gradient)"),
     "avx2_blocks": (_blocks_shape, None, "AVX2 + FMA and float32"),
     "avx512_blocks": (_blocks512_shape, _blocks512_gradients,
-                      "AVX-512F and float32 (gradients: stride 1, square 3x3 or 5x5 filters and "
+                      "AVX-512F (gradients: float32, stride 1, square 3x3 or 5x5 filters and "
                       "pad < the filter's size)"),
 }
 
@@ -156,10 +157,12 @@ FORWARD_RULES = (
          f"float32 stride 1, fewer than {AVX2_MIN_TAPS} weights per filter: im2col + GEMM would "
          f"move as many bytes as it multiplies; 8 outputs of a row per register"),
     Rule("avx512_blocks",
-         lambda L, s: (_blocks512_shape(L, s) and L.taps >= AVX2_MIN_TAPS
-                       and AVX2_MIN_FILTERS <= L.FN <= AVX2_MAX_FILTERS),
-         f"AVX-512F, float32, {AVX2_MIN_FILTERS}-{AVX2_MAX_FILTERS} filters: as avx2_blocks, "
-         f"16 filters per register and up to 32 x 12 outputs in registers"),
+         lambda L, s: (_blocks512_shape(L, s) and L.FN <= AVX512_MAX_FILTERS
+                       and (not L.float32 or (L.taps >= AVX2_MIN_TAPS
+                                              and L.FN >= AVX2_MIN_FILTERS))),
+         f"AVX-512F, up to {AVX512_MAX_FILTERS} filters (float32: >= {AVX2_MIN_FILTERS} of "
+         f">= {AVX2_MIN_TAPS} weights): 16 filters per register (float64: 8) and up to 2 x 12 "
+         f"blocks of outputs in registers beat im2col + GEMM's columns"),
     Rule("avx2_blocks",
          lambda L, s: (_blocks_shape(L, s) and L.taps >= AVX2_MIN_TAPS
                        and AVX2_MIN_FILTERS <= L.FN <= AVX2_MAX_FILTERS),

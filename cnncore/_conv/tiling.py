@@ -49,7 +49,7 @@ class Scratch:
         return [b[:r * n * self.L].reshape(r, n * self.L) for b, r in zip(self.buffers[worker], self.rows)]
 
 
-def padded_images(n_threads, x_shape, pad):
-    """The AVX2 kernels' scratch: one zero-padded float32 image per thread (its borders stay zero)."""
+def padded_images(n_threads, x_shape, pad, dtype=np.float32):
+    """The direct kernels' scratch: one zero-padded image per thread (its borders stay zero)."""
     N, C, H, W = x_shape
-    return _output_zeros((n_threads, C * (H + 2 * pad) * (W + 2 * pad)), np.float32)
+    return _output_zeros((n_threads, C * (H + 2 * pad) * (W + 2 * pad)), dtype)
