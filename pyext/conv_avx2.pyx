@@ -13,7 +13,7 @@ depend on the thread count. Neither kernel is to be called where the CPU or the
 compiler lacks AVX2 + FMA (cnncore._cpu says).
 """
 from cython.parallel cimport prange, threadid
-from libc.string cimport memcpy
+from _padded cimport copy_into_padded
 
 cdef extern from "conv_avx2.h":
     void cnncore_avx2_image(const float* xp, Py_ssize_t C, Py_ssize_t PH, Py_ssize_t PW,
@@ -39,16 +39,6 @@ cdef extern from "conv_avx2.h":
     enum: CNNCORE_AVX2_ROWS_MAX_VECTORS
 
 
-cdef inline void _copy_into_padded(const float* image, float* xp, Py_ssize_t C, Py_ssize_t H,
-                                   Py_ssize_t W, Py_ssize_t pad, Py_ssize_t PW) noexcept nogil:
-    # The interior of xp (C, H + 2*pad, PW), PW >= W + 2*pad, whose borders stay zero, from image
-    # (C, H, W).
-    cdef Py_ssize_t c, y, PH = H + 2 * pad
-    for c in range(C):
-        for y in range(H):
-            memcpy(xp + (c * PH + y + pad) * PW + pad, image + (c * H + y) * W, W * sizeof(float))
-
-
 def forward(const float[:, :, :, ::1] x,      # IN  (n, C, H, W)
             const float[:, ::1] w,            # IN  (n_blocks, C*FH*FW*16), packed as above
             const float[::1] b,               # IN  (FN,)
@@ -72,7 +62,7 @@ def forward(const float[:, :, :, ::1] x,      # IN  (n, C, H, W)
             i = task // n_blocks
             k = task % n_blocks
             xp = &padded[threadid(), 0]
-            _copy_into_padded(&x[i, 0, 0, 0], xp, C, H, W, pad, PW)
+            copy_into_padded(&x[i, 0, 0, 0], xp, C, H, W, pad, PW)
             nf = FN - 16 * k
             if nf > 16:
                 nf = 16
@@ -102,7 +92,7 @@ def forward_rows(const float[:, :, :, ::1] x,      # IN  (n, C, H, W)
     with nogil:
         for i in prange(n, schedule="guided", num_threads=n_threads):
             xp = &padded[threadid(), 0]
-            _copy_into_padded(&x[i, 0, 0, 0], xp, C, H, W, pad, PW)
+            copy_into_padded(&x[i, 0, 0, 0], xp, C, H, W, pad, PW)
             cnncore_avx2_rows_image(xp, C, PH, PW, &w[0, 0], filter_h, filter_w, &b[0], relu,
                                     &out[i, 0, 0, 0], FN, OH, OW)
 
@@ -145,7 +135,7 @@ def backward_rows(const float[:, :, :, ::1] x,      # IN  (N, C, H, W)
             xp = &padded[threadid(), 0]
             d = &d_padded[threadid(), 0] + top * DW + left
             for i in range(tiles[t], tiles[t + 1]):
-                _copy_into_padded(&x[i, 0, 0, 0], xp, C, H, W, pad, PW)
+                copy_into_padded(&x[i, 0, 0, 0], xp, C, H, W, pad, PW)
                 cnncore_avx2_rows_grad_lines(&dout[i, 0, 0, 0], &out[i, 0, 0, 0], relu, FN, OH, OW,
                                              n_vec, d, DW, plane, &sums[t, FN * K, 0])
                 cnncore_avx2_rows_wgrad_image(xp, PW, &tap[0], K, d, DW, plane, FN, OH, n_vec,

@@ -10,8 +10,9 @@ thread count. Not to be called where the CPU or the compiler lacks AVX-512F (cnn
 """
 from cython.parallel cimport prange, threadid
 
+from _padded cimport copy_into_padded
+
 from cython cimport floating
-from libc.string cimport memcpy
 
 cdef extern from "conv_avx512.h":
     void cnncore_avx512_copy_into_padded(const float* src, const float* mask, float* dst, Py_ssize_t C,
@@ -34,15 +35,6 @@ cdef extern from "conv_avx512.h":
                                     Py_ssize_t PW, Py_ssize_t FH, Py_ssize_t FW,
                                     const float* dT, int FV, Py_ssize_t OH, Py_ssize_t OW,
                                     float* sums, Py_ssize_t sum_row) noexcept nogil
-
-
-cdef inline void _copy_into_padded(const double* image, double* xp, Py_ssize_t C, Py_ssize_t H,
-                                   Py_ssize_t W, Py_ssize_t pad, Py_ssize_t PW) noexcept nogil:
-    # The interior of xp (C, H + 2*pad, PW), whose borders stay zero, from image (C, H, W).
-    cdef Py_ssize_t c, y, PH = H + 2 * pad
-    for c in range(C):
-        for y in range(H):
-            memcpy(xp + (c * PH + y + pad) * PW + pad, image + (c * H + y) * W, W * sizeof(double))
 
 
 def forward(const floating[:, :, :, ::1] x,      # IN  (n, C, H, W)
@@ -88,7 +80,7 @@ def forward(const floating[:, :, :, ::1] x,      # IN  (n, C, H, W)
                                            stride, &b[N * k], relu, &out[i, N * k, 0, 0], nf,
                                            OH, OW)
             else:
-                _copy_into_padded(&x[i, 0, 0, 0], xp, C, H, W, pad, PW)
+                copy_into_padded(&x[i, 0, 0, 0], xp, C, H, W, pad, PW)
                 cnncore_avx512_image_double(xp, C, PH, PW, &w[k, 0], w_next, filter_h, filter_w,
                                             stride, &b[N * k], relu, &out[i, N * k, 0, 0], nf,
                                             OH, OW)

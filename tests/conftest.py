@@ -158,3 +158,21 @@ def config():
     saved = cnncore.get_config()
     yield cnncore.set_config
     cnncore.set_config(**saved)
+
+
+@pytest.fixture
+def at_thread_counts():
+    """run(compute) -> [compute() on 1, 2 and 3 threads]; the thread count is put back after."""
+    import cnncore
+
+    def run(compute, counts=(1, 2, 3)):
+        previous = cnncore.get_num_threads()
+        try:
+            results = []
+            for n in counts:
+                cnncore.set_num_threads(n)
+                results.append(compute())
+            return results
+        finally:
+            cnncore.set_num_threads(previous)
+    return run

@@ -419,19 +419,13 @@ def test_rows_backward_non_finite_like_the_reference(where, special, fused, need
 
 @needs_avx2
 @pytest.mark.parametrize("need_dx", [False, True], ids=["dW", "dx_dW"])
-def test_rows_backward_does_not_depend_on_threads(need_dx, rng, rows_grad_calls):
+def test_rows_backward_does_not_depend_on_threads(need_dx, rng, rows_grad_calls,
+                                                  at_thread_counts):
     x, Wt, b, stride, pad = operands(rng, (9, 2, 12, 19, 9, 3, 3, 1, 1))
     out = K.conv_bias_relu_forward(x, Wt, b, stride, pad)
     dout = rng.standard_normal(out.shape).astype(np.float32)
-    previous = cnncore.get_num_threads()
-    try:
-        results = []
-        for n in (1, 2, 3):
-            cnncore.set_num_threads(n)
-            results.append(K.conv_bias_relu_backward(dout, x, Wt, out, stride, pad,
-                                                     need_dx=need_dx))
-    finally:
-        cnncore.set_num_threads(previous)
+    results = at_thread_counts(lambda: K.conv_bias_relu_backward(dout, x, Wt, out, stride, pad,
+                                                                 need_dx=need_dx))
     for r in results[1:]:
         for got, first in zip(r, results[0]):
             if first is not None:

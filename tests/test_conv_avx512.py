@@ -187,20 +187,13 @@ def test_forward_non_finite_like_the_reference(dtype, rng):
 
 
 @needs_avx512
-def test_results_do_not_depend_on_threads(rng, config):
+def test_results_do_not_depend_on_threads(rng, config, at_thread_counts):
     config(conv_algorithm="avx512_blocks")
     x, Wt, b, stride, pad = operands(rng, (9, 17, 12, 11, 40, 3, 3, 1, 1))
     out = K.conv_bias_relu_forward(x, Wt, b, stride, pad)
     dout = rng.standard_normal(out.shape).astype(np.float32)
-    previous = cnncore.get_num_threads()
-    try:
-        results = []
-        for n in (1, 2, 3):
-            cnncore.set_num_threads(n)
-            results.append((K.conv_bias_relu_forward(x, Wt, b, stride, pad),
-                            *K.conv_bias_relu_backward(dout, x, Wt, out, stride, pad)))
-    finally:
-        cnncore.set_num_threads(previous)
+    results = at_thread_counts(lambda: (K.conv_bias_relu_forward(x, Wt, b, stride, pad),
+                                        *K.conv_bias_relu_backward(dout, x, Wt, out, stride, pad)))
     for r in results[1:]:
         for got, first in zip(r, results[0]):
             np.testing.assert_array_equal(got, first)
