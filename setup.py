@@ -21,8 +21,8 @@ import textwrap
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-KERNELS = ["im2col", "pooling", "conv", "winograd", "conv_avx2", "conv_avx512", "activation", "adam", "parallel",
-           "padding", "cpu", "batchnorm"]
+KERNELS = ["im2col", "pooling", "conv", "winograd", "conv_avx2", "conv_avx512", "activation", "adam",
+           "parallel", "padding", "cpu", "batchnorm"]
 
 # Typed memoryviews need the buffer protocol in the Limited API: Python 3.11 (0x030B0000).
 LIMITED_API_HEX, LIMITED_API_TAG = "0x030B0000", "cp311"

@@ -38,7 +38,7 @@ cdef extern from "conv_avx512.h":
 
 
 def forward(const floating[:, :, :, ::1] x,      # IN  (n, C, H, W)
-            const floating[:, :, :, ::1] mask,   # IN  (n, C, H, W) or None (float32 only): x taken as 0 where mask <= 0
+            const floating[:, :, :, ::1] mask,   # IN  (n, C, H, W) or None (float32 only)
             const floating[:, ::1] w,            # IN  (n_blocks, C*FH*FW*N), packed as above
             const floating[::1] b,               # IN  (n_blocks*N,) the biases, zeros past FN
             floating[:, :, :, ::1] out,          # OUT (n, FN, OH, OW)

@@ -4,6 +4,7 @@ in its own process, alternating, same thread count; medians and ratios.
     python tools/compare_torch.py                          # every network, float32 and float64
     python tools/compare_torch.py --networks deep,cifar10 --dtypes float32 --runs 5
     python tools/compare_torch.py --inference              # predict at batch 100 and 1000 instead
+    python tools/compare_torch.py --layers --networks deep --dtypes float32   # each convolution alone
 
 A step is what a training loop does per batch: forward, loss, backward and Adam's update (cnncore:
 ``network.gradient`` + ``Adam.update``; PyTorch: ``zero_grad``, forward, ``cross_entropy``,
@@ -13,6 +14,10 @@ a disagreement stops the run. Then every (network, dtype) is timed in fresh proc
 PyTorch alternating ``--runs`` times; each process warms up, times ``--steps`` steps and prints its
 median. The PyTorch processes never import cnncore (its OpenMP defaults would change torch's
 threads): they build the model from a JSON description of the layers.
+
+``--layers`` times each convolution with its ReLU alone instead, on its input in the network:
+forward, and backward (the first layer's without the input gradient, as both libraries train it),
+the minimum over ``--steps`` passes in each process, the median over the processes.
 """
 import argparse
 import json
@@ -218,6 +223,77 @@ def time_torch(arch, dtype, steps, batch, inference, threads):
     return _median(step, steps)
 
 
+def layer_times_cnncore(name, dtype, steps, batch):
+    """[(label, forward ms, backward ms)] of each fused Convolution + Relu of the network."""
+    import numpy as np
+
+    from cnncore.layers import conv_relu_backward, conv_relu_forward
+    from cnncore.networks._base import forward
+
+    def times(conv, relu, x, need_dx):
+        out = conv_relu_forward(conv, relu, x)
+        dout = np.ones_like(out)
+        return (out, _minimum(lambda: conv_relu_forward(conv, relu, x), steps),
+                _minimum(lambda: conv_relu_backward(conv, relu, dout, need_dx=need_dx), steps))
+
+    net = build_cnncore(name, dtype)
+    h = np.random.default_rng(1).random((batch, *net.input_dim)).astype(dtype)
+    rows = []
+    for step in net._steps():
+        if len(step) == 2:
+            FN, C, FH, FW = step[0].W.shape
+            label = f"{C}->{FN} {FH}x{FW} @{h.shape[2]}x{h.shape[3]} pad {step[0].pad}"
+            h, fwd, bwd = times(*step, h, need_dx=bool(rows))
+            rows.append((label, fwd, bwd))
+        else:
+            h = forward(step[0], h, True)
+    return rows
+
+
+def layer_times_torch(arch, dtype, steps, batch, threads):
+    """As layer_times_cnncore, for the same layers in PyTorch (Conv2d followed by ReLU)."""
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(threads)
+    model = build_torch(arch, dtype)
+    h = torch.from_numpy(np.random.default_rng(1).random((batch, *arch["input_dim"])).astype(dtype))
+    def times(module, x):
+        def fwd():
+            return torch.relu(module(x))
+
+        def bwd():   # seconds of the backward alone
+            y = fwd()
+            start = time.perf_counter()
+            y.backward(torch.ones_like(y))
+            return time.perf_counter() - start
+
+        bwd()
+        return _minimum(fwd, steps), 1e3 * min(bwd() for _ in range(steps))
+
+    modules = list(model)
+    rows = []
+    for module, after in zip(modules, modules[1:] + [None]):
+        if isinstance(module, torch.nn.Conv2d) and isinstance(after, torch.nn.ReLU):
+            FN, C, FH, FW = module.weight.shape
+            label = f"{C}->{FN} {FH}x{FW} @{h.shape[2]}x{h.shape[3]} pad {module.padding[0]}"
+            rows.append((label, *times(module, h.detach().requires_grad_(bool(rows)))))
+        with torch.no_grad():
+            h = module(h)
+    return rows
+
+
+def _minimum(call, steps):
+    """Milliseconds of the fastest of steps calls (after one call to warm up)."""
+    call()
+    best = float("inf")
+    for _ in range(steps):
+        start = time.perf_counter()
+        call()
+        best = min(best, time.perf_counter() - start)
+    return 1e3 * best
+
+
 def _median(step, steps):
     for _ in range(3):
         step()
@@ -235,7 +311,12 @@ def child(args):
         import cnncore
 
         cnncore.set_num_threads(args.threads)
-        ms = time_cnncore(spec["name"], spec["dtype"], args.steps, args.batch, args.inference)
+        if args.layers:
+            ms = layer_times_cnncore(spec["name"], spec["dtype"], args.steps, args.batch)
+        else:
+            ms = time_cnncore(spec["name"], spec["dtype"], args.steps, args.batch, args.inference)
+    elif args.layers:
+        ms = layer_times_torch(spec["arch"], spec["dtype"], args.steps, args.batch, args.threads)
     else:
         ms = time_torch(spec["arch"], spec["dtype"], args.steps, args.batch, args.inference,
                         args.threads)
@@ -245,7 +326,8 @@ def child(args):
 def run_child(which, spec, args):
     cmd = [sys.executable, os.path.abspath(__file__), "--child", which, "--child-spec",
            json.dumps(spec), "--steps", str(args.steps), "--batch", str(args.batch),
-           "--threads", str(args.threads)] + (["--inference"] if args.inference else [])
+           "--threads", str(args.threads)] + (["--inference"] if args.inference else []) + (
+               ["--layers"] if args.layers else [])
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])["ms"]
@@ -260,6 +342,8 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--inference", action="store_true", help="time predict instead of steps")
+    parser.add_argument("--layers", action="store_true",
+                        help="time each convolution + ReLU alone instead of whole steps")
     parser.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
     parser.add_argument("--child", choices=["cnncore", "torch"], help=argparse.SUPPRESS)
     parser.add_argument("--child-spec", help=argparse.SUPPRESS)
@@ -267,6 +351,8 @@ def main(argv=None):
     if args.child:
         return child(args)
 
+    if args.layers:
+        return compare_layers(args)
     rows = []
     what = f"predict, batch {args.batch}" if args.inference else f"training step, batch {args.batch}"
     print(f"{what}, {args.threads} threads, median of {args.steps} steps per process, "
@@ -288,6 +374,33 @@ def main(argv=None):
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"what": what, "threads": args.threads, "rows": rows}, f, indent=1)
+
+
+def compare_layers(args):
+    """The --layers table: each convolution + ReLU, forward and backward, both libraries."""
+    print(f"each convolution + ReLU alone, batch {args.batch}, {args.threads} threads, fastest of "
+          f"{args.steps} per process, median of {args.runs} processes per library alternating")
+    print(f"{'network':10s} {'dtype':8s} {'layer':28s} {'torch fwd/bwd ms':>17s} "
+          f"{'cnncore fwd/bwd ms':>19s} {'x fwd':>6s} {'x bwd':>6s}")
+    rows = []
+    for name in args.networks.split(","):
+        for dtype in args.dtypes.split(","):
+            spec = {"name": name, "dtype": dtype, "arch": describe(build_cnncore(name, dtype))}
+            runs = {"cnncore": [], "torch": []}
+            for _ in range(args.runs):
+                for which in ("cnncore", "torch"):
+                    runs[which].append(run_child(which, spec, args))
+            for i, (label, _, _) in enumerate(runs["cnncore"][0]):
+                ours, theirs = ([statistics.median(r[i][k] for r in runs[which]) for k in (1, 2)]
+                                for which in ("cnncore", "torch"))
+                rows.append({"network": name, "dtype": dtype, "layer": label,
+                             "torch_ms": theirs, "cnncore_ms": ours})
+                print(f"{name:10s} {dtype:8s} {label:28s} {theirs[0]:8.2f}/{theirs[1]:<8.2f} "
+                      f"{ours[0]:9.2f}/{ours[1]:<9.2f} {theirs[0] / ours[0]:6.2f} "
+                      f"{theirs[1] / ours[1]:6.2f}", flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"what": "layers", "threads": args.threads, "rows": rows}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -29,8 +29,9 @@ def forward(x, W, b, stride, pad, relu, out, mask=None):
 
 
 def input_grad(dout, out, W, pad, dx):
-    """dx of a stride-1 layer with square filters, pad <= FH - 1, from dout (masked where out <= 0 unless out is
-    None). W must be finite: the sums multiply the zeros around d by the weights too."""
+    """dx of a stride-1 layer with square filters, pad <= FH - 1, from dout (masked where out <= 0
+    unless out is None). W must be finite: the sums multiply the zeros around d by the weights
+    too."""
     flipped = np.ascontiguousarray(W.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
     forward(dout, flipped, np.zeros(flipped.shape[0], np.float32), 1, W.shape[2] - 1 - pad,
             False, dx, mask=out)
