@@ -7,8 +7,8 @@
     avx2_rows.py     8 neighbouring outputs of a filter per AVX2 register (float32, stride 1),
                      forward and gradients
     avx2_blocks.py   16 filters per pair of AVX2 registers (float32), forward only
-    avx512_blocks.py 16 filters per AVX-512 register (float32): forward, and the gradients of
-                     stride-1 3x3 / 5x5 layers
+    avx512_blocks.py 16 filters per AVX-512 register (float64: 8): forward, and the float32
+                     gradients of stride-1 3x3 / 5x5 layers
     winograd.py      Winograd F(2x2, 3x3) (3x3, stride 1), forward and gradients
     gradients.py     the tile loop of the gradients by im2col + GEMM and Winograd
 

@@ -62,7 +62,7 @@ class Settings(NamedTuple):
     tile_bytes: int
     avx2: bool
     avx2_fma: bool
-    avx512: bool = False
+    avx512: bool
 
 
 class Plan(NamedTuple):
