@@ -30,6 +30,9 @@ def test_defaults_and_validation():
         cnncore.set_config(conv_algorithm="fft")
     with pytest.raises(TypeError, match="use_avx2 must be True or False"):
         cnncore.set_config(use_avx2=1)
+    assert config["use_avx512"] is True
+    with pytest.raises(TypeError, match="use_avx512 must be True or False"):
+        cnncore.set_config(use_avx512="no")
     with pytest.raises(ValueError, match="tile_bytes must be >= 1"):
         cnncore.set_config(tile_bytes=0)
     with pytest.raises(TypeError, match="tile_bytes must be an integer"):
@@ -143,16 +146,20 @@ def test_config_environment_defaults():
     code, out, err = run_python(
         "import json, cnncore; print(json.dumps(cnncore.get_config()))",
         CNNCORE_CONV_ALGORITHM="im2col", CNNCORE_USE_AVX2="0", CNNCORE_TILE_BYTES="65536",
-        CNNCORE_WORK_PER_THREAD="²", CNNCORE_MATMUL_CHUNKS="0")
+        CNNCORE_WORK_PER_THREAD="²", CNNCORE_MATMUL_CHUNKS="0", CNNCORE_USE_AVX512="0")
     assert code == 0, err
     config = json.loads(out)
     assert config["conv_algorithm"] == "im2col" and config["use_avx2"] is False
+    assert config["use_avx512"] is False
     assert config["tile_bytes"] == 65536
     assert config["work_per_thread"] == 1 << 15 and config["matmul_chunks"] == 2   # ignored
     assert "CNNCORE_WORK_PER_THREAD" in err and "CNNCORE_MATMUL_CHUNKS" in err
     code, out, err = run_python("import cnncore; print(cnncore.get_config()['conv_algorithm'])",
                                 CNNCORE_CONV_ALGORITHM="fft")
     assert code == 0 and out.strip() == "auto" and "CNNCORE_CONV_ALGORITHM" in err
+    code, out, err = run_python("import cnncore; print(cnncore.get_config()['use_avx512'])",
+                                CNNCORE_USE_AVX512="2")
+    assert code == 0 and out.strip() == "True" and "CNNCORE_USE_AVX512" in err
 
 
 # --------------------------------------------------------------------------- the table of rules
